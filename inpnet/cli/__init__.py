@@ -1,0 +1,68 @@
+"""The ``inpnet`` command. ``main`` is the console-script entry point.
+
+Library code raises :class:`inpnet.errors.InpnetError` or
+:class:`inpnet.config.ConfigError`; this is the only place that turns them into a one-line
+message on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from inpnet.cli.app import app
+
+# Each module registers its commands on the apps in inpnet.cli.app when imported.
+_COMMAND_MODULES = (
+    "inpnet.cli.data",
+    "inpnet.cli.masks",
+    "inpnet.cli.weights",
+    "inpnet.cli.evaluate",
+    "inpnet.cli.train",
+    "inpnet.cli.registry",
+)
+
+EXIT_USER_ERROR = 2
+
+
+def _register_commands() -> None:
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    from inpnet.config import ConfigError
+    from inpnet.errors import InpnetError
+
+    logging.basicConfig(
+        level=os.environ.get("INPNET_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except (InpnetError, ConfigError) as err:
+        print(f"inpnet: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("inpnet: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as err:  # typer/click usage errors
+        return int(err.code or 0)
+    except Exception as err:  # click usage errors arrive as ClickException in non-standalone mode
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            return err.exit_code
+        if isinstance(err, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""Typed, frozen view of ``params.yaml``.
+
+``params.yaml`` is parsed once, at an entry point (the CLI or a pipeline flow), into
+:class:`Params`. Every section is a frozen pydantic model that forbids unknown keys, so a
+typo such as ``train.lr_warmup`` fails with its dotted path and the keys that are allowed
+there instead of being silently ignored. Components never receive the whole ``Params``:
+entry points hand each one its own section.
+
+Variants (``inpnet_s``, ``mae_s``, ...) are named entries under ``variants`` that pick a
+model family and override the family's model defaults and the shared ``train`` defaults.
+:meth:`Params.variant` resolves one into a :class:`ResolvedVariant`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "MasksConfig",
+    "Params",
+    "RegistryConfig",
+    "ResolvedVariant",
+    "TrainConfig",
+    "load_params",
+]
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` (or an override) does not describe a valid configuration."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class RemoteFile(_Section):
+    """One downloadable file: where it lives and how to recognise a complete copy."""
+
+    url: str
+    filename: str
+    size: int | None = Field(default=None, ge=0, description="expected size in bytes, if known")
+    md5: str | None = None
+    sha256: str | None = None
+
+
+def _places_file(name: str, md5: str, size: int | None = None) -> RemoteFile:
+    return RemoteFile(url=f"http://data.csail.mit.edu/places/places365/{name}", filename=name, md5=md5, size=size)
+
+
+class FetchConfig(_Section):
+    """Official Places365 downloads (URLs and checksums as published by the dataset)."""
+
+    train: RemoteFile = _places_file("train_large_places365standard.tar", "67e186b496a84c929568076ed01a8aa1")
+    val: RemoteFile = _places_file("val_large.tar", "9b71c4993ad89d2d8bcbdc4aef38042f")
+    filelist: RemoteFile = _places_file("filelist_places365-standard.tar", "35a0585fee1fa656440f3ab298f8479c")
+    retries: int = Field(default=5, ge=0)
+    backoff_s: float = Field(default=2.0, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    chunk_bytes: int = Field(default=1 << 20, gt=0)
+
+
+class SampleConfig(_Section):
+    """The embedded offline sample, built from photographs that scikit-image ships."""
+
+    train_per_category: int = Field(default=24, ge=1)
+    val_per_category: int = Field(default=8, ge=1)
+    shortest_side: int = Field(default=160, ge=32)
+    seed: int = 0
+
+
+class ShardConfig(_Section):
+    """Streaming a Places365 tar into WebDataset shards."""
+
+    resize: int | None = Field(default=None, ge=16, description="re-encode with this shortest side; None keeps the JPEG bytes")
+    samples_per_shard: int = Field(default=1000, ge=1)
+    shard_multiple: int = Field(default=4, ge=1, description="shard count is rounded to a multiple of this (ranks x workers)")
+    workers: int = Field(default=2, ge=1)
+    task_runner: Literal["threads", "processes", "dask"] = "threads"
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
+
+
+class DataConfig(_Section):
+    source: Literal["sample", "places365"] = "sample"
+    raw_dir: str = "data/raw"
+    shards_dir: str = "data/shards"
+    fetch: FetchConfig = FetchConfig()
+    sample: SampleConfig = SampleConfig()
+    shard: ShardConfig = ShardConfig()
+
+
+# ---------------------------------------------------------------------------- masks
+
+MaskPattern = Literal["random", "center", "corners", "edges", "free_form", "external"]
+
+
+class MasksConfig(_Section):
+    """The fixed, seeded evaluation mask bank."""
+
+    out_dir: str = "data/masks"
+    size: int = Field(default=128, ge=8)
+    patterns: tuple[MaskPattern, ...] = ("random", "center", "corners", "edges", "free_form")
+    ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
+    per_cell: int = Field(default=4, ge=1)
+    seed: int = 0
+    external_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _check_ratios(self) -> "MasksConfig":
+        bad = [r for r in self.ratios if not 0.0 <= r <= 0.9]
+        if bad:
+            raise ValueError(f"ratios must lie in [0, 0.9], got {bad}")
+        return self
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class InpNetModelConfig(_Section):
+    family: Literal["inpnet"] = "inpnet"
+    img_size: int = Field(default=128, ge=16)
+    patch_size: int = Field(default=16, ge=2)
+    embed_dim: int = Field(default=384, ge=8)
+    depth: int = Field(default=6, ge=1)
+    num_heads: int = Field(default=6, ge=1)
+    mlp_ratio: float = Field(default=4.0, gt=0)
+    skip_connections: bool = True
+    skip_depths: tuple[int, ...] | None = Field(default=None, description="encoder blocks feeding the decoder; None = 1/4, 1/2, 3/4, last")
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32)
+    drop_path: float = Field(default=0.0, ge=0, lt=1)
+
+
+class MAEModelConfig(_Section):
+    family: Literal["mae"] = "mae"
+    img_size: int = Field(default=128, ge=16)
+    patch_size: int = Field(default=16, ge=2)
+    embed_dim: int = Field(default=384, ge=8)
+    depth: int = Field(default=6, ge=1)
+    num_heads: int = Field(default=6, ge=1)
+    decoder_embed_dim: int = Field(default=256, ge=8)
+    decoder_depth: int = Field(default=2, ge=1)
+    decoder_num_heads: int = Field(default=8, ge=1)
+    mlp_ratio: float = Field(default=4.0, gt=0)
+    norm_pix_loss: bool = False
+    pretrained: str | None = Field(default=None, description="local path to an MAE checkpoint (encoder-only or full)")
+
+
+class CMGANModelConfig(_Section):
+    family: Literal["cmgan"] = "cmgan"
+    img_size: int = Field(default=128, ge=16)
+    base_channels: int = Field(default=32, ge=4)
+    max_channels: int = Field(default=256, ge=4)
+    num_ffc_blocks: int = Field(default=2, ge=0)
+    style_dim: int = Field(default=256, ge=8)
+    mapping_layers: int = Field(default=2, ge=1)
+    mask_attention: bool = True
+    disc: Literal["stylegan2", "patchgan"] = "stylegan2"
+
+
+ModelConfig = Annotated[InpNetModelConfig | MAEModelConfig | CMGANModelConfig, Field(discriminator="family")]
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class LossConfig(_Section):
+    hole_weight: float = Field(default=1.0, ge=0, description="MSE/L1 on hole pixels")
+    valid_weight: float = Field(default=0.1, ge=0, description="MSE/L1 on known pixels (whole-image reconstruction)")
+    adv_weight: float = Field(default=0.0, ge=0, description="adversarial term; > 0 turns the adversarial step on")
+    adv_loss: Literal["nonsaturating", "hinge", "wgan_gp"] = "nonsaturating"
+    r1_gamma: float = Field(default=0.0, ge=0)
+    r1_every: int = Field(default=16, ge=1, description="lazy R1: penalty every N discriminator steps")
+    gp_weight: float = Field(default=10.0, ge=0)
+    perceptual_weight: float = Field(default=0.0, ge=0)
+    perceptual_weights_path: str | None = None
+    disc: Literal["patchgan", "stylegan2"] = "patchgan"
+
+
+class TrainMasksConfig(_Section):
+    """Training-time masks: a mixture of patterns with a ratio ramp (mask warm-up)."""
+
+    patterns: dict[str, float] = Field(
+        default_factory=lambda: {"random": 1.0, "center": 1.0, "corners": 1.0, "edges": 1.0, "free_form": 1.0}
+    )
+    min_ratio: float = Field(default=0.0, ge=0, le=0.9)
+    max_ratio: float = Field(default=0.75, ge=0, le=0.9)
+    warmup_steps: int = Field(default=0, ge=0, description="max ratio ramps up linearly over these steps")
+    dynamic: bool = Field(default=True, description="False: one fixed pattern/ratio per image for the whole run (ablation)")
+    object_dir: str | None = Field(default=None, description="folder of segmentation PNGs for object-shaped holes (CM-GAN)")
+
+
+class TrainConfig(_Section):
+    out_dir: str = "models"
+    image_size: int = Field(default=128, ge=16)
+    batch_size: int = Field(default=16, ge=1)
+    max_steps: int = Field(default=200, ge=1)
+    lr: float = Field(default=3e-4, gt=0)
+    disc_lr: float = Field(default=2e-4, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(default=20, ge=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    grad_accum: int = Field(default=1, ge=1)
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    num_workers: int = Field(default=0, ge=0)
+    seed: int = 0
+    log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+    sample_every: int = Field(default=100, ge=1)
+    loss: LossConfig = LossConfig()
+    masks: TrainMasksConfig = TrainMasksConfig()
+
+
+class VariantConfig(_Section):
+    """A named variant: a model family with overrides of its defaults and of ``train``."""
+
+    family: Literal["inpnet", "mae", "cmgan"]
+    description: str = ""
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResolvedVariant(_Section):
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+# ---------------------------------------------------------------------- eval, registry
+
+
+class EvalConfig(_Section):
+    out_dir: str = "reports"
+    batch_size: int = Field(default=16, ge=1)
+    image_size: int = Field(default=128, ge=16)
+    baselines: tuple[Literal["telea", "navier_stokes", "biharmonic"], ...] = ("telea", "navier_stokes", "biharmonic")
+    fid_weights: str | None = Field(default=None, description="local path to pt_inception-2015-12-05 weights")
+    lpips_weights: str | None = None
+    kid_subset_size: int = Field(default=50, ge=2)
+    grid_images: int = Field(default=4, ge=1)
+    seed: int = 0
+
+
+class PromotionGates(_Section):
+    primary_metric: Literal["psnr", "ssim"] = "psnr"
+    min_improvement: float = Field(default=0.0, ge=0, description="challenger must beat the champion by this much on the primary metric")
+    max_pattern_psnr_drop: float = Field(default=0.5, ge=0, description="no pattern may lose more PSNR (dB) than this")
+
+
+class RegistryConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "inpnet"
+    model_names: dict[str, str] = Field(default_factory=lambda: {"inpnet": "inpnet", "mae": "inpnet-mae", "cmgan": "inpnet-cmgan"})
+    gates: PromotionGates = PromotionGates()
+
+
+class ScheduleConfig(_Section):
+    cron: str = "0 3 * * 0"
+    timezone: str = "UTC"
+    dvc_remote: str | None = None
+
+
+# ------------------------------------------------------------------------------- root
+
+_FAMILY_MODELS: dict[str, type[BaseModel]] = {
+    "inpnet": InpNetModelConfig,
+    "mae": MAEModelConfig,
+    "cmgan": CMGANModelConfig,
+}
+
+
+class PipelineConfig(_Section):
+    variants: tuple[str, ...] = ()
+
+
+class Params(_Section):
+    data: DataConfig = DataConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    masks: MasksConfig = MasksConfig()
+    train: TrainConfig = TrainConfig()
+    variants: dict[str, VariantConfig] = Field(default_factory=dict)
+    evaluate: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> "Params":
+        for name in self.variants:
+            self.variant(name)  # raises ConfigError with the variant's path on a bad override
+        missing = [v for v in self.pipeline.variants if v not in self.variants]
+        if missing:
+            raise ValueError(f"pipeline.variants names undefined variants {missing}; defined: {sorted(self.variants)}")
+        return self
+
+    def variant(self, name: str) -> ResolvedVariant:
+        """Resolve variant ``name``: family defaults and ``train`` with its overrides applied."""
+        if name not in self.variants:
+            raise ConfigError(f"unknown variant {name!r}; params.yaml defines: {sorted(self.variants)}")
+        v = self.variants[name]
+        model_cls = _FAMILY_MODELS[v.family]
+        model = _validate(model_cls, {**v.model, "family": v.family}, f"variants.{name}.model")
+        train_dict = _deep_merge(self.train.model_dump(), v.train)
+        train = _validate(TrainConfig, train_dict, f"variants.{name}.train")
+        return ResolvedVariant(name=name, model=model, train=train)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            # dict-valued settings such as masks.patterns are replaced whole, not merged,
+            # so a variant can drop a pattern; nested sections are merged key by key.
+            out[key] = value if _is_leaf_dict(out[key]) else _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_leaf_dict(d: dict[str, Any]) -> bool:
+    return all(not isinstance(v, dict) for v in d.values()) and all(isinstance(v, (int, float)) for v in d.values())
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the sub-model that ``loc`` (minus its last element) points into."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            # dict[str, Model]: the part is a user key, the value type stays the model
+            continue
+        if part not in fields:
+            return None
+        annotation = fields[part].annotation
+        current = _unwrap_model(annotation)
+        if current is None:
+            return None
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields is not None else None
+
+
+def _unwrap_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel], prefix: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"unknown key {path!r}{hint}")
+        elif isinstance(e.get("ctx", {}).get("error"), ConfigError):
+            lines.append(str(e["ctx"]["error"]))  # already carries its own dotted path
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{path or '<root>'}: {e['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, model, prefix)) from None
+
+
+def parse_params(data: dict[str, Any] | None) -> Params:
+    """Validate an already-loaded params mapping."""
+    return _validate(Params, data or {})
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; errors name the file and the dotted key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the repository root or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return parse_params(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,30 @@
+"""Exceptions the library raises for bad input. Only the CLI turns them into exit codes.
+
+Every message names the file, key or value at fault and says what to do.
+"""
+
+from __future__ import annotations
+
+
+class InpnetError(Exception):
+    """Base class: an expected failure caused by input, environment or data, not a bug."""
+
+
+class DataError(InpnetError):
+    """A data file (tar, file list, shard, image, mask) is missing, corrupt or inconsistent."""
+
+
+class DownloadError(InpnetError):
+    """A download failed, was refused, or produced a file that does not verify."""
+
+
+class MaskError(InpnetError):
+    """A mask has the wrong size, values or layout."""
+
+
+class CheckpointError(InpnetError):
+    """A checkpoint is missing, incomplete, or does not match the model."""
+
+
+class RegistryError(InpnetError):
+    """A registered model, version or alias is missing or cannot be loaded."""

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inpnet.config import ConfigError, load_params, parse_params
+
+
+def test_repository_params_parse_and_every_variant_resolves(repo_root: Path) -> None:
+    params = load_params(repo_root / "params.yaml")
+    for name in params.variants:
+        resolved = params.variant(name)
+        assert resolved.model.family == params.variants[name].family
+    assert set(params.pipeline.variants) <= set(params.variants)
+    for required in ("inpnet_tiny", "inpnet_s", "inpnet_b", "inpnet_s_gan", "mae_tiny", "mae_s", "mae_b",
+                     "cmgan_tiny", "cmgan_s", "cmgan_b"):
+        assert required in params.variants
+
+
+def test_unknown_key_names_its_path_and_the_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_params({"train": {"lr_warmup": 1}})
+    assert "train.lr_warmup" in str(err.value)
+    assert "warmup_steps" in str(err.value)
+
+
+def test_unknown_key_inside_a_variant_override() -> None:
+    with pytest.raises(ConfigError, match=r"variants\.x\.model\.depht.*depth"):
+        parse_params({"variants": {"x": {"family": "inpnet", "model": {"depht": 3}}}})
+    with pytest.raises(ConfigError, match=r"variants\.x\.train\.loss\.advw"):
+        parse_params({"variants": {"x": {"family": "mae", "train": {"loss": {"advw": 1}}}}})
+
+
+def test_wrong_type_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"data\.shard\.workers"):
+        parse_params({"data": {"shard": {"workers": 0}}})
+    with pytest.raises(ConfigError, match=r"masks.*ratios.*0.95"):
+        parse_params({"masks": {"ratios": [0.95]}})
+
+
+def test_variant_overrides_merge_with_train_defaults() -> None:
+    params = parse_params(
+        {
+            "train": {"lr": 0.1, "loss": {"hole_weight": 2.0}},
+            "variants": {"g": {"family": "inpnet", "train": {"loss": {"adv_weight": 0.5}}}},
+        }
+    )
+    v = params.variant("g")
+    assert v.train.lr == 0.1 and v.train.loss.hole_weight == 2.0 and v.train.loss.adv_weight == 0.5
+    with pytest.raises(ConfigError, match="unknown variant 'nope'"):
+        params.variant("nope")
+
+
+def test_params_are_frozen() -> None:
+    params = parse_params({})
+    with pytest.raises(Exception):
+        params.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(bad)
