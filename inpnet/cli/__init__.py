@@ -17,6 +17,7 @@ from inpnet.cli.app import app
 # Each module registers its commands on the apps in inpnet.cli.app when imported.
 _COMMAND_MODULES = (
     "inpnet.cli.data",
+    "inpnet.cli.shard",
     "inpnet.cli.masks",
     "inpnet.cli.weights",
     "inpnet.cli.evaluate",
