@@ -242,15 +242,22 @@ class ResolvedVariant(_Section):
 
 
 class EvalConfig(_Section):
+    """Evaluation protocol: image size, baselines, FID weights, workers, report options."""
+
     out_dir: str = "reports"
     batch_size: int = Field(default=16, ge=1)
-    image_size: int = Field(default=128, ge=16)
+    image_size: int = Field(default=128, ge=16, description="size for plain image folders; with the mask bank its size wins")
     baselines: tuple[Literal["telea", "navier_stokes", "biharmonic"], ...] = ("telea", "navier_stokes", "biharmonic")
+    inpaint_radius: int = Field(default=3, ge=1, description="OpenCV Telea / Navier-Stokes neighbourhood radius (px)")
+    workers: int = Field(default=2, ge=1, description="CPU processes for the classical baselines")
+    mask_size_mismatch: Literal["resize", "refuse"] = Field(
+        default="resize", description="a mask whose size differs from the image: resize (nearest) or refuse the pair"
+    )
     fid_weights: str | None = Field(default=None, description="local path to pt_inception-2015-12-05 weights")
     lpips_weights: str | None = None
     kid_subset_size: int = Field(default=50, ge=2)
-    grid_images: int = Field(default=4, ge=1)
-    seed: int = 0
+    grid_images: int = Field(default=4, ge=1, description="examples per pattern in grid.png")
+    seed: int = Field(default=0, description="seeds the permutation that assigns external masks to images")
 
 
 class PromotionGates(_Section):

@@ -1,0 +1,128 @@
+"""What ``inpnet evaluate --method`` accepts, turned into one callable interface.
+
+A method spec is one of:
+
+- ``telea``, ``navier_stokes``, ``biharmonic``: the classical baselines
+  (:mod:`inpnet.evaluate.baselines`);
+- a trained checkpoint folder (``models/<variant>/``), loaded with
+  :func:`inpnet.train.checkpoint.load_model` (EMA weights when present);
+- a registry URI ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``), loaded with
+  :func:`inpnet.registry.models.load_inpainter`.
+
+Every method answers ``method(image (B,3,H,W), mask (B,1,H,W)) -> prediction (B,3,H,W)``;
+the evaluator composites and quantises the prediction, never the method.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from inpnet.config import ConfigError
+from inpnet.evaluate.baselines import BASELINES, BaselineInpainter
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Method", "ModelMethod", "resolve_method"]
+
+log = logging.getLogger(__name__)
+
+
+class Method(Protocol):
+    """The evaluator's view of an inpainting method."""
+
+    name: str
+    image_size: int | None  # the one input size the method accepts, None = any
+
+    def __call__(self, image: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor": ...
+
+    def settings(self) -> dict[str, object]: ...
+
+    def close(self) -> None: ...
+
+
+class ModelMethod:
+    """A trained network (or a registry model) as a :class:`Method`, run without gradients.
+
+    Args:
+        name: shown in reports (the variant or the registry URI).
+        model: callable ``(image, mask) -> prediction`` on ``device``.
+        device: where inputs are moved before the call; outputs come back as float32 on CPU.
+        image_size: the size the model was built for, or None if any size works.
+        info: extra facts for the report (variant, family, registry version, ...).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: Callable[..., Any],
+        *,
+        device: str = "cpu",
+        image_size: int | None = None,
+        info: dict[str, object] | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.device = device
+        self.image_size = image_size
+        self.info = dict(info or {})
+
+    def settings(self) -> dict[str, object]:
+        return {"kind": "model", "device": self.device, "image_size": self.image_size, **self.info}
+
+    def __call__(self, image: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        with torch.inference_mode():
+            pred = self.model(image.to(self.device), mask.to(self.device))
+        if not isinstance(pred, torch.Tensor):
+            pred = torch.as_tensor(pred)
+        return pred.float().cpu()
+
+    def close(self) -> None:
+        pass
+
+
+def resolve_method(spec: str, device: str = "cpu", *, radius: int = 3, workers: int = 1) -> Method:
+    """Turn a ``--method`` value into a :class:`Method`.
+
+    Args:
+        spec: a baseline name, a checkpoint folder, or ``models:/NAME@ALIAS``.
+        device: torch device for models (baselines always run on CPU).
+        radius: OpenCV inpainting radius for ``telea`` / ``navier_stokes``.
+        workers: concurrent images for the baselines.
+    """
+    if spec in BASELINES:
+        return BaselineInpainter(spec, radius=radius, workers=workers)
+    if spec.startswith("models:/"):
+        return _registry_method(spec, device)
+    path = Path(spec)
+    if path.is_dir():
+        return _checkpoint_method(path, device)
+    raise ConfigError(
+        f"--method {spec!r}: not a baseline ({', '.join(BASELINES)}), not an existing checkpoint folder, "
+        "and not a registry URI models:/NAME@ALIAS"
+    )
+
+
+def _checkpoint_method(path: Path, device: str) -> Method:
+    from inpnet.train.checkpoint import load_model
+
+    model, variant = load_model(path, ema=True, device=device)
+    info = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family}
+    return ModelMethod(variant.name, model, device=device, image_size=variant.model.img_size, info=info)
+
+
+def _registry_method(uri: str, device: str) -> Method:
+    from inpnet.registry.models import load_inpainter
+
+    kwargs = {"device": device} if "device" in inspect.signature(load_inpainter).parameters else {}
+    model, info = load_inpainter(uri, **kwargs)
+    info = dict(info or {})
+    image_size = info.get("image_size") or info.get("img_size")
+    facts = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    return ModelMethod(uri, model, device=device, image_size=int(image_size) if image_size else None,
+                       info={"registry_uri": uri, **facts})

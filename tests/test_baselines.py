@@ -1,0 +1,102 @@
+"""Classical baselines and method resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inpnet.config import ConfigError, InpNetModelConfig, ResolvedVariant, TrainConfig
+from inpnet.evaluate.baselines import BASELINES, BaselineInpainter, inpaint_array
+from inpnet.evaluate.methods import ModelMethod, resolve_method
+
+
+def _batch(b: int = 2, size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = torch.stack([xx, yy, (xx + yy) / 2])  # (3, S, S) smooth
+    image = (base[None] * 0.8 + 0.2 * torch.rand(b, 3, size, size, generator=g)).clamp(0, 1)
+    mask = torch.zeros(b, 1, size, size)
+    mask[0, :, 6:14, 8:18] = 1
+    mask[1:, :, 2:5, :] = 1
+    return image, mask
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_keeps_known_pixels_exactly_and_fills_the_hole(name: str) -> None:
+    image, mask = _batch()
+    poisoned = torch.where(mask > 0, torch.ones_like(image), image)  # hole pixels carry a value to forget
+    out = BaselineInpainter(name)(poisoned, mask)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    known = (mask == 0).expand_as(image)
+    assert torch.equal(out[known], poisoned[known])
+    hole = ~known
+    assert (out[hole] - poisoned[hole]).abs().mean() > 0.05  # the white fill was replaced
+    assert out.min() >= 0 and out.max() <= 1
+    # the fill is a plausible continuation: closer to the true hole content than the poison was
+    assert (out[hole] - image[hole]).abs().mean() < (poisoned[hole] - image[hole]).abs().mean()
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_empty_and_full_masks(name: str) -> None:
+    img = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    assert np.array_equal(inpaint_array(name, img, np.zeros((8, 8), bool)), img)
+    full = inpaint_array(name, img, np.ones((8, 8), bool))
+    assert np.allclose(full, 0.5)
+
+
+def test_thread_workers_match_serial() -> None:
+    image, mask = _batch(b=4)
+    with BaselineInpainter("telea", workers=2) as parallel:
+        a = parallel(image, mask)
+    b = BaselineInpainter("telea", workers=1)(image, mask)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_biharmonic_process_workers_match_serial() -> None:
+    image, mask = _batch(b=3, size=16)
+    with BaselineInpainter("biharmonic", workers=2) as parallel:
+        a = parallel(image, mask)
+    assert torch.equal(a, BaselineInpainter("biharmonic")(image, mask))
+
+
+def test_opencv_radius_is_used() -> None:
+    image, mask = _batch(b=1, size=32)
+    a = BaselineInpainter("telea", radius=1)(image, mask)
+    b = BaselineInpainter("telea", radius=9)(image, mask)
+    assert not torch.equal(a, b)
+
+
+def test_resolve_method_baselines_and_bad_spec(tmp_path) -> None:
+    m = resolve_method("navier_stokes", radius=5, workers=3)
+    assert isinstance(m, BaselineInpainter) and m.name == "navier_stokes"
+    assert m.settings() == {"kind": "baseline", "workers": 3, "radius": 5}
+    with pytest.raises(ConfigError, match="nope.*models:/NAME@ALIAS"):
+        resolve_method("nope")
+    with pytest.raises(ConfigError, match="missing"):
+        resolve_method(str(tmp_path / "missing"))
+
+
+def test_resolve_method_checkpoint_folder(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import inpnet.train.checkpoint as checkpoint
+
+    variant = ResolvedVariant(name="tiny", model=InpNetModelConfig(img_size=32), train=TrainConfig())
+
+    class Half(torch.nn.Module):
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(image, 0.5)
+
+    calls = {}
+
+    def fake_load_model(ckpt_dir, *, ema=True, device="cpu"):
+        calls.update(dir=ckpt_dir, ema=ema, device=device)
+        return Half(), variant
+
+    monkeypatch.setattr(checkpoint, "load_model", fake_load_model)
+    m = resolve_method(str(tmp_path))
+    assert isinstance(m, ModelMethod) and m.name == "tiny" and m.image_size == 32
+    assert calls == {"dir": tmp_path, "ema": True, "device": "cpu"}
+    image, mask = _batch(b=2, size=32)
+    assert torch.equal(m(image, mask), torch.full_like(image, 0.5))
+    assert m.settings()["variant"] == "tiny"
