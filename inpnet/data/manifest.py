@@ -1,0 +1,117 @@
+"""``<split dir>/manifest.json``: what a shard run produced, and how to read it back.
+
+The manifest is written last, atomically, so its presence means every shard it lists is
+complete. It records, per shard, the tar member range it covers, its sample count, size
+and sha256; the totals; every rejected member with its reason; and a fingerprint of the
+inputs and settings, so a re-run can tell finished work from work done with other inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inpnet.errors import DataError
+
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "ShardRecord", "load_manifest", "write_json_atomic"]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """One finished shard. ``member_start``/``member_end`` are tar ordinals, end exclusive."""
+
+    index: int
+    name: str
+    member_start: int
+    member_end: int
+    first_member: str
+    last_member: str
+    samples: int
+    bytes: int
+    sha256: str
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    split: str
+    fingerprint: str
+    source: dict[str, Any]
+    settings: dict[str, Any]
+    shards: list[ShardRecord]
+    rejected: list[dict[str, str]]
+    format: int = FORMAT_VERSION
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {
+            "shards": len(self.shards),
+            "samples": sum(s.samples for s in self.shards),
+            "bytes": sum(s.bytes for s in self.shards),
+            "rejected": len(self.rejected),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        shards = [{k: v for k, v in asdict(s).items() if k != "rejected"} for s in self.shards]
+        return {
+            "format": self.format, "split": self.split, "fingerprint": self.fingerprint,
+            "source": self.source, "settings": self.settings, "totals": self.totals,
+            "shards": shards, "rejected": self.rejected,
+        }
+
+    def write(self, split_dir: str | Path) -> Path:
+        return write_json_atomic(Path(split_dir) / MANIFEST_NAME, self.to_dict())
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write JSON under a temporary name, fsync, rename: readers see all of it or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_manifest(split_dir: str | Path) -> Manifest:
+    """Read ``<split_dir>/manifest.json``; a missing or foreign file is a :class:`DataError`."""
+    path = Path(split_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: no shard manifest (run `inpnet data shard --out {split_dir}` first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT_VERSION:
+            raise DataError(f"{path}: manifest format {data.get('format')!r}, expected {FORMAT_VERSION}; re-run the shard stage")
+        rejected = data["rejected"]
+        shards = [ShardRecord.from_dict({**s, "rejected": []}) for s in data["shards"]]
+        return Manifest(split=data["split"], fingerprint=data["fingerprint"], source=data["source"],
+                        settings=data["settings"], shards=shards, rejected=rejected)
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a valid shard manifest ({err}); re-run the shard stage") from None

@@ -1,0 +1,311 @@
+"""Stream a Places365 tar into WebDataset shards: validated, parallel, resumable, deterministic.
+
+The tar is never extracted. :func:`plan_shards` turns the header-only member index and
+the file list into fixed member ranges (one per shard); :func:`write_shard` converts one
+range, reading member data with ``pread`` at the offsets the index recorded, so ranges
+convert in parallel (threads, processes, or Prefect tasks via ``map_fn``). Each shard is
+written as ``.<name>.tmp``, fsynced and renamed; a small record of it goes to
+``.partial/`` and the manifest is written last. A re-run converts only shards without a
+record, and because a shard's bytes depend only on its member range, the tar and the
+settings (fixed header fields, integer mtimes, tar order), the result is byte-identical to
+an uninterrupted run.
+
+Shard count: ``ceil(samples / samples_per_shard)`` rounded up to a multiple of
+``shard_multiple`` (ranks x loader workers), candidates spread evenly (sizes differ by at
+most one before image checks). Members rejected by the image check leave their shard a
+little short; training with DDP should use the loader's resampled mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from inpnet.config import ShardConfig
+from inpnet.data.jpeg import BadImage, JpegInfo, check_jpeg, resize_shortest, verify_decode
+from inpnet.data.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, ShardRecord, fsync_dir, load_manifest, write_json_atomic
+from inpnet.data.tarindex import Member, index_tar, list_key, member_problem, read_labels, sample_key
+from inpnet.data.tarwriter import TarWriter
+from inpnet.errors import DataError
+
+__all__ = ["Candidate", "ShardJob", "ShardPlan", "ShardSpec", "plan_shards", "shard_tar", "write_shard"]
+
+logger = logging.getLogger(__name__)
+
+MapFn = Callable[[Callable[["ShardJob"], ShardRecord], Sequence["ShardJob"]], list[ShardRecord]]
+_PARTIAL = ".partial"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A member that passed the header checks and has a label."""
+
+    ordinal: int
+    name: str
+    offset: int
+    size: int
+    mtime: int
+    label: int
+    key: str
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    index: int
+    name: str
+    members: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """What every shard task needs besides its job: small and picklable."""
+
+    tar: str
+    out_dir: str
+    fingerprint: str
+    verify: str = "structure"
+    resize: int | None = None
+    jpeg_quality: int = 95
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    jobs: list[ShardJob]
+    rejected: list[dict[str, Any]]  # header-level rejections, tar order
+    list_missing: int  # file-list entries with no member in the tar
+
+
+def _reject(member: Member | Candidate, reason: str) -> dict[str, Any]:
+    return {"ordinal": member.ordinal, "member": member.name, "reason": reason}
+
+
+def plan_shards(members: Sequence[Member], labels: dict[str, int], *, split: str, samples_per_shard: int,
+                shard_multiple: int, tar_name: str = "tar", list_name: str = "file list") -> ShardPlan:
+    """Label, key and split the usable members into shard jobs (no member data is read)."""
+    candidates: list[Candidate] = []
+    rejected: list[dict[str, Any]] = []
+    seen_names: set[str] = set()
+    seen_keys: dict[str, str] = {}
+    files = 0
+    for m in members:
+        if m.kind == "dir":
+            continue
+        problem = member_problem(m)
+        if problem is None:
+            files += 1
+            path = list_key(m.name)
+            if path not in labels and m.name.removeprefix("./") in labels:
+                path = m.name.removeprefix("./")
+            key = sample_key(path)
+            if m.name in seen_names:
+                problem = "duplicate member name"
+            elif path not in labels:
+                problem = f"not in the {split} file list"
+            elif key in seen_keys:
+                problem = f"duplicate key {key!r} (same as {seen_keys[key]!r})"
+        if problem is not None:
+            rejected.append(_reject(m, problem))
+            continue
+        seen_names.add(m.name)
+        seen_keys[key] = m.name
+        candidates.append(Candidate(m.ordinal, m.name, m.offset, m.size, m.mtime, labels[path], key))
+    if not candidates:
+        example = next((m.name for m in members if m.kind == "file"), None)
+        raise DataError(
+            f"{list_name}: the {split} file list matches none of the {files} files in {tar_name}"
+            f" (e.g. member {example!r} vs list entry {next(iter(labels))!r}); pass the file list and --split that belong to this tar"
+        )
+    count = math.ceil(len(candidates) / samples_per_shard)
+    count = math.ceil(count / shard_multiple) * shard_multiple
+    if count > len(candidates):
+        logger.warning("%d samples for %d shards (multiple of %d): some shards are empty", len(candidates), count, shard_multiple)
+    jobs = []
+    for i in range(count):  # even spread: shard sizes differ by at most one
+        chunk = candidates[i * len(candidates) // count : (i + 1) * len(candidates) // count]
+        jobs.append(ShardJob(index=i, name=f"{split}-{i:06d}.tar", members=tuple(chunk)))
+    return ShardPlan(jobs=jobs, rejected=rejected, list_missing=len(labels) - len(candidates))
+
+
+def _prepare(data: bytes, spec: ShardSpec) -> tuple[bytes, JpegInfo]:
+    if spec.resize is not None:
+        return resize_shortest(data, spec.resize, spec.jpeg_quality)
+    info = check_jpeg(data)
+    if spec.verify == "decode":
+        verify_decode(data)
+    return data, info
+
+
+def write_shard(job: ShardJob, spec: ShardSpec) -> ShardRecord:
+    """Convert one member range into ``<out_dir>/<job.name>`` (temp name, fsync, rename)."""
+    out = Path(spec.out_dir)
+    final, tmp = out / job.name, out / f".{job.name}.tmp"
+    rejected: list[dict[str, Any]] = []
+    samples = 0
+    try:
+        fd = os.open(spec.tar, os.O_RDONLY)
+    except OSError as err:
+        raise DataError(f"{spec.tar}: cannot open the tar: {err.strerror}") from None
+    try:
+        if job.members and hasattr(os, "posix_fadvise"):
+            first, last = job.members[0], job.members[-1]
+            os.posix_fadvise(fd, first.offset, last.offset + last.size - first.offset, os.POSIX_FADV_SEQUENTIAL)
+        writer = TarWriter(tmp)
+        try:
+            for c in job.members:
+                try:
+                    data = os.pread(fd, c.size, c.offset)
+                except OSError as err:
+                    raise DataError(f"{spec.tar}: read error at member {c.name!r}: {err.strerror}") from None
+                if len(data) != c.size:
+                    rejected.append(_reject(c, f"truncated in the tar (read {len(data)} of {c.size} bytes)"))
+                    continue
+                try:
+                    data, info = _prepare(data, spec)
+                except BadImage as err:
+                    rejected.append(_reject(c, str(err)))
+                    continue
+                meta = {"height": info.height, "label": c.label, "path": c.name, "width": info.width}
+                writer.add(f"{c.key}.cls", b"%d" % c.label, c.mtime)
+                writer.add(f"{c.key}.jpg", data, c.mtime)
+                writer.add(f"{c.key}.json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode(), c.mtime)
+                samples += 1
+            sha = writer.close()
+        except BaseException:
+            writer.abort()
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, final)
+        fsync_dir(out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{tmp}: cannot write the shard: {err.strerror or err}; free space in {out} and re-run (finished shards are kept)") from None
+    finally:
+        os.close(fd)
+    first_ord = job.members[0].ordinal if job.members else -1
+    last_ord = job.members[-1].ordinal if job.members else -2
+    record = ShardRecord(
+        index=job.index, name=job.name, member_start=first_ord, member_end=last_ord + 1,
+        first_member=job.members[0].name if job.members else "", last_member=job.members[-1].name if job.members else "",
+        samples=samples, bytes=final.stat().st_size, sha256=sha, rejected=rejected,
+    )
+    write_json_atomic(out / _PARTIAL / f"{job.name}.json", {"fingerprint": spec.fingerprint, "record": asdict(record)})
+    logger.debug("wrote %s: %d samples, %d rejected", final, samples, len(rejected))
+    return record
+
+
+def _finished(job: ShardJob, out: Path, fingerprint: str) -> ShardRecord | None:
+    """The record of a shard an earlier run completed with the same inputs, else None."""
+    try:
+        data = json.loads((out / _PARTIAL / f"{job.name}.json").read_text())
+        record = ShardRecord.from_dict(data["record"])
+        if data["fingerprint"] == fingerprint and (out / job.name).stat().st_size == record.bytes:
+            return record
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _fingerprint(members: Sequence[Member], list_bytes: bytes, settings: dict[str, Any]) -> tuple[str, str]:
+    index = hashlib.sha256()
+    for m in members:
+        index.update(f"{m.name}\0{m.offset}\0{m.size}\0{m.kind}\n".encode())
+    blob = json.dumps({"format": FORMAT_VERSION, "index": index.hexdigest(),
+                       "list": hashlib.sha256(list_bytes).hexdigest(), "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest(), index.hexdigest()
+
+
+def local_map(workers: int, kind: str = "threads") -> MapFn:
+    """A ``map_fn`` over a thread or process pool (``workers == 1``: in this thread)."""
+
+    def run(fn: Callable[[ShardJob], ShardRecord], jobs: Sequence[ShardJob]) -> list[ShardRecord]:
+        if workers <= 1 or len(jobs) <= 1:
+            return [fn(job) for job in jobs]
+        pool: Executor = ProcessPoolExecutor(workers) if kind == "processes" else ThreadPoolExecutor(workers)
+        try:
+            futures = [pool.submit(fn, job) for job in jobs]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return run
+
+
+def _clean_stale(out: Path, split: str, keep: set[str]) -> None:
+    """Remove leftovers of earlier runs: temp files, shards not in this plan."""
+    for path in out.glob(f".{split}-*.tar.tmp"):
+        path.unlink(missing_ok=True)
+    for path in out.glob(f"{split}-*.tar"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | Path, cfg: ShardConfig,
+              *, map_fn: MapFn | None = None) -> Manifest:
+    """Convert ``tar`` into validated shards under ``out_dir``; returns the manifest.
+
+    ``map_fn(fn, jobs)`` runs ``fn`` on every job and returns the records in job order
+    (a Prefect flow passes one that maps tasks); by default a local pool of
+    ``cfg.workers`` threads or processes (``cfg.task_runner``).
+    """
+    tar, out = Path(tar), Path(out_dir)
+    members = index_tar(tar)
+    labels, list_bytes = read_labels(filelist, split)
+    settings = {"resize": cfg.resize, "jpeg_quality": cfg.jpeg_quality, "verify": cfg.verify,
+                "samples_per_shard": cfg.samples_per_shard, "shard_multiple": cfg.shard_multiple}
+    fingerprint, index_sha = _fingerprint(members, list_bytes, settings)
+    plan = plan_shards(members, labels, split=split, samples_per_shard=cfg.samples_per_shard,
+                       shard_multiple=cfg.shard_multiple, tar_name=str(tar), list_name=str(filelist))
+    if (done := _up_to_date(out, fingerprint, plan)) is not None:
+        logger.info("%s: %d shards already complete, nothing to do", out, len(done.shards))
+        return done
+    try:
+        (out / _PARTIAL).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"{out}: cannot create the output folder: {err.strerror}") from None
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest while shards may change
+    _clean_stale(out, split, {job.name for job in plan.jobs})
+    spec = ShardSpec(tar=str(tar.resolve()), out_dir=str(out.resolve()), fingerprint=fingerprint,
+                     verify=cfg.verify, resize=cfg.resize, jpeg_quality=cfg.jpeg_quality)
+    records = {job.index: r for job in plan.jobs if (r := _finished(job, out, fingerprint)) is not None}
+    todo = [job for job in plan.jobs if job.index not in records]
+    logger.info("%s: %d shards planned, %d already done, converting %d", out, len(plan.jobs), len(records), len(todo))
+    runner = map_fn or local_map(cfg.workers, cfg.task_runner)
+    for job, record in zip(todo, runner(partial(write_shard, spec=spec), todo), strict=True):
+        records[job.index] = record
+    shards = [records[job.index] for job in plan.jobs]
+    rejected = sorted(plan.rejected + [r for s in shards for r in s.rejected], key=lambda r: r["ordinal"])
+    source = {"tar": str(tar), "tar_bytes": tar.stat().st_size, "members": len(members), "index_sha256": index_sha,
+              "filelist": str(filelist), "list_sha256": hashlib.sha256(list_bytes).hexdigest(),
+              "list_entries": len(labels), "list_entries_not_in_tar": plan.list_missing}
+    manifest = Manifest(split=split, fingerprint=fingerprint, source=source, settings=settings, shards=shards, rejected=rejected)
+    manifest.write(out)
+    shutil.rmtree(out / _PARTIAL, ignore_errors=True)
+    totals = manifest.totals
+    logger.info("%s: %d samples in %d shards, %d members rejected", out, totals["samples"], totals["shards"], totals["rejected"])
+    return manifest
+
+
+def _up_to_date(out: Path, fingerprint: str, plan: ShardPlan) -> Manifest | None:
+    if not (out / MANIFEST_NAME).is_file():
+        return None
+    try:
+        manifest = load_manifest(out)
+    except DataError:
+        return None
+    if manifest.fingerprint != fingerprint or [s.name for s in manifest.shards] != [j.name for j in plan.jobs]:
+        return None
+    for s in manifest.shards:
+        path = out / s.name
+        if not path.is_file() or path.stat().st_size != s.bytes:
+            return None
+    return manifest
