@@ -1,3 +1,122 @@
-"""`inpnet` commands for this area (registered on the apps in :mod:`inpnet.cli.app`)."""
+"""`inpnet register`, `promote`, `pull` and `inpaint`: the registry and inference commands.
+
+The tracking URI is ``--tracking-uri`` if given, else ``MLFLOW_TRACKING_URI`` if set, else
+``registry.tracking_uri`` from params.
+"""
 
 from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from inpnet.cli.app import PARAMS_HELP, app
+
+log = logging.getLogger(__name__)
+
+TRACKING_HELP = "MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else registry.tracking_uri in params)."
+
+
+def _registry_cfg(params: Path):
+    from inpnet.config import load_params
+
+    return load_params(params)
+
+
+def _tracking_uri(explicit: str | None, params: Path) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return _registry_cfg(params).registry.tracking_uri
+
+
+@app.command("register")
+def register_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `inpnet train` (models/<variant>)."),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="The evaluator's metrics.json for this checkpoint (needed to promote)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Registered model name (default: registry.model_names[family])."),
+    bank: Optional[Path] = typer.Option(None, "--bank", help="Mask bank manifest.json it was evaluated on (default: from report.json beside --metrics)."),
+    shards: Optional[Path] = typer.Option(None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."),
+    tag: list[str] = typer.Option([], "--tag", help="Extra version tag KEY=VALUE (repeatable)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+) -> None:
+    """Log a checkpoint as an MLflow pyfunc model, register it and alias it `challenger`."""
+    from inpnet.config import ConfigError
+    from inpnet.registry.models import register
+
+    extra = {}
+    for item in tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {item!r}: expected KEY=VALUE")
+        extra[key] = value
+    cfg = _registry_cfg(params).registry
+    uri = _tracking_uri(tracking_uri, params)
+    result = register(checkpoint, metrics, tracking_uri=uri, name=name, model_names=cfg.model_names,
+                      experiment=cfg.experiment, tags=extra, shard_manifest=shards, bank_manifest=bank)
+    typer.echo(f"registered {result.model_uri} (alias challenger, run {result.run_id})")
+
+
+@app.command("promote")
+def promote_cmd(
+    name: str = typer.Option(..., "--name", help="Registered model name, e.g. inpnet."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+) -> None:
+    """Make `challenger` the `champion` if it passes the gates in registry.gates."""
+    from inpnet.registry.promote import promote
+
+    gates = _registry_cfg(params).registry.gates
+    d = promote(name, tracking_uri=_tracking_uri(tracking_uri, params), gates=gates)
+    verdict = "promoted to champion" if d.promoted else f"not promoted (champion stays {d.champion_before})"
+    typer.echo(f"{name} version {d.challenger}: {verdict}")
+    for reason in d.reasons:
+        typer.echo(f"  - {reason}")
+
+
+@app.command("pull")
+def pull_cmd(
+    uri: str = typer.Argument(..., help="models:/NAME@ALIAS or models:/NAME/VERSION."),
+    out: Path = typer.Option(..., "--out", help="New (or empty) folder for the self-contained model."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+) -> None:
+    """Download a registered model into a folder that loads without the registry."""
+    from inpnet.registry.pull import pull
+
+    typer.echo(f"pulled {uri} into {pull(uri, out, tracking_uri=_tracking_uri(tracking_uri, params))}")
+
+
+@app.command("inpaint")
+def inpaint_cmd(
+    model: str = typer.Option(..., "--model", help="A pulled model folder, a checkpoint folder or models:/NAME@ALIAS."),
+    image: Path = typer.Option(..., "--image", help="Input image, or a folder of images (folder mode)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask PNG (255 = hole) or a folder of masks paired by stem; omit for whole-image restoration (InP-Net only)."),
+    out: Path = typer.Option(..., "--out", help="Output .png, or a folder in folder mode."),
+    invert_mask: bool = typer.Option(False, "--invert-mask", help="Masks use 0 = hole instead of 255 = hole."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+) -> None:
+    """Inpaint an image (or a folder) of any size; known pixels are kept exactly."""
+    import torch
+
+    from inpnet.config import ConfigError
+    from inpnet.inpaint import inpaint_files, inpaint_folder
+    from inpnet.registry.models import load_inpainter
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    uri = _tracking_uri(tracking_uri, params) if model.startswith("models:/") else None
+    inpainter, info = load_inpainter(model, device=device, tracking_uri=uri)
+    if image.is_dir():
+        written = inpaint_folder(inpainter, image, mask, out, invert_mask=invert_mask, device=device)
+        typer.echo(f"inpainted {len(written)} images with {info['variant']} into {out}")
+    else:
+        inpaint_files(inpainter, image, mask, out, invert_mask=invert_mask, device=device)
+        typer.echo(f"inpainted {image} with {info['variant']} into {out}")

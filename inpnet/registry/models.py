@@ -1,0 +1,383 @@
+"""Registered inpnet models: log a checkpoint as an MLflow pyfunc, load one back.
+
+A registered model is a models-from-code pyfunc (:mod:`inpnet.registry.pyfunc_model`) whose
+artifacts are the weights (``model.safetensors``, EMA weights when the checkpoint has them)
+and ``config.json`` (the resolved variant). The inpnet package travels with it as code, so a
+pulled folder needs only the third-party libraries listed in its ``requirements.txt``.
+
+There is one registered model name per family (``RegistryConfig.model_names``); each new
+version gets the alias ``challenger`` and tags that say where it came from (variant, shard
+manifest hash, mask bank hash, git commit) and how it scored (``metrics.*``), which is what
+:mod:`inpnet.registry.promote` compares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inpnet.errors import CheckpointError, DataError, RegistryError
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "RegisteredVersion",
+    "client",
+    "download_model",
+    "inpainter_from_files",
+    "load_inpainter",
+    "metric_tags",
+    "register",
+    "resolve_version",
+    "tracking",
+]
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+
+
+# ------------------------------------------------------------------------- tracking
+
+
+@contextlib.contextmanager
+def tracking(tracking_uri: str | None) -> Iterator[None]:
+    """Point MLflow's module-level API at ``tracking_uri`` (tracking and registry) for a block."""
+    import mlflow
+
+    if tracking_uri is None:
+        yield
+        return
+    before_t, before_r = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before_t)
+        mlflow.set_registry_uri(before_r)
+
+
+def client(tracking_uri: str | None):  # -> mlflow.MlflowClient
+    """An ``MlflowClient`` for ``tracking_uri`` (used as the registry URI too)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def resolve_version(uri: str, *, tracking_uri: str | None):  # -> ModelVersion
+    """The ``ModelVersion`` that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` names."""
+    from mlflow.exceptions import MlflowException
+
+    m = _MODELS_URI.match(uri)
+    if not m:
+        raise RegistryError(f"{uri!r} is not a registry URI; use models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, alias, version = m["name"], m["alias"], m["version"]
+    c = client(tracking_uri)
+    try:
+        registered = c.get_registered_model(name)
+    except MlflowException:
+        names = sorted(r.name for r in c.search_registered_models())
+        raise RegistryError(f"no registered model {name!r} in {tracking_uri or 'the default store'}; registered: {names}") from None
+    try:
+        return c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+    except MlflowException:
+        known = sorted(registered.aliases) if alias else sorted(v.version for v in c.search_model_versions(f"name='{name}'"))
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        raise RegistryError(f"{name!r} has no {what}; it has {'aliases' if alias else 'versions'} {known}") from None
+
+
+def download_model(uri: str, dst: Path, *, tracking_uri: str | None) -> tuple[Path, Any]:
+    """Download the pyfunc folder of a registered version into ``dst`` (must not exist)."""
+    import mlflow
+
+    mv = resolve_version(uri, tracking_uri=tracking_uri)
+    with tracking(tracking_uri):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst))
+    return Path(local), mv
+
+
+# -------------------------------------------------------------------------- loading
+
+
+def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu"):
+    """An :class:`inpnet.inpaint.Inpainter` built from ``config.json`` and safetensors weights."""
+    import safetensors.torch
+
+    from inpnet.config import ResolvedVariant
+    from inpnet.inpaint import Inpainter
+    from inpnet.models.build import build_model
+
+    config, weights = Path(config), Path(weights)
+    try:
+        variant = ResolvedVariant.model_validate_json(config.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{config}: not a readable resolved-variant config ({err})") from None
+    model = build_model(variant.model)
+    try:
+        safetensors.torch.load_model(model, str(weights), strict=True, device=str(device))
+    except (OSError, RuntimeError) as err:
+        raise CheckpointError(f"{weights}: weights do not load into {variant.name} ({err})") from None
+    model.to(device).eval()
+    return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(variant, weights.parent)
+
+
+def _info(variant: Any, source: str | Path, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """What a loaded model is and where it came from (plain values, for reports)."""
+    return {"family": variant.model.family, "variant": variant.name, "img_size": variant.model.img_size,
+            "source": str(source), "name": name, "version": version}
+
+
+def _pyfunc_artifacts(model_dir: Path) -> tuple[Path, Path]:
+    import yaml
+
+    spec = yaml.safe_load((model_dir / "MLmodel").read_text())
+    arts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    try:
+        return model_dir / arts["weights"]["path"], model_dir / arts["config"]["path"]
+    except KeyError:
+        raise RegistryError(f"{model_dir}: MLmodel lists no inpnet 'weights'/'config' artifacts; not an inpnet model") from None
+
+
+def load_inpainter(uri_or_dir: str | Path, *, device: str = "cpu", tracking_uri: str | None = None):
+    """Load a model for inference from the registry, a pulled folder or a checkpoint folder.
+
+    Args:
+        uri_or_dir: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, a folder written by
+            ``inpnet pull`` (or any pyfunc folder of an inpnet model), or a training checkpoint
+            folder (``config.json`` + ``model.safetensors``).
+        device: torch device for the weights.
+        tracking_uri: registry to use for ``models:/`` URIs (default: MLflow's own default).
+
+    Returns:
+        ``(inpainter, info)``: an :class:`inpnet.inpaint.Inpainter` (``inpainter(image, mask)``
+        on any size; prediction not composited) and an info dict (family, variant, img_size,
+        source, name, version).
+    """
+    text = str(uri_or_dir)
+    if text.startswith("models:/"):
+        with tempfile.TemporaryDirectory(prefix="inpnet-model-") as tmp:
+            local, mv = download_model(text, Path(tmp) / "model", tracking_uri=tracking_uri)
+            inpainter, info = inpainter_from_files(*_pyfunc_artifacts(local), device=device)
+        return inpainter, {**info, "source": text, "name": mv.name, "version": str(mv.version)}
+    path = Path(uri_or_dir)
+    if (path / "MLmodel").is_file():
+        inpainter, info = inpainter_from_files(*_pyfunc_artifacts(path), device=device)
+        meta = _read_json(path / "registry.json")
+        return inpainter, {**info, "source": str(path), "name": meta.get("name"), "version": meta.get("version")}
+    if (path / CONFIG_FILE).is_file():
+        from inpnet.inpaint import Inpainter
+        from inpnet.train.checkpoint import load_model
+
+        model, variant = load_model(path, ema=True, device=device)
+        return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(variant, path)
+    raise RegistryError(
+        f"{uri_or_dir}: neither models:/NAME@ALIAS, a pulled model folder (with MLmodel) nor a checkpoint folder (with config.json)"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ---------------------------------------------------------------------- registering
+
+
+def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """Flatten an evaluator ``metrics.json`` into ``metrics.<name>`` / ``metrics.pattern.<p>.<name>`` tags."""
+    tags = {f"metrics.{k}": repr(float(v)) for k, v in metrics.get("overall", {}).items() if v is not None}
+    for pattern, values in metrics.get("patterns", {}).items():
+        tags.update({f"metrics.pattern.{pattern}.{k}": repr(float(v)) for k, v in values.items() if v is not None})
+    return tags
+
+
+def _package_code(dst: Path) -> Path:
+    """Copy the inpnet package (sources only) so the logged model carries its own code."""
+    import inpnet
+
+    src = Path(inpnet.__file__).parent
+    shutil.copytree(src, dst / "inpnet", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.tmp"))
+    return dst / "inpnet"
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for dist in ("mlflow", "torch", "timm", "safetensors", "numpy", "pillow", "pandas", "pydantic", "pyyaml"):
+        try:
+            reqs.append(f"{dist}=={version(dist).split('+')[0]}")
+        except PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+def _input_example(img_size: int) -> Any:
+    import base64
+
+    import numpy as np
+    import pandas as pd
+
+    from inpnet.inpaint import encode_png
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(img_size, img_size, 3), dtype=np.uint8)
+    mask = np.zeros((img_size, img_size, 3), dtype=np.uint8)
+    mask[img_size // 4 : img_size // 2, img_size // 4 : img_size // 2] = 255
+    enc = lambda a: base64.b64encode(encode_png(a)).decode("ascii")  # noqa: E731
+    return pd.DataFrame({"image": [enc(image)], "mask": [enc(mask)]})
+
+
+def _signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image"), ColSpec("string", "mask", required=False)]),
+        outputs=Schema([ColSpec("string", "image")]),
+        params=ParamSchema([ParamSpec("invert_mask", "boolean", False)]),
+    )
+
+
+def register(
+    ckpt_dir: str | Path,
+    metrics_json: str | Path | None,
+    *,
+    tracking_uri: str | None,
+    name: str | None = None,
+    model_names: Mapping[str, str] | None = None,
+    experiment: str = "inpnet",
+    tags: Mapping[str, str] | None = None,
+    shard_manifest: str | Path | None = None,
+    bank_manifest: str | Path | None = None,
+) -> RegisteredVersion:
+    """Log a checkpoint as a pyfunc model, register it and give it the alias ``challenger``.
+
+    Args:
+        ckpt_dir: training checkpoint folder (read with ``inpnet.train.checkpoint.load_model``,
+            EMA weights when present).
+        metrics_json: the evaluator's ``metrics.json`` for this checkpoint (tags ``metrics.*``);
+            promotion needs it.
+        tracking_uri: MLflow tracking/registry URI.
+        name: registered model name; default ``model_names[family]`` or the family itself.
+        model_names: family -> registered name (``RegistryConfig.model_names``).
+        experiment: experiment of the logging run.
+        tags: extra version tags.
+        shard_manifest, bank_manifest: manifests whose SHA-256 is recorded
+            (``shard_manifest_sha256``, ``mask_bank_sha256``); the bank hash is what promotion
+            uses to refuse comparisons across different holes.
+    """
+    import mlflow
+    import safetensors.torch
+
+    from inpnet.registry.tracking import file_sha256, git_commit
+    from inpnet.train.checkpoint import load_model, read_meta
+
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"{ckpt_dir}: checkpoint folder not found (train the variant first)")
+    metrics = _read_metrics(metrics_json)
+    model, variant = load_model(ckpt_dir, ema=True, device="cpu")
+    family = variant.model.family
+    name = name or dict(model_names or {}).get(family, family)
+    training = _training_run_tags(read_meta(ckpt_dir).get("mlflow_run_id"), tracking_uri)
+    provenance = {
+        "variant": variant.name,
+        "family": family,
+        "checkpoint": str(ckpt_dir.resolve()),
+        "training_run_id": training.get("run_id"),
+        # the training run knows which shards and code it saw; fall back to what is here now
+        "git_commit": training.get("git_commit") or git_commit() or "unknown",
+        "shard_manifest_sha256": training.get("shard_manifest_sha256") or (file_sha256(shard_manifest) if shard_manifest else None),
+        "mask_bank_sha256": file_sha256(bank) if (bank := bank_manifest or _evaluated_bank(metrics_json)) else None,
+    }
+    version_tags = {**{k: str(v) for k, v in provenance.items() if v}, **metric_tags(metrics), **dict(tags or {})}
+    code_file = Path(__file__).with_name("pyfunc_model.py")
+    with tempfile.TemporaryDirectory(prefix="inpnet-register-") as tmp, tracking(tracking_uri):
+        staged = Path(tmp)
+        safetensors.torch.save_model(model, str(staged / WEIGHTS_FILE))
+        (staged / CONFIG_FILE).write_text(variant.model_dump_json(indent=2))
+        if metrics:
+            (staged / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=f"register-{variant.name}") as run:
+            mlflow.set_tags({k: v for k, v in version_tags.items() if not k.startswith("metrics.")})
+            flat = {k.removeprefix("metrics.").replace(".", "_"): float(v) for k, v in metric_tags(metrics).items()}
+            if flat:
+                mlflow.log_metrics(flat)
+            if metrics:
+                mlflow.log_artifact(str(staged / "metrics.json"), artifact_path="evaluation")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code_file),
+                artifacts={"weights": str(staged / WEIGHTS_FILE), "config": str(staged / CONFIG_FILE)},
+                code_paths=[str(_package_code(staged / "code"))],
+                model_config={"device": "auto"},
+                signature=_signature(),
+                input_example=_input_example(variant.model.img_size),
+                pip_requirements=_requirements(),
+                registered_model_name=name,
+            )
+    version = str(info.registered_model_version)
+    c = client(tracking_uri)
+    for key, value in version_tags.items():
+        c.set_model_version_tag(name, version, key, value)
+    c.set_registered_model_alias(name, CHALLENGER, version)
+    log.info("registered %s as %s version %s (alias %s)", variant.name, name, version, CHALLENGER)
+    return RegisteredVersion(name=name, version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
+
+
+def _evaluated_bank(metrics_json: str | Path | None) -> Path | None:
+    """The mask bank manifest named by the evaluator's report.json beside ``metrics.json``."""
+    if metrics_json is None:
+        return None
+    source = _read_json(Path(metrics_json).with_name("report.json")).get("masks", {}).get("source")
+    return Path(source) / "manifest.json" if source else None
+
+
+def _training_run_tags(run_id: str | None, tracking_uri: str | None) -> dict[str, str]:
+    """Tags of the training run recorded in the checkpoint, when that run is in this store."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return {}
+    try:
+        return {**client(tracking_uri).get_run(run_id).data.tags, "run_id": run_id}
+    except MlflowException:
+        log.info("training run %s is not in %s; provenance taken from the working tree", run_id, tracking_uri)
+        return {}
+
+
+def _read_metrics(metrics_json: str | Path | None) -> dict[str, Any]:
+    if metrics_json is None:
+        return {}
+    path = Path(metrics_json)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: metrics file not found (run `inpnet evaluate` for this checkpoint first)") from None
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict) or "overall" not in data:
+        raise DataError(f"{path}: expected the evaluator's metrics.json with an 'overall' section")
+    return data

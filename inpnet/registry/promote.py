@@ -1,0 +1,132 @@
+"""Promotion: the challenger becomes champion only when it beats the champion on the same holes.
+
+The comparison reads the ``metrics.*`` and ``mask_bank_sha256`` tags that
+:func:`inpnet.registry.models.register` put on each version. Gates
+(:class:`inpnet.config.PromotionGates`):
+
+* both versions were evaluated on the same mask bank (equal ``mask_bank_sha256``);
+* the challenger beats the champion on the primary metric by at least ``min_improvement``
+  (and strictly, when ``min_improvement`` is 0);
+* no pattern the champion was scored on loses more than ``max_pattern_psnr_drop`` dB.
+
+Without a champion, the first version whose primary metric is recorded becomes champion.
+The decision and its reasons are written as ``promotion.*`` tags on the challenger version.
+Re-running is safe: a challenger that already is champion is reported as such and nothing
+changes; a rejected one is judged again with the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from inpnet.config import PromotionGates
+from inpnet.errors import RegistryError
+from inpnet.registry.models import CHALLENGER, CHAMPION, client, resolve_version
+
+__all__ = ["Decision", "judge", "promote"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    challenger: str
+    champion_before: str | None
+    promoted: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def champion(self) -> str | None:
+        """The champion version after the decision."""
+        return self.challenger if self.promoted else self.champion_before
+
+
+def _metric(tags: Mapping[str, str], key: str) -> float | None:
+    value = tags.get(f"metrics.{key}")
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _patterns(tags: Mapping[str, str]) -> set[str]:
+    prefix = "metrics.pattern."
+    return {k[len(prefix) :].rsplit(".", 1)[0] for k in tags if k.startswith(prefix) and k.endswith(".psnr")}
+
+
+def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gates: PromotionGates) -> tuple[bool, list[str]]:
+    """Apply the gates to two versions' tags; returns (passes, reasons). Pure, for testing."""
+    primary = gates.primary_metric
+    new = _metric(challenger, primary)
+    if new is None:
+        return False, [f"challenger has no recorded {primary} (register it with the evaluator's metrics.json)"]
+    if champion is None:
+        return True, [f"no champion yet; challenger {primary} {new:.4f} is recorded"]
+    reasons: list[str] = []
+    passes = True
+    bank_new, bank_old = challenger.get("mask_bank_sha256"), champion.get("mask_bank_sha256")
+    if not bank_new or bank_new != bank_old:
+        passes = False
+        reasons.append(f"mask banks differ or are unknown (challenger {bank_new}, champion {bank_old}); re-evaluate both on one bank")
+    old = _metric(champion, primary)
+    if old is None:
+        reasons.append(f"champion has no recorded {primary}; challenger {new:.4f} wins by default")
+    else:
+        delta = new - old
+        better = delta >= gates.min_improvement and delta > 0
+        passes &= better
+        reasons.append(
+            f"{primary} {new:.4f} vs champion {old:.4f} (delta {delta:+.4f}, needs > 0 and >= {gates.min_improvement}): "
+            + ("pass" if better else "fail")
+        )
+    for pattern in sorted(_patterns(champion)):
+        p_old, p_new = _metric(champion, f"pattern.{pattern}.psnr"), _metric(challenger, f"pattern.{pattern}.psnr")
+        if p_new is None:
+            passes = False
+            reasons.append(f"pattern {pattern}: challenger has no PSNR recorded: fail")
+        elif p_old is not None and p_old - p_new > gates.max_pattern_psnr_drop:
+            passes = False
+            reasons.append(f"pattern {pattern}: PSNR {p_new:.3f} dB is {p_old - p_new:.3f} dB below the champion's {p_old:.3f} (max drop {gates.max_pattern_psnr_drop}): fail")
+    return passes, reasons
+
+
+def promote(name: str, *, tracking_uri: str | None, gates: PromotionGates) -> Decision:
+    """Compare ``name@challenger`` with ``name@champion`` and move ``champion`` if the gates hold."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    challenger = resolve_version(f"models:/{name}@{CHALLENGER}", tracking_uri=tracking_uri)
+    try:
+        champion = c.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is not None and champion.version == challenger.version:
+        log.info("%s version %s is already the champion; nothing to do", name, challenger.version)
+        return Decision(name, str(challenger.version), str(champion.version), True, ["already champion"])
+    passes, reasons = judge(challenger.tags, champion.tags if champion else None, gates)
+    before = str(champion.version) if champion else None
+    tags = {
+        "promotion.decision": "promoted" if passes else "rejected",
+        "promotion.reasons": "; ".join(reasons),
+        "promotion.champion_before": before or "none",
+        "promotion.gates": gates.model_dump_json(),
+        "promotion.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        for key, value in tags.items():
+            c.set_model_version_tag(name, challenger.version, key, value)
+        if passes:
+            c.set_registered_model_alias(name, CHAMPION, challenger.version)
+            if champion is not None:
+                c.set_model_version_tag(name, champion.version, "promotion.superseded_by", str(challenger.version))
+    except MlflowException as err:
+        raise RegistryError(f"cannot record the promotion of {name} version {challenger.version}: {err}") from None
+    decision = Decision(name, str(challenger.version), before, passes, reasons)
+    log.info("%s v%s %s (champion before: %s): %s", name, challenger.version, tags["promotion.decision"], before, "; ".join(reasons))
+    return decision
