@@ -1,0 +1,293 @@
+"""Evaluation reports: metrics.json, report.json, per_image.csv, table.md, plots; and the
+comparison report across methods.
+
+One evaluation folder holds:
+
+- ``metrics.json`` (DVC metrics, numbers only)::
+
+    {"overall": {"psnr", "ssim", "fid" (null without weights), "n"},
+     "patterns": {pattern: {"psnr", "ssim", "n"}},
+     "buckets": {pattern: {ratio "%.2f": {"psnr", "ssim", "fid", "kid", "n"}}}}
+
+- ``report.json``: method and settings, FID status and reason, skipped files, timings;
+- ``per_image.csv``: image, pattern, ratio, achieved_ratio, mask, psnr, ssim;
+- ``table.md``: the method's rows, plus reference rows (the baselines) when given;
+- ``plots/psnr_by_ratio.png``, ``plots/ssim_by_ratio.png`` and ``grid.png``.
+
+:func:`compare_reports` reads several such folders (a folder of report folders counts as its
+children, e.g. ``reports/baselines``) and writes ``table.md``, ``psnr_by_ratio.png``,
+``ssim_by_ratio.png`` and ``compare.json`` into one output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from inpnet.errors import DataError
+from inpnet.evaluate.plots import plot_metric_by_ratio
+
+__all__ = [
+    "ReportEntry",
+    "aggregate",
+    "compare_reports",
+    "load_report",
+    "load_reports",
+    "render_table",
+    "write_report",
+]
+
+CSV_FIELDS = ("image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim")
+PLOT_METRICS = ("psnr", "ssim")
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One method's evaluation, as read back from its folder."""
+
+    name: str
+    metrics: dict[str, Any]
+    report: dict[str, Any]
+    path: Path | None = None
+    reference: bool = False  # shown as a reference row (a baseline)
+
+
+def _mean(values: list[float]) -> float:
+    # identical images give an infinite PSNR; cap at 100 dB so every mean stays a number
+    return round(sum(min(v, 100.0) for v in values) / len(values), 6)
+
+
+def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per-bucket, per-pattern and overall means of per-image rows, in the metrics.json layout.
+
+    Args:
+        rows: dicts with pattern, ratio ("%.2f"), psnr, ssim.
+        fid: ``{"overall": float|None, "buckets": {(pattern, ratio): {"fid": .., "kid": ..}}}``.
+    """
+    fid = fid or {}
+    bucket_fid = fid.get("buckets", {})
+    by_bucket: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    by_pattern: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_bucket[(row["pattern"], row["ratio"])].append(row)
+        by_pattern[row["pattern"]].append(row)
+
+    def stats(group: list[dict]) -> dict[str, Any]:
+        return {"psnr": _mean([r["psnr"] for r in group]), "ssim": _mean([r["ssim"] for r in group]), "n": len(group)}
+
+    buckets: dict[str, dict[str, Any]] = {}
+    for (pattern, ratio), group in sorted(by_bucket.items()):
+        extra = bucket_fid.get((pattern, ratio), {})
+        buckets.setdefault(pattern, {})[ratio] = {**stats(group), "fid": extra.get("fid"), "kid": extra.get("kid")}
+    overall = stats(list(rows))
+    return {
+        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"]},
+        "patterns": {p: stats(g) for p, g in sorted(by_pattern.items())},
+        "buckets": buckets,
+    }
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    metrics: dict[str, Any],
+    report: dict[str, Any],
+    rows: Sequence[dict],
+    references: Sequence[ReportEntry] = (),
+) -> None:
+    """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "metrics.json", metrics)
+    _write_json(out_dir / "report.json", report)
+    with open(out_dir / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (round(row[k], 6) if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
+    entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
+        ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
+    ]
+    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting evaluation: {report['method']}"))
+    _write_plots(entries, out_dir / "plots")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def _write_plots(entries: Sequence[ReportEntry], folder: Path) -> list[Path]:
+    series = {e.name: e.metrics.get("buckets", {}) for e in entries}
+    refs = [e.name for e in entries if e.reference]
+    return [plot_metric_by_ratio(series, m, folder / f"{m}_by_ratio.png", references=refs) for m in PLOT_METRICS]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_report(path: str | Path, *, reference: bool = False) -> ReportEntry:
+    """Read one evaluation folder (metrics.json and report.json)."""
+    path = Path(path)
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        raise DataError(f"{path}: no metrics.json here; run `inpnet evaluate --out {path}` first")
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        report_file = path / "report.json"
+        report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: metrics.json or report.json is not valid JSON ({err}); re-run the evaluation") from None
+    return ReportEntry(report.get("method", path.name), metrics, report, path, reference)
+
+
+def load_reports(paths: Iterable[str | Path]) -> list[ReportEntry]:
+    """Read report folders; a folder without metrics.json contributes its report subfolders.
+
+    Methods evaluated as baselines (``method_settings.kind == "baseline"``) are marked as
+    reference rows. Duplicate method names get their folder name appended.
+    """
+    entries: list[ReportEntry] = []
+    for p in map(Path, paths):
+        if (p / "metrics.json").is_file():
+            found = [p]
+        else:
+            found = sorted(c for c in p.glob("*") if (c / "metrics.json").is_file()) if p.is_dir() else []
+            if not found:
+                raise DataError(f"{p}: no metrics.json in this folder or its subfolders; run `inpnet evaluate` first")
+        for folder in found:
+            e = load_report(folder)
+            is_ref = e.report.get("method_settings", {}).get("kind") == "baseline"
+            entries.append(ReportEntry(e.name, e.metrics, e.report, e.path, is_ref))
+    seen: dict[str, int] = defaultdict(int)
+    for e in entries:
+        seen[e.name] += 1
+    return [
+        ReportEntry(f"{e.name} ({e.path.name})" if seen[e.name] > 1 and e.path else e.name, e.metrics, e.report,
+                    e.path, e.reference)
+        for e in entries
+    ]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _row_name(e: ReportEntry) -> str:
+    return f"{e.name} (reference)" if e.reference else f"**{e.name}**"
+
+
+def _best(entries: Sequence[ReportEntry], get, lower_is_better: bool = False) -> set[int]:
+    values = [(i, get(e)) for i, e in enumerate(entries)]
+    values = [(i, v) for i, v in values if v is not None]
+    if len(values) < 2:
+        return set()
+    target = (min if lower_is_better else max)(v for _, v in values)
+    return {i for i, v in values if v == target}
+
+
+def _cells(entries: Sequence[ReportEntry], get, digits: int, lower_is_better: bool = False) -> list[str]:
+    best = _best(entries, get, lower_is_better)
+    return [(f"**{_fmt(get(e), digits)}**" if i in best else _fmt(get(e), digits)) for i, e in enumerate(entries)]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_table(entries: Sequence[ReportEntry], *, title: str) -> str:
+    """Markdown: overall, per pattern, per pattern x ratio (PSNR and SSIM), FID notes, skips.
+
+    The best value of each column is bold; reference rows are labelled ``(reference)``.
+    """
+    out = [f"# {title}", ""]
+    for e in entries:
+        r = e.report
+        if r.get("images"):
+            im, mk = r["images"], r.get("masks", {})
+            out.append(f"- {e.name}: {im.get('count')} images ({im.get('kind')} `{im.get('source')}`, "
+                       f"{im.get('size')} px), masks `{mk.get('source')}` ({mk.get('pairing')}), "
+                       f"{r.get('pairs')} pairs")
+        fid = r.get("fid", {})
+        if fid and not fid.get("available", False):
+            out.append(f"- {e.name}: FID/KID unavailable: {fid.get('reason', 'unknown reason')}")
+    out.append("")
+
+    out += ["## Overall", ""]
+    get = {
+        "psnr": lambda e: e.metrics["overall"].get("psnr"),
+        "ssim": lambda e: e.metrics["overall"].get("ssim"),
+        "fid": lambda e: e.metrics["overall"].get("fid"),
+    }
+    cols = [_cells(entries, get["psnr"], 2), _cells(entries, get["ssim"], 4), _cells(entries, get["fid"], 2, True)]
+    rows = [[_row_name(e), cols[0][i], cols[1][i], cols[2][i], str(e.metrics["overall"].get("n"))]
+            for i, e in enumerate(entries)]
+    out += _table(["method", "PSNR (dB)", "SSIM", "FID", "pairs"], rows) + [""]
+
+    patterns = sorted({p for e in entries for p in e.metrics.get("patterns", {})})
+    for metric, label, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4)):
+        out += [f"## {label} by pattern", ""]
+        columns = [_cells(entries, lambda e, p=p: e.metrics["patterns"].get(p, {}).get(metric), digits)
+                   for p in patterns]
+        out += _table(["method", *patterns], [[_row_name(e), *(c[i] for c in columns)]
+                                              for i, e in enumerate(entries)]) + [""]
+    for metric, label, digits, lower in (("psnr", "PSNR (dB)", 2, False), ("ssim", "SSIM", 4, False),
+                                         ("fid", "FID", 2, True), ("kid", "KID", 4, True)):
+        if metric in ("fid", "kid") and not _any_bucket_value(entries, metric):
+            continue
+        out += [f"## {label} by pattern and hole ratio", ""]
+        for pattern in patterns:
+            ratios = sorted({r for e in entries for r in e.metrics.get("buckets", {}).get(pattern, {})}, key=float)
+            columns = [_cells(entries, lambda e, p=pattern, r=r: e.metrics["buckets"].get(p, {}).get(r, {}).get(metric),
+                              digits, lower) for r in ratios]
+            rows = [[f"{pattern}", _row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
+            out += _table(["pattern", "method", *ratios], rows) + [""]
+
+    skipped = [(e.name, s) for e in entries if not e.reference for s in e.report.get("skipped", [])]
+    if skipped:
+        out += ["## Skipped files", ""]
+        out += [f"- {name}: `{s['path']}`: {s['reason']}" for name, s in skipped] + [""]
+    return "\n".join(out)
+
+
+def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:
+    return any(v.get(metric) is not None for e in entries for cells in e.metrics.get("buckets", {}).values()
+               for v in cells.values())
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def compare_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """One table, two plots and ``compare.json`` across the methods in ``paths``.
+
+    ``compare.json``: ``{"methods": {name: metrics.json of that method}, "baselines": [names],
+    "best": {"psnr": name, "ssim": name}, "reports": {name: folder}}``.
+    """
+    entries = load_reports(paths)
+    if not entries:
+        raise DataError("compare: no report folders given; pass --reports DIR (one or more)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = ", ".join(e.name for e in entries)
+    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting comparison: {names}"))
+    _write_plots(entries, out_dir)
+    summary = {
+        "methods": {e.name: e.metrics for e in entries},
+        "baselines": [e.name for e in entries if e.reference],
+        "best": {m: max(entries, key=lambda e, m=m: e.metrics["overall"].get(m) or -math.inf).name
+                 for m in PLOT_METRICS},
+        "reports": {e.name: str(e.path) for e in entries},
+    }
+    _write_json(out_dir / "compare.json", summary)
+    return summary

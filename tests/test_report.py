@@ -1,0 +1,122 @@
+"""Report aggregation, tables, plots and the comparison across methods."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from inpnet.errors import DataError
+from inpnet.evaluate.plots import save_grid
+from inpnet.evaluate.report import aggregate, compare_reports, load_reports, render_table, write_report
+
+
+def _rows(offset: float = 0.0) -> list[dict]:
+    rows = []
+    for pattern in ("center", "random"):
+        for ratio, base in (("0.10", 30.0), ("0.50", 20.0)):
+            for k in range(2):
+                rows.append({"image": f"im{k}", "pattern": pattern, "ratio": ratio, "achieved_ratio": float(ratio),
+                             "mask": f"{pattern}/{ratio}/000{k}.png", "psnr": base + k + offset,
+                             "ssim": 0.5 + 0.1 * k})
+    return rows
+
+
+def _numbers_only(node) -> bool:
+    if isinstance(node, dict):
+        return all(_numbers_only(v) for v in node.values())
+    return node is None or (isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node))
+
+
+def test_aggregate_means_counts_and_layout() -> None:
+    m = aggregate(_rows(), {"overall": None, "buckets": {("center", "0.10"): {"fid": 1.5, "kid": 0.01}}})
+    assert m["overall"] == {"psnr": 25.5, "ssim": 0.55, "fid": None, "n": 8}
+    assert m["patterns"]["center"] == {"psnr": 25.5, "ssim": 0.55, "n": 4}
+    assert m["buckets"]["random"]["0.50"] == {"psnr": 20.5, "ssim": 0.55, "n": 2, "fid": None, "kid": None}
+    assert m["buckets"]["center"]["0.10"]["fid"] == 1.5
+    assert _numbers_only(m)
+
+
+def test_infinite_psnr_is_capped() -> None:
+    rows = [{"pattern": "center", "ratio": "0.00", "psnr": math.inf, "ssim": 1.0},
+            {"pattern": "center", "ratio": "0.00", "psnr": 40.0, "ssim": 1.0}]
+    assert aggregate(rows)["overall"]["psnr"] == 70.0
+
+
+def _write(folder: Path, name: str, offset: float, kind: str = "model") -> Path:
+    rows = _rows(offset)
+    report = {"method": name, "method_settings": {"kind": kind}, "pairs": len(rows),
+              "images": {"source": "imgs", "kind": "folder", "count": 2, "size": 32},
+              "masks": {"source": "bank", "kind": "bank", "pairing": "bank"},
+              "fid": {"available": False, "reason": "evaluate.fid_weights is not set"},
+              "skipped": [{"path": "imgs/broken.jpg", "reason": "cannot read image"}]}
+    write_report(folder, metrics=aggregate(rows), report=report, rows=rows)
+    return folder
+
+
+def test_write_report_files_and_table(tmp_path: Path) -> None:
+    ref = _write(tmp_path / "baselines" / "telea", "telea", -5.0, kind="baseline")
+    out = tmp_path / "model"
+    rows = _rows(1.0)
+    write_report(out, metrics=aggregate(rows), report={"method": "inpnet_s", "fid": {"available": False, "reason": "no weights"},
+                                                     "skipped": []},
+                 rows=rows, references=load_reports([tmp_path / "baselines"]))
+    for name in ("metrics.json", "report.json", "per_image.csv", "table.md", "plots/psnr_by_ratio.png",
+                 "plots/ssim_by_ratio.png"):
+        assert (out / name).is_file(), name
+    assert _numbers_only(json.loads((out / "metrics.json").read_text()))
+    csv_lines = (out / "per_image.csv").read_text().splitlines()
+    assert csv_lines[0] == "image,pattern,ratio,achieved_ratio,mask,psnr,ssim" and len(csv_lines) == 9
+    table = (out / "table.md").read_text()
+    assert "| **inpnet_s** | **26.50** |" in table  # the best PSNR is bold
+    assert "| telea (reference) | 20.50 |" in table
+    assert "FID/KID unavailable: no weights" in table
+    assert "## PSNR (dB) by pattern and hole ratio" in table and "## FID" not in table
+    assert ref.is_dir()
+
+
+def test_compare_expands_folders_marks_baselines_and_dedups(tmp_path: Path) -> None:
+    _write(tmp_path / "baselines" / "telea", "telea", -5.0, kind="baseline")
+    _write(tmp_path / "baselines" / "biharmonic", "biharmonic", -4.0, kind="baseline")
+    _write(tmp_path / "a", "inpnet_s", 1.0)
+    _write(tmp_path / "b", "inpnet_s", 2.0)
+    summary = compare_reports([tmp_path / "baselines", tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    assert set(summary["methods"]) == {"telea", "biharmonic", "inpnet_s (a)", "inpnet_s (b)"}
+    assert summary["baselines"] == ["biharmonic", "telea"]
+    assert summary["best"]["psnr"] == "inpnet_s (b)"
+    for name in ("table.md", "compare.json", "psnr_by_ratio.png", "ssim_by_ratio.png"):
+        assert (tmp_path / "cmp" / name).is_file(), name
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    assert "biharmonic (reference)" in table and "**inpnet_s (b)**" in table
+    assert table.count("imgs/broken.jpg") == 2  # skipped files of the compared models, not of baselines
+
+
+def test_load_reports_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no metrics.json"):
+        load_reports([tmp_path])
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "metrics.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_reports([tmp_path / "x"])
+
+
+def test_render_table_shows_fid_columns_when_present() -> None:
+    from inpnet.evaluate.report import ReportEntry
+
+    m = aggregate(_rows(), {"overall": 12.0, "buckets": {("center", "0.10"): {"fid": 3.0, "kid": 0.002}}})
+    table = render_table([ReportEntry("x", m, {"fid": {"available": True}})], title="t")
+    assert "| **x** | 25.50 | 0.5500 | 12.00 | 8 |" in table
+    assert "## FID by pattern and hole ratio" in table and "## KID by pattern and hole ratio" in table
+
+
+def test_save_grid_layout(tmp_path: Path) -> None:
+    from PIL import Image
+
+    tile = torch.rand(3, 16, 16)
+    path = save_grid({"center": [(tile, tile, tile)] * 2, "edges": [(tile, tile, tile)]}, tmp_path / "g.png")
+    w, h = Image.open(path).size
+    assert h == 18 + 2 * (16 + 4)
+    assert w > 6 * 16
