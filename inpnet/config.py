@@ -50,8 +50,8 @@ class RemoteFile(_Section):
     url: str
     filename: str
     size: int | None = Field(default=None, ge=0, description="expected size in bytes, if known")
-    md5: str | None = None
-    sha256: str | None = None
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
 def _places_file(name: str, md5: str, size: int | None = None) -> RemoteFile:
@@ -68,14 +68,16 @@ class FetchConfig(_Section):
     backoff_s: float = Field(default=2.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     chunk_bytes: int = Field(default=1 << 20, gt=0)
+    url_base: str | None = Field(default=None, description="mirror: replaces everything before each file name in the URLs")
 
 
 class SampleConfig(_Section):
     """The embedded offline sample, built from photographs that scikit-image ships."""
 
     train_per_category: int = Field(default=24, ge=1)
-    val_per_category: int = Field(default=8, ge=1)
-    shortest_side: int = Field(default=160, ge=32)
+    val_per_category: int = Field(default=6, ge=1)
+    shortest_side: int = Field(default=160, ge=32, le=1024)
+    jpeg_quality: int = Field(default=90, ge=50, le=100)
     seed: int = 0
 
 
@@ -118,13 +120,19 @@ class MasksConfig(_Section):
     ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
     per_cell: int = Field(default=4, ge=1)
     seed: int = 0
-    external_dir: str | None = None
+    external_dir: str | None = Field(default=None, description="folder of mask PNGs (e.g. NVIDIA irregular masks) for pattern 'external'")
+    external_invert: bool = Field(default=False, description="the external masks use white = known")
+    random_patch_size: int = Field(default=16, ge=1, description="grid cell of the 'random' pattern, in pixels")
 
     @model_validator(mode="after")
     def _check_ratios(self) -> "MasksConfig":
         bad = [r for r in self.ratios if not 0.0 <= r <= 0.9]
         if bad:
             raise ValueError(f"ratios must lie in [0, 0.9], got {bad}")
+        if len({f"{r:.2f}" for r in self.ratios}) != len(self.ratios):
+            raise ValueError(f"ratios {list(self.ratios)} collide when written as %.2f folder names")
+        if "external" in self.patterns and not self.external_dir:
+            raise ValueError("pattern 'external' needs masks.external_dir (a folder of mask PNGs)")
         return self
 
 
@@ -141,8 +149,29 @@ class InpNetModelConfig(_Section):
     mlp_ratio: float = Field(default=4.0, gt=0)
     skip_connections: bool = True
     skip_depths: tuple[int, ...] | None = Field(default=None, description="encoder blocks feeding the decoder; None = 1/4, 1/2, 3/4, last")
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32)
+    decoder_channels: tuple[int, ...] = Field(
+        default=(256, 128, 64, 32),
+        min_length=1,
+        description="one decoder stage per entry, each upsampling 2x (the first makes up the rest of patch_size)",
+    )
     drop_path: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "InpNetModelConfig":
+        if self.embed_dim % self.num_heads or self.embed_dim % 4:
+            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads} and by 4 (sin-cos)")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
+        stages = 2 ** (len(self.decoder_channels) - 1)
+        if self.patch_size % stages:
+            raise ValueError(
+                f"patch_size {self.patch_size} must be a multiple of 2**(len(decoder_channels)-1) = {stages}; "
+                f"use fewer decoder_channels (got {list(self.decoder_channels)})"
+            )
+        bad = [d for d in self.skip_depths or () if not 1 <= d <= self.depth]
+        if bad:
+            raise ValueError(f"skip_depths {bad} outside 1..depth ({self.depth}); they count encoder blocks from 1")
+        return self
 
 
 class MAEModelConfig(_Section):
@@ -156,8 +185,17 @@ class MAEModelConfig(_Section):
     decoder_depth: int = Field(default=2, ge=1)
     decoder_num_heads: int = Field(default=8, ge=1)
     mlp_ratio: float = Field(default=4.0, gt=0)
-    norm_pix_loss: bool = False
+    norm_pix_loss: bool = Field(default=False, description="loss in each target patch's normalised coordinates")
     pretrained: str | None = Field(default=None, description="local path to an MAE checkpoint (encoder-only or full)")
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "MAEModelConfig":
+        for dim, heads, name in ((self.embed_dim, self.num_heads, ""), (self.decoder_embed_dim, self.decoder_num_heads, "decoder_")):
+            if dim % heads or dim % 4:
+                raise ValueError(f"{name}embed_dim {dim} must be divisible by {name}num_heads {heads} and by 4 (sin-cos)")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
+        return self
 
 
 class CMGANModelConfig(_Section):
@@ -168,7 +206,10 @@ class CMGANModelConfig(_Section):
     num_ffc_blocks: int = Field(default=2, ge=0)
     style_dim: int = Field(default=256, ge=8)
     mapping_layers: int = Field(default=2, ge=1)
-    mask_attention: bool = True
+    mask_attention: bool = Field(default=True, description="mask-aware attention at resolutions <= attn_max_res (ablation switch)")
+    attn_max_res: int = Field(default=16, ge=1, description="highest feature resolution that gets an attention block")
+    attn_heads: int = Field(default=4, ge=1)
+    ffc_stride: int = Field(default=8, ge=1, description="FFC residual blocks run at img_size / ffc_stride (LaMa: 8)")
     disc: Literal["stylegan2", "patchgan"] = "stylegan2"
 
 
@@ -189,6 +230,8 @@ class LossConfig(_Section):
     perceptual_weight: float = Field(default=0.0, ge=0)
     perceptual_weights_path: str | None = None
     disc: Literal["patchgan", "stylegan2"] = "patchgan"
+    rec_loss: Literal["mse", "l1"] | None = Field(default=None, description="reconstruction kind; None = family default (cmgan: l1, else mse)")
+    r1_masked: bool = Field(default=False, description="R1 penalises only the gradient on hole pixels")
 
 
 class TrainMasksConfig(_Section):
@@ -202,6 +245,12 @@ class TrainMasksConfig(_Section):
     warmup_steps: int = Field(default=0, ge=0, description="max ratio ramps up linearly over these steps")
     dynamic: bool = Field(default=True, description="False: one fixed pattern/ratio per image for the whole run (ablation)")
     object_dir: str | None = Field(default=None, description="folder of segmentation PNGs for object-shaped holes (CM-GAN)")
+    random_patch_size: int = Field(default=16, ge=1, description="grid cell of the 'random' pattern (match the model's patch size)")
+    object_prob: float = Field(default=0.5, ge=0, le=1, description="share of holes shaped like objects (rest: strokes and boxes)")
+    object_overlap: float = Field(
+        default=0.5, gt=0, le=1, description="an image's object with more than this share of its area in the hole is removed from the hole"
+    )
+    object_max_area: float = Field(default=0.5, gt=0, le=1, description="segments larger than this share of the image count as background")
 
 
 class TrainConfig(_Section):
@@ -226,6 +275,14 @@ class TrainConfig(_Section):
     sample_every: int = Field(default=100, ge=1)
     loss: LossConfig = LossConfig()
     masks: TrainMasksConfig = TrainMasksConfig()
+
+
+class TrackingConfig(_Section):
+    """Where a training run is tracked; built by the entry point from ``registry`` (not a params section)."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "inpnet"
+    system_metrics: bool = True
 
 
 class VariantConfig(_Section):

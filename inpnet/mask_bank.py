@@ -1,0 +1,263 @@
+"""The fixed evaluation mask bank: PNG files on disk, written once, read by every evaluation.
+
+Layout::
+
+    <bank>/<pattern>/<ratio %.2f>/NNNN.png     8-bit grey, 255 = hole, 0 = known
+    <bank>/manifest.json                       every mask with its achieved hole ratio
+
+Determinism: mask ``i`` of cell ``(pattern, ratio)`` is drawn from a generator seeded by
+``(seed, crc32(pattern), round(ratio * 10000), i)``, so adding a pattern, a ratio or more
+masks per cell never changes the masks already in the bank, and PNGs are encoded with fixed
+settings: the same arguments give the same bytes.
+
+External masks (``external_dir``, e.g. the NVIDIA irregular mask set) are read with
+:func:`read_mask_png` (binarised at 50%, resized nearest), bucketed to the nearest requested
+ratio when their hole ratio lies within ``bucket_width / 2`` of it, and ``per_cell`` of each
+bucket are picked with a seeded generator. Unreadable files are skipped and listed in the
+manifest under ``skipped``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from inpnet.errors import MaskError
+
+__all__ = ["BankMask", "encode_mask_png", "load_bank", "read_mask_png", "write_bank"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class BankMask:
+    """One mask of the bank; ``path`` is absolute, ``achieved`` is its measured hole ratio."""
+
+    pattern: str
+    ratio: float
+    index: int
+    path: Path
+    achieved: float
+
+
+# --------------------------------------------------------------------------- PNG I/O
+
+
+def read_mask_png(
+    path: str | Path,
+    size: int | tuple[int, int] | None = None,
+    *,
+    invert: bool = False,
+    resize: bool = True,
+) -> np.ndarray:
+    """Read a mask file as a bool (H, W) array, True = hole.
+
+    Values are binarised at 50% of the format's range (grey >= 128 for 8-bit, >= 32768 for
+    16-bit; colour images are converted to luma, alpha is ignored), so anti-aliased or JPEG
+    masks are accepted rather than refused. ``invert`` flips the result for sets where white
+    means known. ``size`` (an int for square, or ``(height, width)``) resizes with nearest
+    neighbour; with ``resize=False`` a size mismatch raises :class:`MaskError` instead.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode.startswith("I"):
+                hole = np.asarray(img) >= 32768
+            elif img.mode == "F":
+                hole = np.asarray(img) >= 0.5
+            else:
+                hole = np.asarray(img.convert("L")) >= 128
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise MaskError(f"{path}: cannot read mask ({err}); expected an 8-bit PNG with 255 = hole") from None
+    if hole.size == 0:
+        raise MaskError(f"{path}: mask image is empty")
+    if invert:
+        hole = ~hole
+    if size is None:
+        return hole
+    target = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if hole.shape == target:
+        return hole
+    if not resize:
+        raise MaskError(f"{path}: mask is {hole.shape[0]}x{hole.shape[1]} (HxW), expected {target[0]}x{target[1]}")
+    small = Image.fromarray(hole.astype(np.uint8) * 255).resize((target[1], target[0]), Image.NEAREST)
+    return np.asarray(small) >= 128
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """PNG bytes of a bool mask (255 = hole) with fixed encoder settings (reproducible bytes)."""
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG", compress_level=6, optimize=False)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ writer
+
+
+def _cell_seed(seed: int, pattern: str, ratio: float, index: int) -> list[int]:
+    return [seed, zlib.crc32(pattern.encode()), int(round(ratio * 10000)), index]
+
+
+def write_bank(
+    out_dir: str | Path,
+    *,
+    size: int,
+    patterns: Sequence[str],
+    ratios: Sequence[float],
+    per_cell: int,
+    seed: int,
+    external_dir: str | Path | None = None,
+    external_invert: bool = False,
+    bucket_width: float = 0.1,
+    presets: dict[str, dict] | None = None,
+) -> Path:
+    """Write the bank to ``out_dir`` and return the manifest path.
+
+    ``external`` in ``patterns`` (or an ``external_dir``) adds the external cells. Existing
+    PNGs in the cells being written are replaced; other folders are left alone.
+    """
+    from inpnet.masks import MAX_RATIO, hole_ratio, make_mask
+
+    out = Path(out_dir)
+    keys = [f"{r:.2f}" for r in ratios]
+    if len(set(keys)) != len(keys):
+        raise MaskError(f"mask bank ratios {list(ratios)} collide when formatted as %.2f")
+    bad = [r for r in ratios if not 0.0 <= r <= MAX_RATIO]
+    if bad:
+        raise MaskError(f"mask bank ratios must lie in [0, {MAX_RATIO}], got {bad}")
+    if per_cell < 1 or size < 1:
+        raise MaskError(f"mask bank needs size >= 1 and per_cell >= 1, got size={size}, per_cell={per_cell}")
+    generated = [p for p in patterns if p != "external"]
+    want_external = "external" in patterns or external_dir is not None
+    if want_external and external_dir is None:
+        raise MaskError("pattern 'external' needs an external mask folder (--external DIR / masks.external_dir)")
+
+    entries: list[dict] = []
+    for pattern in generated:
+        for ratio, key in zip(ratios, keys):
+            cell = _fresh_cell(out / pattern / key)
+            for i in range(per_cell):
+                rng = np.random.default_rng(_cell_seed(seed, pattern, ratio, i))
+                mask = make_mask(pattern, size, size, ratio, rng, **(presets or {}).get(pattern, {}))
+                entries.append(_write(cell, out, pattern, ratio, i, mask, hole_ratio(mask)))
+    skipped: list[dict] = []
+    if want_external:
+        ext_entries, skipped = _write_external(
+            out, Path(external_dir), size, ratios, keys, per_cell, seed, external_invert, bucket_width
+        )
+        entries.extend(ext_entries)
+
+    manifest = {
+        "version": 1,
+        "size": size,
+        "seed": seed,
+        "per_cell": per_cell,
+        "patterns": list(generated) + (["external"] if want_external else []),
+        "ratios": [float(r) for r in ratios],
+        "masks": entries,
+        "skipped": skipped,
+    }
+    path = out / MANIFEST
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    log.info("wrote %d masks to %s", len(entries), out)
+    return path
+
+
+def _fresh_cell(cell: Path) -> Path:
+    cell.mkdir(parents=True, exist_ok=True)
+    for old in cell.glob("*.png"):
+        old.unlink()
+    return cell
+
+
+def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.ndarray, achieved: float, **extra: str) -> dict:
+    path = cell / f"{i:04d}.png"
+    path.write_bytes(encode_mask_png(mask))
+    return {
+        "pattern": pattern,
+        "ratio": float(ratio),
+        "index": i,
+        "path": path.relative_to(root).as_posix(),
+        "achieved": round(achieved, 6),
+        **extra,
+    }
+
+
+def _write_external(
+    out: Path, src: Path, size: int, ratios: Sequence[float], keys: Sequence[str], per_cell: int,
+    seed: int, invert: bool, bucket_width: float,
+) -> tuple[list[dict], list[dict]]:
+    from inpnet.masks import hole_ratio
+
+    if not src.is_dir():
+        raise MaskError(f"external mask folder {src} does not exist")
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise MaskError(f"external mask folder {src} holds no mask images ({', '.join(_IMAGE_SUFFIXES)})")
+    buckets: dict[int, list[tuple[Path, np.ndarray, float]]] = {i: [] for i in range(len(ratios))}
+    skipped = []
+    for f in files:
+        try:
+            mask = read_mask_png(f, size=size, invert=invert)
+        except MaskError as err:
+            log.warning("skipping external mask: %s", err)
+            skipped.append({"path": f.relative_to(src).as_posix(), "reason": str(err)})
+            continue
+        achieved = hole_ratio(mask)
+        j = int(np.argmin([abs(achieved - r) for r in ratios]))
+        if abs(achieved - ratios[j]) <= bucket_width / 2:
+            buckets[j].append((f, mask, achieved))
+    entries = []
+    for j, (ratio, key) in enumerate(zip(ratios, keys)):
+        cell = _fresh_cell(out / "external" / key)
+        found = buckets[j]
+        if len(found) < per_cell:
+            log.warning("external masks: only %d of %d wanted near ratio %s", len(found), per_cell, key)
+        rng = np.random.default_rng(_cell_seed(seed, "external", ratio, 0))
+        picks = rng.permutation(len(found))[:per_cell]
+        for i, k in enumerate(picks):
+            f, mask, achieved = found[int(k)]
+            entries.append(_write(cell, out, "external", ratio, i, mask, achieved, source=f.relative_to(src).as_posix()))
+    return entries, skipped
+
+
+# ------------------------------------------------------------------------------ reader
+
+
+def load_bank(bank_dir: str | Path) -> list[BankMask]:
+    """Every mask listed in ``<bank_dir>/manifest.json``, in manifest order (pattern, ratio, index)."""
+    root = Path(bank_dir)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise MaskError(f"{path}: no mask bank manifest; build the bank with `inpnet masks bank --out {root}`")
+    try:
+        data = json.loads(path.read_text())
+        rows = data["masks"]
+        masks = [
+            BankMask(
+                pattern=str(m["pattern"]),
+                ratio=float(m["ratio"]),
+                index=int(m["index"]),
+                path=(root / m["path"]).resolve(),
+                achieved=float(m["achieved"]),
+            )
+            for m in rows
+        ]
+    except (ValueError, KeyError, TypeError) as err:
+        raise MaskError(f"{path}: malformed mask bank manifest ({err!r}); rebuild it with `inpnet masks bank`") from None
+    missing = [m.path for m in masks if not m.path.is_file()]
+    if missing:
+        raise MaskError(f"{path}: {len(missing)} listed masks are missing, e.g. {missing[0]}; rebuild the bank")
+    return masks
