@@ -32,6 +32,7 @@ __all__ = [
     "RegisteredVersion",
     "client",
     "download_model",
+    "init_store",
     "inpainter_from_files",
     "load_inpainter",
     "metric_tags",
@@ -83,6 +84,16 @@ def client(tracking_uri: str | None):  # -> mlflow.MlflowClient
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def init_store(tracking_uri: str | None) -> None:
+    """Create or upgrade the store's schema now, in one process.
+
+    A new sqlite store is created (alembic migrations) by whoever touches it first; several
+    processes doing that at once race on the schema. Pipelines call this once before
+    starting parallel writers (training runs, registrations).
+    """
+    client(tracking_uri).search_experiments(max_results=1)
 
 
 def resolve_version(uri: str, *, tracking_uri: str | None):  # -> ModelVersion
