@@ -1,0 +1,97 @@
+"""PSNR and SSIM on batches of images, on the tensors' device.
+
+One documented implementation per metric, used by every report:
+
+- Inputs are (B, 3, H, W) float tensors in [0, 1]: the composite (known pixels from the
+  input, hole pixels from the method) against the original, full image, RGB. The evaluator
+  passes the composite through :func:`quantize` first, so scores are those of the 8-bit image
+  a user would save.
+- PSNR uses data range 1 and the mean squared error over all pixels and channels of an
+  image; it equals scikit-image's ``peak_signal_noise_ratio(data_range=1)`` (inf when the
+  images are identical, as there).
+- SSIM is Wang et al.'s, the variant LaMa and MAT report: an 11 x 11 Gaussian window with
+  sigma 1.5, C1 = (0.01)^2, C2 = (0.03)^2, population (not sample) covariances, computed per
+  channel and averaged over channels. Like scikit-image's ``structural_similarity(
+  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1,
+  channel_axis=-1)``, the mean is taken over the positions where the whole window lies
+  inside the image (scikit-image filters with reflection, then crops 5 pixels from each
+  border; a valid convolution gives exactly those values), so the two agree to ~1e-6.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SSIM_SIGMA", "SSIM_WINDOW", "psnr", "quantize", "ssim"]
+
+SSIM_SIGMA = 1.5
+SSIM_WINDOW = 11  # scikit-image: 2 * int(3.5 * sigma + 0.5) + 1 with its default truncate=3.5
+_C1 = 0.01**2
+_C2 = 0.03**2
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Round to the 8-bit grid a saved PNG would hold: ``round(clamp(x, 0, 1) * 255) / 255``."""
+    return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+
+
+def _check(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
+    if pred.shape != target.shape or pred.ndim != 4:
+        raise ValueError(f"{name}: pred and target must both be (B, C, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}")
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB with data range 1: (B, C, H, W) x 2 -> (B,)."""
+    _check(pred, target, "psnr")
+    # float64 where the device has it (MPS does not): the MSE of near-identical images is tiny
+    dtype = torch.float32 if pred.device.type == "mps" else torch.float64
+    diff = pred.to(dtype) - target.to(dtype)
+    mse = diff.pow(2).flatten(1).mean(dim=1)  # (B,)
+    return (10.0 * torch.log10(1.0 / mse)).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_1d(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    radius = SSIM_WINDOW // 2
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (x / SSIM_SIGMA) ** 2)
+    return (g / g.sum()).to(device=device, dtype=dtype)
+
+
+def _blur_valid(x: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian, valid positions only: (N, C, H, W) -> (N, C, H - 10, W - 10)."""
+    c = x.shape[1]
+    g = _gaussian_1d(x.device, x.dtype)
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, SSIM_WINDOW), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, SSIM_WINDOW, 1), groups=c)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (Gaussian 11 x 11, sigma 1.5, channel mean): (B, C, H, W) x 2 -> (B,).
+
+    Images must be at least 11 x 11. Computed in float32 on the tensors' device; the means
+    are subtracted before the second moments to avoid cancellation.
+    """
+    _check(pred, target, "ssim")
+    b, c, h, w = pred.shape
+    if h < SSIM_WINDOW or w < SSIM_WINDOW:
+        raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
+    x = pred.float()
+    y = target.float()
+    # shifting both images by a constant changes no variance or covariance, but keeps the
+    # float32 moments E[x^2] - E[x]^2 away from catastrophic cancellation
+    shift = 0.5 * (x.mean(dim=(1, 2, 3), keepdim=True) + y.mean(dim=(1, 2, 3), keepdim=True))
+    xs, ys = x - shift, y - shift
+    # (B, 5C, H, W): the five maps filtered in one grouped convolution
+    maps = _blur_valid(torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=1))
+    mx, my, mxx, myy, mxy = maps.split(c, dim=1)
+    vx = mxx - mx * mx
+    vy = myy - my * my
+    cxy = mxy - mx * my
+    ux, uy = mx + shift, my + shift
+    num = (2 * ux * uy + _C1) * (2 * cxy + _C2)
+    den = (ux * ux + uy * uy + _C1) * (vx + vy + _C2)
+    return (num / den).flatten(1).mean(dim=1)  # (B,): mean over channels and positions
