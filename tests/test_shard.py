@@ -1,0 +1,203 @@
+"""Sharding a tar the test builds: counts, labels, rejection reasons, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+from places_tar import build_train_tar, build_val_tar, filelist_tar
+
+from inpnet.cli import main
+from inpnet.config import ShardConfig
+from inpnet.data import shard as shard_mod
+from inpnet.data.jpeg import BadImage, check_jpeg, verify_decode
+from inpnet.data.manifest import load_manifest
+from inpnet.data.shard import shard_tar
+from inpnet.data.tarwriter import TarWriter
+from inpnet.errors import DataError
+
+CFG = ShardConfig(samples_per_shard=5, shard_multiple=2, workers=2)
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory):
+    return build_train_tar(tmp_path_factory.mktemp("raw"))
+
+
+@pytest.fixture(scope="module")
+def reference(places, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run that the other tests compare against."""
+    out = tmp_path_factory.mktemp("ref") / "train"
+    shard_tar(places.tar, places.filelist, "train", out, CFG)
+    return out
+
+
+def _shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.tar"))}
+
+
+def test_counts_labels_and_rejections(places, reference: Path) -> None:
+    manifest = load_manifest(reference)
+    n_good = len(places.good)
+    assert manifest.totals["samples"] == n_good == 24
+    # 24 samples / 5 per shard = 5 shards, rounded up to a multiple of 2
+    assert manifest.totals["shards"] == 6 == len(list(reference.glob("*.tar")))
+    reasons = {r["member"]: r["reason"] for r in manifest.rejected}
+    assert set(reasons) == set(places.bad)
+    for member, fragment in places.bad.items():
+        assert fragment in reasons[member], (member, reasons[member])
+    assert "data_large" not in reasons  # directories are structure, not rejections
+    samples = list(wds.WebDataset([str(reference / s.name) for s in manifest.shards], shardshuffle=False))
+    assert len(samples) == n_good
+    seen = {}
+    for s in samples:
+        meta = json.loads(s["json"])
+        assert "." not in s["__key__"] and "/" not in s["__key__"]
+        assert int(s["cls"]) == meta["label"] == places.good[meta["path"]]
+        assert check_jpeg(s["jpg"]) .width == meta["width"]
+        seen[meta["path"]] = s["__key__"]
+    assert list(seen) == list(places.good)  # tar order, every good member once
+    assert seen["data_large/b/bazaar/indoor/00000002.jpg"] == "b_bazaar_indoor_00000002"
+    assert sum(s.samples for s in manifest.shards) == n_good
+    for s in manifest.shards:
+        assert (reference / s.name).stat().st_size == s.bytes
+
+
+def test_standard_tar_with_fixed_headers(reference: Path) -> None:
+    with tarfile.open(next(reference.glob("*.tar"))) as tar:
+        infos = tar.getmembers()
+    assert [i.name.rsplit(".", 1)[1] for i in infos[:3]] == ["cls", "jpg", "json"]
+    for info in infos:
+        assert info.isreg() and info.mode == 0o644 and info.uid == info.gid == 0 and info.uname == "root"
+        assert info.mtime == 1_600_000_000 and not info.pax_headers
+
+
+def test_nothing_escapes_the_output_folder(places, reference: Path) -> None:
+    root = places.tar.parent
+    assert sorted(p.name for p in root.iterdir()) == sorted([places.tar.name, places.filelist.name])
+    assert not (root.parent / "escape.jpg").exists() and not Path("/abs/escape.jpg").exists()
+    assert sorted(p.name for p in reference.iterdir()) == sorted([*(f"train-{i:06d}.tar" for i in range(6)), "manifest.json"])
+
+
+def test_deterministic_across_runs_and_worker_counts(places, reference: Path, tmp_path: Path) -> None:
+    shard_tar(places.tar, places.filelist, "train", tmp_path / "one", CFG.model_copy(update={"workers": 1}))
+    assert _shard_bytes(tmp_path / "one") == _shard_bytes(reference)
+    assert load_manifest(tmp_path / "one").to_dict()["shards"] == load_manifest(reference).to_dict()["shards"]
+
+
+def test_rerun_is_a_no_op(places, reference: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
+    shard_tar(places.tar, places.filelist, "train", reference, CFG)
+    assert {p.name: p.stat().st_mtime_ns for p in reference.iterdir()} == before
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from inpnet.config import ShardConfig
+    from inpnet.data import tarwriter
+    from inpnet.data.shard import shard_tar
+
+    original = tarwriter.TarWriter.add
+    def add(self, *args, **kwargs):  # SIGKILL in the middle of the 4th shard, bytes on disk
+        if self.path.name == ".train-000003.tar.tmp" and self._pending_bytes:
+            self._flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        original(self, *args, **kwargs)
+    tarwriter.TarWriter.add = add
+    shard_tar(sys.argv[1], sys.argv[2], "train", sys.argv[3], ShardConfig(**{cfg}))
+    """
+)
+
+
+def test_resume_after_kill_is_byte_identical(places, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "train"
+    script = _KILL_SCRIPT.replace("{cfg}", repr({**CFG.model_dump(), "workers": 1}))
+    proc = subprocess.run([sys.executable, "-c", script, str(places.tar), str(places.filelist), str(out)], capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    assert len(finished) == 3 and list(out.glob(".*.tmp")) and not (out / "manifest.json").exists()
+
+    converted: list[str] = []
+    real = shard_mod.write_shard
+    monkeypatch.setattr(shard_mod, "write_shard", lambda job, spec: converted.append(job.name) or real(job, spec))
+    shard_tar(places.tar, places.filelist, "train", out, CFG)
+    assert sorted(converted) == [f"train-{i:06d}.tar" for i in range(3, 6)]
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in finished.items())
+    assert _shard_bytes(out) == _shard_bytes(reference)
+    assert not list(out.glob(".*")), "temp files and resume records are cleaned up"
+
+
+def test_disk_full_leaves_no_complete_looking_shard(places, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(TarWriter, "close", full)
+    out = tmp_path / "train"
+    with pytest.raises(DataError, match="No space left on device") as err:
+        shard_tar(places.tar, places.filelist, "train", out, CFG.model_copy(update={"workers": 1}))
+    assert "\n" not in str(err.value) and "train-000000.tar" in str(err.value)
+    assert not list(out.glob("*.tar")) and not list(out.glob(".*.tmp")) and not (out / "manifest.json").exists()
+
+
+def test_wrong_file_list_and_missing_tar_are_one_line_errors(places, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    val = build_val_tar(tmp_path / "val")
+    with pytest.raises(DataError, match="matches none of the") as err:
+        shard_tar(val.tar, places.filelist, "val", tmp_path / "out", CFG)
+    assert str(places.filelist) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+    code = main(["data", "shard", "--no-prefect", "--split", "train", "--tar", str(tmp_path / "missing.tar"),
+                 "--filelist", str(places.filelist), "--out", str(tmp_path / "out")])
+    stderr = capsys.readouterr().err.strip()
+    assert code == 2 and "missing.tar" in stderr and len(stderr.splitlines()) == 1
+
+
+def test_val_split_from_filelist_tar(places, tmp_path: Path) -> None:
+    val = build_val_tar(tmp_path / "val")
+    lists = filelist_tar(tmp_path, places.filelist, val.filelist)
+    manifest = shard_tar(val.tar, lists, "val", tmp_path / "shards" / "val", ShardConfig(samples_per_shard=3, shard_multiple=4))
+    assert manifest.totals == {"shards": 4, "samples": 8, "bytes": manifest.totals["bytes"], "rejected": 0}
+    labels = {json.loads(s["json"])["path"]: int(s["cls"]) for s in wds.WebDataset(
+        [str(tmp_path / "shards" / "val" / s.name) for s in manifest.shards], shardshuffle=False)}
+    assert labels == val.good
+    assert "Places365_val_00000001" in {k.rsplit(".")[0] for k in tarfile.open(tmp_path / "shards" / "val" / "val-000000.tar").getnames()}
+
+
+def test_resize_reencodes_shortest_side(places, tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"resize": 32, "jpeg_quality": 80})
+    manifest = shard_tar(places.tar, places.filelist, "train", tmp_path / "r", cfg)
+    assert manifest.totals["samples"] == len(places.good)
+    for s in wds.WebDataset([str(tmp_path / "r" / s.name) for s in manifest.shards], shardshuffle=False):
+        meta, info = json.loads(s["json"]), check_jpeg(s["jpg"])
+        assert min(info.width, info.height) == 32 and (meta["width"], meta["height"]) == (info.width, info.height)
+
+
+def test_decode_verification_catches_what_structure_cannot(places) -> None:
+    data = next(iter(places.good))
+    with tarfile.open(places.tar) as tar:
+        good = tar.extractfile(data).read()
+    middle = len(good) // 2
+    zeroed = good[:middle] + bytes(200) + good[middle + 200 :]
+    check_jpeg(zeroed)  # structurally fine: zeros are valid entropy-coded bytes
+    with pytest.raises(BadImage, match="does not decode"):
+        verify_decode(zeroed)
+    verify_decode(good)
+
+
+@pytest.mark.slow
+def test_prefect_flow_matches_plain_run(places, reference: Path, tmp_path: Path, repo_root: Path) -> None:
+    out = tmp_path / "train"
+    params = tmp_path / "params.yaml"
+    params.write_text("data:\n  shard: {samples_per_shard: 5, shard_multiple: 2, workers: 2, task_runner: threads}\n")
+    code = main(["data", "shard", "--split", "train", "--tar", str(places.tar), "--filelist", str(places.filelist),
+                 "--out", str(out), "--params", str(params)])
+    assert code == 0
+    assert _shard_bytes(out) == _shard_bytes(reference)
