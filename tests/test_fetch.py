@@ -106,6 +106,17 @@ def test_server_ignoring_range_restarts_from_zero(server, payload, tmp_path):
     assert server.requests[1] == ("/big.tar", "bytes=100000-")  # asked to resume, got 200 and the whole file
 
 
+def test_416_finishes_a_whole_part_and_restarts_an_overlong_one(server, payload, tmp_path):
+    server.routes["/big.tar"] = Route(payload)
+    (tmp_path / "a.tar.part").write_bytes(payload)  # killed between the last write and the rename
+    download(server.url("/big.tar"), tmp_path / "a.tar", md5=_md5(payload), **FAST)
+    assert (tmp_path / "a.tar").read_bytes() == payload
+    (tmp_path / "b.tar.part").write_bytes(payload + b"junk")  # longer than the file: corrupt
+    download(server.url("/big.tar"), tmp_path / "b.tar", md5=_md5(payload), **FAST)
+    assert (tmp_path / "b.tar").read_bytes() == payload
+    assert [r for _, r in server.requests] == ["bytes=300000-", "bytes=300004-", None]
+
+
 def test_gives_up_without_progress_and_keeps_resumable_part(server, payload, tmp_path):
     server.routes["/big.tar"] = Route(payload, drop_after=[1000, 0, 0, 0])
     with pytest.raises(DownloadError, match="gave up after 3 attempts.*resume"):
@@ -148,7 +159,6 @@ def test_cli_fetch_exit_codes(server, tmp_path, capsys):
     ok = main(["data", "fetch", "--what", "val", "--dest", str(tmp_path / "raw"), "--url-base", server.url("/m"),
                "--params", str(params), "--no-progress"])
     assert ok == 0 and (tmp_path / "raw" / "val_large.tar").read_bytes() == data
-    assert main(["data", "fetch", "--what", "nope", "--dest", str(tmp_path), "--params", str(params)]) == 2
     capsys.readouterr()
     code = main(["data", "fetch", "--what", "train", "--dest", str(tmp_path / "raw"), "--url-base",
                  server.url("/m"), "--params", str(params), "--no-progress"])
@@ -162,3 +172,8 @@ def test_params_yaml_fetch_section_matches_defaults(repo_root: Path):
     fetch = load_params(repo_root / "params.yaml").data.fetch
     assert fetch.train.md5 == "67e186b496a84c929568076ed01a8aa1"
     assert fetch.filelist.url.endswith("/filelist_places365-standard.tar")
+
+
+def test_cli_unknown_part_is_a_usage_error(tmp_path):
+    assert main(["data", "fetch", "--what", "nope", "--dest", str(tmp_path)]) == 2
+    assert main(["data", "fetch", "--dest", str(tmp_path)]) == 2  # --what is required
