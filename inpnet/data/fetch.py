@@ -209,8 +209,9 @@ def _fetch_to_part(url: str, part: _Part, *, retries: int, backoff_s: float, tim
             # progress resets the count: a flaky link should not exhaust the retries
             failures = 0 if part.size > before else failures + 1
             if failures > retries:
-                raise DownloadError(f"{url}: gave up after {retries + 1} attempts without progress ({reason}); "
-                                    f"re-run the same command to resume from {part.path}")
+                todo = (f"re-run the same command to resume from {part.path} ({part.size} bytes)" if part.size
+                        else "check the network connection and the URL, then re-run")
+                raise DownloadError(f"{url}: gave up after {retries + 1} attempts without progress ({reason}); {todo}")
             wait = min(backoff_s * 2 ** max(failures - 1, 0), _MAX_BACKOFF_S)
             log.warning("%s: attempt interrupted at byte %d (%s); retrying in %.1fs", label, part.size, reason, wait)
             time.sleep(wait)
