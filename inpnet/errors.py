@@ -28,3 +28,7 @@ class CheckpointError(InpnetError):
 
 class RegistryError(InpnetError):
     """A registered model, version or alias is missing or cannot be loaded."""
+
+
+class TrainingInterrupted(InpnetError):
+    """Training stopped on SIGTERM after saving a checkpoint; resume with ``--resume``."""

@@ -1,0 +1,172 @@
+"""MLflow run tracking for training: params, metrics, sample images, tags, system metrics.
+
+Only run tracking lives here (the model registry is elsewhere in this package). The
+trainer talks to a :class:`RunTracker`; on ranks other than zero, or with tracking turned
+off, it gets a :class:`NullTracker` whose methods do nothing, so the training loop has no
+rank checks of its own. The tracking URI is always passed in; nothing global is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NullTracker", "RunTracker", "file_sha256", "flatten_params", "git_commit", "start_tracking"]
+
+_MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": "0.001"}``; lists and tuples as JSON-ish text."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, f"{name}."))
+        else:
+            text = str(value)
+            out[name] = text if len(text) <= _MAX_PARAM_CHARS else text[: _MAX_PARAM_CHARS - 3] + "..."
+    return out
+
+
+def git_commit(cwd: str | Path = ".") -> str | None:
+    """HEAD's commit hash (with ``-dirty`` when the tree has changes), or None outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 of a file's bytes, or None when it does not exist (e.g. the shard manifest)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class NullTracker:
+    """Tracking turned off (or a non-zero rank): every call is a no-op."""
+
+    run_id: str | None = None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def end(self, status: str = "FINISHED") -> None:
+        pass
+
+
+class RunTracker(NullTracker):
+    """One MLflow run, driven through an explicit client (no global tracking URI)."""
+
+    def __init__(self, client: Any, run_id: str, monitor: Any | None) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._monitor = monitor
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
+        now = get_current_time_millis()
+        batch = [Metric(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """Log an (H, W, 3) uint8 image as a stepped image series (shown in the MLflow UI)."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def start_tracking(
+    *,
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str | None],
+    resume_run_id: str | None = None,
+    system_metrics: bool = True,
+    enabled: bool = True,
+) -> NullTracker:
+    """Start (or reopen, on resume) an MLflow run and record the resolved config as params.
+
+    Args:
+        params: nested config, flattened to dotted keys.
+        tags: e.g. ``git_commit`` and ``shard_manifest_sha256``; None values are skipped.
+        resume_run_id: reopen this run instead of creating one (its params are not re-logged).
+        system_metrics: sample CPU/GPU/memory in a background thread when psutil is installed.
+        enabled: False (tracking off, or a non-zero rank) returns a :class:`NullTracker`.
+    """
+    if not enabled:
+        return NullTracker()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    tag_values = {k: str(v) for k, v in tags.items() if v is not None}
+    run_id = None
+    if resume_run_id:
+        try:
+            client.get_run(resume_run_id)
+            client.update_run(resume_run_id, status="RUNNING")
+            run_id = resume_run_id
+        except Exception as err:  # the store may have been reset since the checkpoint
+            log.warning("cannot reopen MLflow run %s (%s); starting a new run", resume_run_id, err)
+    if run_id is None:
+        run = client.create_run(exp_id, run_name=run_name, tags=tag_values)
+        run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        flat = [Param(k, v) for k, v in sorted(flatten_params(params).items())]
+        for i in range(0, len(flat), 100):  # log_batch accepts at most 100 params per call
+            client.log_batch(run_id, params=flat[i : i + 100])
+    else:
+        for k, v in tag_values.items():
+            client.set_tag(run_id, k, v)
+    monitor = _start_system_metrics(run_id, tracking_uri, resume=resume_run_id == run_id) if system_metrics else None
+    log.info("MLflow run %s in experiment %r at %s", run_id, experiment, tracking_uri)
+    return RunTracker(client, run_id, monitor)
+
+
+def _start_system_metrics(run_id: str, tracking_uri: str, *, resume: bool) -> Any | None:
+    try:
+        import psutil  # noqa: F401  (mlflow's CPU monitor needs it)
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:
+        log.info("psutil not installed: no system metrics")
+        return None
+    monitor = SystemMetricsMonitor(run_id, resume_logging=resume, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor

@@ -1,0 +1,124 @@
+"""The trainer's view of the data: a resumable stream of image batches, and sample grids.
+
+:class:`BatchStream` wraps the shard loader and remembers (epoch, batches taken in the
+epoch), so that a resumed run re-opens the same epoch and skips exactly the batches it
+had consumed. In resampled mode (DDP: an infinite stream, so ranks never see unequal
+counts) the stream is re-opened with the next epoch every ``resampled_epoch`` batches,
+which bounds how much a resume has to skip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inpnet.errors import DataError
+from inpnet.models.composite import composite, masked_input
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BatchStream", "LoaderFactory", "sample_grid"]
+
+LoaderFactory = Callable[..., Iterable[dict[str, Any]]]
+
+
+def _default_factory() -> LoaderFactory:
+    from inpnet.data.loader import make_loader
+
+    return make_loader
+
+
+class BatchStream:
+    """Endless training batches (B,3,S,S) in [0,1] with a resumable position.
+
+    Args:
+        factory: ``make_loader``-compatible callable (keyword arguments as in the contract).
+        epoch, position: where to continue; ``position`` batches of ``epoch`` are skipped.
+    """
+
+    def __init__(
+        self,
+        shards: Path,
+        *,
+        image_size: int,
+        batch_size: int,
+        num_workers: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        resampled: bool,
+        epoch: int = 0,
+        position: int = 0,
+        resampled_epoch: int = 1000,
+        factory: LoaderFactory | None = None,
+    ) -> None:
+        self.shards = Path(shards)
+        self._kwargs = dict(
+            image_size=image_size, batch_size=batch_size, train=True, num_workers=num_workers,
+            rank=rank, world_size=world_size, seed=seed, resampled=resampled,
+        )
+        self._factory = factory or _default_factory()
+        self._seed = seed
+        self._rank = rank
+        self.resampled = resampled
+        self.resampled_epoch = resampled_epoch
+        self.epoch = epoch
+        self.position = 0
+        self._it: Iterator[dict[str, Any]] | None = None
+        self._open(skip=position)
+
+    def _open(self, skip: int) -> None:
+        # DataLoader draws its workers' base seed from the global torch RNG when iterated;
+        # fixing it here makes the worker seeds a function of (seed, epoch, rank) only, the
+        # same in an uninterrupted and in a resumed run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed * 1_000_003 + self.epoch * 1009 + self._rank)
+            self._it = iter(self._factory(self.shards, epoch=self.epoch, **self._kwargs))
+        self.position = 0
+        for _ in range(skip):
+            if self._take() is None:
+                raise DataError(f"{self.shards}: cannot skip {skip} batches of epoch {self.epoch} on resume; the shards changed")
+
+    def _take(self) -> dict[str, Any] | None:
+        assert self._it is not None
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            return None
+        self.position += 1
+        return batch
+
+    def next(self) -> tuple[torch.Tensor, list[str]]:
+        """The next (image batch, sample keys); rolls over to the next epoch when one is exhausted."""
+        if self.resampled and self.position >= self.resampled_epoch:
+            self.epoch += 1
+            self._open(skip=0)
+        batch = self._take()
+        if batch is None:
+            if self.position == 0:
+                raise DataError(f"{self.shards}: the loader yielded no batches (empty shards, or fewer images than one batch?)")
+            self.epoch += 1
+            self._open(skip=0)
+            batch = self._take()
+            if batch is None:
+                raise DataError(f"{self.shards}: the loader yielded no batches in epoch {self.epoch}")
+        return batch["image"], list(batch.get("key", []))
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+
+def sample_grid(image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor, *, max_images: int = 4) -> np.ndarray:
+    """Rows: masked input (holes grey), composite output, target. Returns (H, W, 3) uint8."""
+    from torchvision.utils import make_grid
+
+    n = min(max_images, image.shape[0])
+    image, mask, prediction = image[:n].float().cpu(), mask[:n].float().cpu(), prediction[:n].float().cpu()
+    rows = torch.cat([masked_input(image, mask, fill=0.5), composite(image, mask, prediction.clamp(0, 1)), image])
+    grid = make_grid(rows, nrow=n, padding=2, pad_value=1.0)  # (3, H', W')
+    return (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

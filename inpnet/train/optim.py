@@ -1,0 +1,152 @@
+"""Optimiser, learning-rate schedule, weight EMA and mixed precision for the trainer.
+
+The schedule is a pure function of the step (linear warm-up, then cosine to ``min_ratio``
+of the peak), so resuming needs only the step count, never a pickled scheduler object.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EMA", "Precision", "adamw", "lr_at", "resolve_precision", "set_lr"]
+
+
+def adamw(
+    module: nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float], fused: bool | None = None
+) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases, norms, embeddings' 1-d params and tokens.
+
+    Parameters with fewer than two dimensions (biases, LayerNorm/GroupNorm scales) and
+    learned tokens/position embeddings (names containing ``token`` or ``pos_embed``) are
+    not decayed, as in MAE and nanoGPT.
+    """
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "token" in name or "pos_embed" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if fused is None:
+        fused = all(p.is_cuda for p in decay + no_decay) and bool(decay + no_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def lr_at(step: int, *, peak: float, warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> float:
+    """Learning rate for optimiser step ``step`` (0-based): linear warm-up, then cosine.
+
+    The warm-up starts at ``peak / warmup_steps`` (never 0, so step 0 already learns) and
+    the cosine decays to ``min_ratio * peak`` at ``total_steps``.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    floor = peak * min_ratio
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (buffers are copied).
+
+    The shadow is a frozen deep copy in eval mode; it is what evaluation and export use
+    when the variant sets ``ema_decay``.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        ema_params = list(self.module.parameters())
+        live_params = [p.detach() for p in module.parameters()]
+        torch._foreach_lerp_(ema_params, live_params, 1.0 - self.decay)
+        for ema_b, live_b in zip(self.module.buffers(), module.buffers(), strict=True):
+            ema_b.copy_(live_b)
+
+
+# ------------------------------------------------------------------------- precision
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Resolved autocast settings: ``dtype`` None means plain fp32."""
+
+    name: str
+    device_type: str
+    dtype: torch.dtype | None
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 needs loss scaling; bf16 has fp32's exponent range and does not."""
+        return self.dtype is torch.float16
+
+    def autocast(self) -> AbstractContextManager[object]:
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(self.device_type) if self.needs_scaler else None
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX tiles (bf16 matmuls in hardware, e.g. Sapphire Rapids)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except RuntimeError:
+            return False
+    return "AMX" in torch.backends.cpu.get_cpu_capability().upper()
+
+
+def resolve_precision(requested: str, device: torch.device) -> Precision:
+    """Map ``train.precision`` (auto|fp32|bf16|fp16) to autocast settings for ``device``.
+
+    auto: bf16 on GPUs that support it, else fp16 with a gradient scaler; on CPU bf16 only
+    when the CPU has AMX (elsewhere bf16 emulation is slower than fp32), else fp32.
+    """
+    kind = device.type
+    if requested == "fp32":
+        return Precision("fp32", kind, None)
+    if requested == "auto":
+        if kind == "cuda":
+            requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif kind == "cpu":
+            requested = "bf16" if cpu_has_amx() else "fp32"
+        else:
+            requested = "fp32"
+        if requested == "fp32":
+            return Precision("fp32", kind, None)
+    if requested == "fp16" and kind == "cpu":
+        log.warning("precision fp16 on CPU has no speed benefit; using bf16 autocast instead")
+        requested = "bf16"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(requested)
+    if dtype is None:
+        raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16, got {requested!r}")
+    return Precision(requested, kind, dtype)

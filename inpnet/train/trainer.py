@@ -1,0 +1,335 @@
+"""The one training loop for every model family.
+
+:func:`train` builds the model (and a discriminator for adversarial variants), the
+optimisers, precision, EMA and the step object from a :class:`ResolvedVariant`, then runs
+optimiser steps until ``max_steps``: masks from :class:`inpnet.masks.MaskMixture` with an
+explicit seeded generator per rank, learning rate from a pure warm-up + cosine schedule,
+metrics and sample grids to MLflow, checkpoints every ``checkpoint_every`` steps, at the
+end and on SIGTERM. Rank-zero decisions come from :class:`DistInfo.is_main` only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from inpnet.config import ResolvedVariant, TrackingConfig
+from inpnet.errors import CheckpointError, TrainingInterrupted
+from inpnet.train import checkpoint as ckpt
+from inpnet.train.batches import BatchStream, LoaderFactory, sample_grid
+from inpnet.train.distributed import DistInfo, all_gather_objects, all_reduce_grads, all_reduce_mean, any_rank, destroy, init_distributed
+from inpnet.train.optim import EMA, Precision, adamw, lr_at, resolve_precision, set_lr
+from inpnet.train.steps import AdversarialStep, ReconstructionStep, TrainStep, Updater
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Components", "build_components", "train"]
+
+
+@dataclass
+class Components:
+    """Everything a run trains, built once; ``model``/``disc`` are the raw (unwrapped) modules."""
+
+    model: nn.Module
+    step: TrainStep
+    precision: Precision
+    disc: nn.Module | None = None
+    ema: EMA | None = None
+    forward_model: nn.Module | None = None  # DDP-wrapped and/or compiled view of ``model``
+
+
+def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
+    """Model, discriminator, optimisers, precision, EMA and the step object for ``variant``."""
+    from inpnet.models.build import build_discriminator, build_loss, build_model
+
+    cfg = variant.train
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
+    model = build_model(variant.model).to(info.device)
+    precision = resolve_precision(cfg.precision, info.device)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    forward_model: nn.Module = model
+    if info.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        forward_model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    if cfg.compile:
+        forward_model = torch.compile(forward_model)
+    g_opt = adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    g_upd = Updater(list(model.parameters()), g_opt, scaler=precision.scaler(), grad_clip=cfg.grad_clip)
+    loss_fn = build_loss(variant.model, cfg.loss)
+    if cfg.loss.adv_weight <= 0:
+        step: TrainStep = ReconstructionStep(forward_model, loss_fn, g_upd, precision)
+        return Components(model, step, precision, ema=ema, forward_model=forward_model)
+    disc = build_discriminator(cfg.loss.disc, img_size=cfg.image_size).to(info.device)
+    d_params = list(disc.parameters())
+    d_opt = adamw(disc, lr=cfg.disc_lr, weight_decay=0.0, betas=cfg.betas)
+    d_upd = Updater(d_params, d_opt, scaler=precision.scaler(), sync=lambda: all_reduce_grads(d_params, info))
+    if info.is_distributed:  # the discriminator is not DDP-wrapped: start every rank from rank 0's weights
+        for t in disc.state_dict().values():
+            torch.distributed.broadcast(t, src=0)
+    step = AdversarialStep(
+        forward_model, disc, loss_fn, g_upd, d_upd, precision,
+        adv_loss=cfg.loss.adv_loss, adv_weight=cfg.loss.adv_weight,
+        r1_gamma=cfg.loss.r1_gamma, r1_every=cfg.loss.r1_every, gp_weight=cfg.loss.gp_weight,
+    )
+    return Components(model, step, precision, disc=disc, ema=ema, forward_model=forward_model)
+
+
+def _make_masks(variant: ResolvedVariant) -> Any:
+    from inpnet.masks import MaskMixture
+
+    return MaskMixture(variant.train.masks, seed=variant.train.seed)
+
+
+# ----------------------------------------------------------------------- checkpoints
+
+
+def _has_checkpoint(ckpt_dir: Path) -> bool:
+    try:
+        ckpt.resolve_checkpoint_dir(ckpt_dir)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _rank_state(rng: np.random.Generator, stream: BatchStream, info: DistInfo) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch_rng": torch.get_rng_state(),
+        "mask_rng": json.dumps(rng.bit_generator.state),  # PCG64's 128-bit ints, kept exact as text
+        **stream.state(),
+    }
+    if info.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(info.device)
+    return state
+
+
+def _save(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, *, step: int, max_steps: int,
+          rank_states: list[dict[str, Any]], run_id: str | None, info: DistInfo) -> None:
+    modules: dict[str, nn.Module] = {"model": parts.model}
+    if parts.ema is not None:
+        modules["model_ema"] = parts.ema.module
+    if parts.disc is not None:
+        modules["disc"] = parts.disc
+    state = {
+        "step": step,
+        "world_size": info.world_size,
+        "optimizers": {k: u.optimizer.state_dict() for k, u in parts.step.updaters.items()},
+        "scalers": {k: u.scaler.state_dict() for k, u in parts.step.updaters.items() if u.scaler is not None},
+        "ranks": rank_states,
+    }
+    meta = {"step": step, "max_steps": max_steps, "finished": step >= max_steps, "variant": variant.name,
+            "world_size": info.world_size, "precision": parts.precision.name, "mlflow_run_id": run_id}
+    ckpt.save_checkpoint(ckpt_dir, variant=variant, modules=modules, state=state, meta=meta)
+
+
+def _restore(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, info: DistInfo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load weights and optimiser state; returns (state, meta) for the loop to continue from."""
+    saved = ckpt.read_variant(ckpt_dir)
+    if saved.model != variant.model:
+        raise CheckpointError(
+            f"{ckpt_dir}: the checkpoint was trained with a different model config; "
+            "train without --resume (or with a new --out) to start over"
+        )
+    if saved.train.model_dump(exclude={"max_steps"}) != variant.train.model_dump(exclude={"max_steps"}):
+        log.warning("train settings differ from the checkpoint's; resuming with the new ones")
+    ckpt.load_weights_into(parts.model, ckpt_dir, "model", device=info.device)
+    if parts.ema is not None:
+        has_ema = (ckpt.resolve_checkpoint_dir(ckpt_dir) / "model_ema.safetensors").is_file()
+        ckpt.load_weights_into(parts.ema.module, ckpt_dir, "model_ema" if has_ema else "model", device=info.device)
+    if parts.disc is not None:
+        ckpt.load_weights_into(parts.disc, ckpt_dir, "disc", device=info.device)
+    state = ckpt.load_state(ckpt_dir, map_location=info.device)
+    for name, upd in parts.step.updaters.items():
+        upd.optimizer.load_state_dict(state["optimizers"][name])
+        if upd.scaler is not None and name in state["scalers"]:
+            upd.scaler.load_state_dict(state["scalers"][name])
+    return state, ckpt.read_meta(ckpt_dir)
+
+
+@contextmanager
+def _sigterm_flag() -> Iterator[threading.Event]:
+    """An event set by SIGTERM (handler installed only on the main thread, restored after)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def train(
+    variant: ResolvedVariant,
+    *,
+    shards: Path,
+    out_dir: Path,
+    max_steps: int | None = None,
+    resume: bool = False,
+    tracking: TrackingConfig | None = None,
+    device: str | None = None,
+    loader_factory: LoaderFactory | None = None,
+) -> Path:
+    """Train ``variant`` on the shards in ``shards`` (a split folder) and return its checkpoint dir.
+
+    Args:
+        out_dir: checkpoints go to ``<out_dir>/<variant.name>/``.
+        max_steps: overrides ``variant.train.max_steps`` (also the cosine schedule's length).
+        resume: continue from the checkpoint in the output folder, exactly where it stopped.
+        tracking: MLflow settings; None turns tracking off.
+        device: "cpu" or "cuda"; None picks CUDA when available.
+        loader_factory: a ``make_loader``-compatible callable (tests and benchmarks).
+
+    Raises:
+        TrainingInterrupted: SIGTERM arrived; a checkpoint was saved first.
+    """
+    from tqdm import tqdm
+
+    from inpnet.registry.tracking import file_sha256, git_commit, start_tracking
+
+    cfg = variant.train
+    total = max_steps or cfg.max_steps
+    ckpt_dir = Path(out_dir) / variant.name
+    info = init_distributed(device)
+    tracker = None
+    status = "FAILED"
+    try:
+        parts = build_components(variant, info)
+        start, run_id, state = 0, None, None
+        if resume and _has_checkpoint(ckpt_dir):
+            state, meta = _restore(ckpt_dir, variant, parts, info)
+            start, run_id = int(state["step"]), meta.get("mlflow_run_id")
+            log.info("resuming %s from step %d (%s)", variant.name, start, ckpt_dir)
+        elif resume:
+            log.info("--resume: no checkpoint in %s yet; starting from step 0", ckpt_dir)
+        mine = state["ranks"][info.rank] if state and info.rank < len(state["ranks"]) else None
+        if state and (mine is None or state["world_size"] != info.world_size):
+            log.warning("checkpoint was written by %s ranks, now %d: data order and masks are re-seeded",
+                        state["world_size"], info.world_size)
+            mine = None
+        rng = np.random.default_rng([cfg.seed, info.rank])
+        stream = BatchStream(
+            Path(shards), image_size=cfg.image_size, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+            rank=info.rank, world_size=info.world_size, seed=cfg.seed, resampled=info.is_distributed,
+            epoch=mine["epoch"] if mine else 0, position=mine["position"] if mine else 0, factory=loader_factory,
+        )
+        if mine:  # after the stream's skip, which may have drawn from the global RNG
+            rng.bit_generator.state = json.loads(mine["mask_rng"])
+            torch.set_rng_state(mine["torch_rng"].cpu())
+            if "cuda_rng" in mine and info.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda_rng"].cpu(), info.device)
+        masks = _make_masks(variant)
+        if start >= total:
+            log.info("%s already trained to step %d (max_steps %d); nothing to do", variant.name, start, total)
+            status = "FINISHED"
+            return ckpt_dir
+        tracker = start_tracking(
+            tracking_uri=tracking.tracking_uri if tracking else "", experiment=tracking.experiment if tracking else "",
+            run_name=variant.name, params=variant.model_dump(mode="json"),
+            tags={"variant": variant.name, "family": variant.model.family, "git_commit": git_commit(),
+                  "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json")},
+            resume_run_id=run_id, system_metrics=bool(tracking and tracking.system_metrics),
+            enabled=info.is_main and tracking is not None,
+        )
+        with _sigterm_flag() as sigterm:
+            status = _loop(variant, parts, stream, masks, rng, tracker, info, ckpt_dir=ckpt_dir,
+                           start=start, total=total, sigterm=sigterm, progress=tqdm)
+        if status == "KILLED":
+            raise TrainingInterrupted(
+                f"training of {variant.name} stopped by SIGTERM; checkpoint saved in {ckpt_dir}; "
+                f"continue with `inpnet train --variant {variant.name} --resume`"
+            )
+        return ckpt_dir
+    finally:
+        if tracker is not None:
+            tracker.end(status)
+        destroy(info)
+
+
+def _loop(variant: ResolvedVariant, parts: Components, stream: BatchStream, masks: Any, rng: np.random.Generator,
+          tracker: Any, info: DistInfo, *, ckpt_dir: Path, start: int, total: int,
+          sigterm: threading.Event, progress: Any) -> str:
+    """Optimiser steps ``start``..``total``; returns the MLflow status (FINISHED or KILLED)."""
+    cfg = variant.train
+    dev = info.device
+    run_id = tracker.run_id
+    bar = progress(total=total, initial=start, disable=not info.is_main, desc=variant.name, dynamic_ncols=True)
+    log.info("training %s from step %d to %d on %s (%d rank(s), precision %s)",
+             variant.name, start, total, dev, info.world_size, parts.precision.name)
+    images, t0 = 0, time.perf_counter()
+    step = start
+    parts.model.train()
+    if parts.disc is not None:
+        parts.disc.train()
+    try:
+        while step < total:
+            lr = lr_at(step, peak=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total)
+            set_lr(parts.step.updaters["model"].optimizer, lr)
+            if "disc" in parts.step.updaters:
+                set_lr(parts.step.updaters["disc"].optimizer, lr * cfg.disc_lr / cfg.lr)
+            micro = []
+            for _ in range(cfg.grad_accum):
+                image, keys = stream.next()
+                b, _, h, w = image.shape
+                # keys let the fixed-mask ablation give each image its own mask for the whole run
+                mask = masks.sample(b, h, w, step=step, generator=rng, keys=keys)  # (B,1,H,W), 1 = hole
+                micro.append((image.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)))
+                images += b
+            losses = parts.step(micro, step)
+            if parts.ema is not None:
+                parts.ema.update(parts.model)
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                keys = sorted(losses)
+                mean = all_reduce_mean(torch.stack([losses[k] for k in keys]), info).tolist()
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                ips = images * info.world_size / elapsed
+                metrics = {f"train/{k}": v for k, v in zip(keys, mean, strict=True)}
+                metrics.update({"train/lr": lr, "train/images_per_s": ips, "train/epoch": stream.epoch})
+                tracker.log_metrics(metrics, step)
+                bar.set_postfix(loss=f"{metrics.get('train/total', float('nan')):.4f}", img_s=f"{ips:.1f}")
+                images, t0 = 0, time.perf_counter()
+            if info.is_main and (step % cfg.sample_every == 0 or step == total):
+                _log_samples(parts, micro[0], tracker, step)
+            stop = any_rank(sigterm.is_set(), info)
+            if step % cfg.checkpoint_every == 0 or step == total or stop:
+                ranks = all_gather_objects(_rank_state(rng, stream, info), info)
+                if info.is_main:
+                    _save(ckpt_dir, variant, parts, step=step, max_steps=total, rank_states=ranks, run_id=run_id, info=info)
+                if info.is_distributed:
+                    torch.distributed.barrier()
+            if stop:
+                log.warning("SIGTERM: stopped %s at step %d after saving %s", variant.name, step, ckpt_dir)
+                return "KILLED"
+    finally:
+        bar.close()
+    return "FINISHED"
+
+
+@torch.no_grad()
+def _log_samples(parts: Components, batch: tuple[torch.Tensor, torch.Tensor], tracker: Any, step: int) -> None:
+    """Sample grid of the step's first micro-batch, from the EMA model when there is one."""
+    model = parts.ema.module if parts.ema is not None else parts.model
+    image, mask = batch
+    was_training = model.training
+    model.eval()
+    with parts.precision.autocast():
+        pred = model(image, mask)
+    model.train(was_training)
+    tracker.log_image(sample_grid(image, mask, pred), key="samples", step=step)

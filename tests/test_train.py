@@ -1,0 +1,175 @@
+"""The trainer: schedule, precision, a tiny run whose loss falls, exact resume, adversarial step."""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from inpnet.config import TrackingConfig
+from inpnet.train.optim import EMA, lr_at, resolve_precision
+from train_support import install_standins, synthetic_loader, tiny_variant
+
+
+@pytest.fixture(autouse=True)
+def _standins(monkeypatch: pytest.MonkeyPatch) -> None:
+    install_standins(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # tiny models gain nothing from intra-op threads, and OpenMP spin-waits make a loaded
+    # 2-core machine 50x slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_lr_warms_up_then_decays_to_the_floor() -> None:
+    lrs = [lr_at(s, peak=1.0, warmup_steps=4, total_steps=20, min_ratio=0.1) for s in range(21)]
+    assert lrs[0] == pytest.approx(0.25) and lrs[3] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+    assert lrs[20] == pytest.approx(0.1)
+    assert lr_at(100, peak=1.0, warmup_steps=0, total_steps=20) == pytest.approx(0.1)
+
+
+def test_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu).dtype is None
+    assert resolve_precision("bf16", cpu).dtype is torch.bfloat16
+    fp16_on_cpu = resolve_precision("fp16", cpu)
+    assert fp16_on_cpu.dtype is torch.bfloat16 and not fp16_on_cpu.needs_scaler
+    auto = resolve_precision("auto", cpu)
+    assert auto.name in ("bf16", "fp32")
+    assert resolve_precision("fp16", torch.device("cuda")).needs_scaler
+
+
+def test_ema_moves_toward_the_live_weights() -> None:
+    live = torch.nn.Linear(2, 2)
+    ema = EMA(live, decay=0.5)
+    with torch.no_grad():
+        live.weight.add_(1.0)
+    before = ema.module.weight.clone()
+    ema.update(live)
+    assert torch.allclose(ema.module.weight, before + 0.5)
+    assert not ema.module.weight.requires_grad
+
+
+def _run(tmp_path: Path, variant, **kw):  # noqa: ANN001, ANN202
+    from inpnet.train.trainer import train
+
+    loader = partial(synthetic_loader, batches=kw.pop("batches", 6))
+    return train(variant, shards=tmp_path / "shards", out_dir=kw.pop("out", tmp_path / "models"),
+                 device="cpu", loader_factory=loader, **kw)
+
+
+def _fixed_loss(model: torch.nn.Module, variant) -> float:  # noqa: ANN001
+    from inpnet.models.build import build_loss
+
+    image = next(synthetic_loader(Path("."), image_size=32, batch_size=8, seed=99))["image"]
+    mask = torch.zeros(8, 1, 32, 32)
+    mask[:, :, 8:24, 8:24] = 1
+    with torch.no_grad():
+        total, _ = build_loss(variant.model, variant.train.loss)(image, mask, model.eval()(image, mask))
+    return float(total)
+
+
+def test_tiny_run_loss_falls(tmp_path: Path) -> None:
+    from inpnet.models.build import build_model
+    from inpnet.train.checkpoint import load_model, read_meta
+
+    v = tiny_variant(max_steps=60, lr=3e-3, warmup_steps=2, log_every=10, sample_every=1000, checkpoint_every=1000,
+                     precision="fp32")
+    torch.manual_seed(v.train.seed)
+    before = _fixed_loss(build_model(v.model), v)  # the trainer's initial weights
+    ckpt_dir = _run(tmp_path, v)
+    assert read_meta(ckpt_dir)["step"] == 60
+    model, resolved = load_model(ckpt_dir)
+    assert resolved == v and not model.training
+    after = _fixed_loss(model, v)
+    assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from inpnet.train.checkpoint import read_meta
+
+    v = tiny_variant(max_steps=4, log_every=2, sample_every=2, ema_decay=0.9)
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    ckpt_dir = _run(tmp_path, v, tracking=TrackingConfig(tracking_uri=uri, experiment="test-train", system_metrics=True))
+    meta = read_meta(ckpt_dir)
+    assert meta["finished"] and "model_ema" in meta["weights"]
+    client = MlflowClient(uri)
+    run = client.get_run(meta["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == v.name
+    assert run.data.params["train.lr"] == str(v.train.lr) and run.data.params["model.family"] == v.model.family
+    assert {"git_commit", "variant"} <= set(run.data.tags)
+    history = client.get_metric_history(run.info.run_id, "train/total")
+    assert sorted(m.step for m in history) == [2, 4] and all(math.isfinite(m.value) for m in history)
+    assert {"train/lr", "train/images_per_s"} <= set(run.data.metrics)
+    assert client.list_artifacts(run.info.run_id)  # the sample grids
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inpnet.train import steps
+    from inpnet.train.checkpoint import load_state, read_meta
+    from safetensors.torch import load_file
+
+    # few batches per epoch: the resume must also restore the epoch and position in it
+    v = tiny_variant(max_steps=8, checkpoint_every=2, warmup_steps=2, lr=1e-3, ema_decay=0.9, precision="fp32")
+    full = _run(tmp_path, v, out=tmp_path / "full", batches=3)
+
+    original = steps.ReconstructionStep.__call__
+
+    def crash_at_step_5(self, micro, step):  # noqa: ANN001, ANN202
+        if step == 5:
+            raise RuntimeError("simulated crash")
+        return original(self, micro, step)
+
+    monkeypatch.setattr(steps.ReconstructionStep, "__call__", crash_at_step_5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(tmp_path, v, out=tmp_path / "cut", batches=3)
+    assert read_meta(tmp_path / "cut" / v.name)["step"] == 4
+    monkeypatch.setattr(steps.ReconstructionStep, "__call__", original)
+    resumed = _run(tmp_path, v, out=tmp_path / "cut", batches=3, resume=True)
+
+    assert read_meta(resumed)["step"] == read_meta(full)["step"] == 8
+    for name in ("model", "model_ema"):
+        a, b = load_file(full / f"{name}.safetensors"), load_file(resumed / f"{name}.safetensors")
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert load_state(resumed)["ranks"][0]["epoch"] == load_state(full)["ranks"][0]["epoch"] == 2
+
+
+def test_adversarial_step_updates_both_networks(tmp_path: Path) -> None:
+    from inpnet.train.distributed import init_distributed
+    from inpnet.train.steps import AdversarialStep
+    from inpnet.train.trainer import build_components
+
+    v = tiny_variant(precision="fp32", loss={**tiny_variant().train.loss.model_dump(), "adv_weight": 0.1,
+                                              "adv_loss": "nonsaturating", "r1_gamma": 1.0, "r1_every": 2})
+    parts = build_components(v, init_distributed("cpu"))
+    assert isinstance(parts.step, AdversarialStep) and parts.disc is not None
+    d_before = [p.detach().clone() for p in parts.disc.parameters()]
+    g_before = [p.detach().clone() for p in parts.model.parameters()]
+    image = next(synthetic_loader(tmp_path, image_size=32, batch_size=4))["image"]
+    mask = torch.zeros(4, 1, 32, 32)
+    mask[:, :, 8:20, 8:20] = 1
+    for step in range(2):  # step 0 includes the lazy R1 term, step 1 does not
+        out = parts.step([(image, mask), (image, mask)], step)
+        assert all(torch.isfinite(v_) for v_ in out.values())
+        assert {"d_loss", "g_adv", "total"} <= set(out)
+        assert ("d_r1" in out) == (step == 0)
+    assert any(not torch.equal(a, p) for a, p in zip(d_before, parts.disc.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(g_before, parts.model.parameters()))
+    assert all(p.requires_grad for p in parts.disc.parameters())
