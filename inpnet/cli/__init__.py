@@ -44,24 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone mode: click reports usage errors itself and raises SystemExit(2)
+        app(args=argv, prog_name="inpnet")
+    except SystemExit as err:
+        code = err.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except (InpnetError, ConfigError) as err:
         print(f"inpnet: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("inpnet: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as err:  # typer/click usage errors
-        return int(err.code or 0)
-    except Exception as err:  # click usage errors arrive as ClickException in non-standalone mode
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            return err.exit_code
-        if isinstance(err, click.exceptions.Abort):
-            return 130
-        raise
     return 0
 
 
