@@ -15,7 +15,6 @@ the evaluator composites and quantises the prediction, never the method.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -119,10 +118,7 @@ def _checkpoint_method(path: Path, device: str) -> Method:
 def _registry_method(uri: str, device: str) -> Method:
     from inpnet.registry.models import load_inpainter
 
-    kwargs = {"device": device} if "device" in inspect.signature(load_inpainter).parameters else {}
-    model, info = load_inpainter(uri, **kwargs)
-    info = dict(info or {})
-    image_size = info.get("image_size") or info.get("img_size")
-    facts = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool)) or v is None}
-    return ModelMethod(uri, model, device=device, image_size=int(image_size) if image_size else None,
-                       info={"registry_uri": uri, **facts})
+    model, info = load_inpainter(uri, device=device)
+    facts = {k: v for k, v in dict(info or {}).items() if isinstance(v, (str, int, float, bool)) or v is None}
+    # the registry's Inpainter tiles any image size onto the model's grid, so no size constraint
+    return ModelMethod(uri, model, device=device, image_size=None, info={"registry_uri": uri, **facts})

@@ -1,0 +1,225 @@
+"""Score one inpainting method on a fixed set of images and masks, and write its report.
+
+For each (image, mask) pair the method's prediction is composited with
+:func:`inpnet.models.composite.composite` (known pixels from the input), quantised to 8 bits
+as a saved PNG would be, and scored with PSNR and SSIM on the full RGB image. Results are
+kept per image, per pattern x ratio bucket, per pattern and overall; FID (and KID per bucket)
+only when Inception weights are configured, otherwise they are null with the reason in
+``report.json`` and ``table.md``. See :mod:`inpnet.evaluate.sources` for how images and masks
+are read and paired, and :mod:`inpnet.evaluate.report` for the files written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from inpnet.config import ConfigError, EvalConfig
+from inpnet.errors import DataError
+from inpnet.evaluate.sources import EvalImage, EvalMask, Skipped, open_images, open_masks
+
+if TYPE_CHECKING:
+    import torch
+
+    from inpnet.evaluate.methods import Method
+
+__all__ = ["EvalResult", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` wrote: the output folder, the metrics and the report dicts."""
+
+    out_dir: Path
+    metrics: dict
+    report: dict
+    rows: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Pair:
+    image: EvalImage
+    mask: EvalMask
+
+
+def _ratio_key(ratio: float) -> str:
+    return f"{ratio:.2f}"
+
+
+class _GridPicker:
+    """Keeps a few (masked input, output, ground truth) examples per pattern for grid.png:
+    the first pair seen at each of the pattern's first ``per_pattern`` ratios, so one row
+    shows the same kind of hole growing."""
+
+    def __init__(self, per_pattern: int) -> None:
+        self.per_pattern = per_pattern
+        self.kept: dict[str, dict[str, tuple["torch.Tensor", ...]]] = {}
+
+    def offer(self, pair: _Pair, masked: "torch.Tensor", output: "torch.Tensor") -> None:
+        kept = self.kept.setdefault(pair.mask.pattern, {})
+        ratio = _ratio_key(pair.mask.ratio)
+        if ratio not in kept and len(kept) < self.per_pattern:
+            kept[ratio] = (masked.clone(), output.clone(), pair.image.image.clone())
+
+    def rows(self) -> dict[str, list[tuple["torch.Tensor", ...]]]:
+        """pattern -> [(masked, output, truth) by increasing ratio], each (3, S, S)."""
+        return {pattern: [kept[r] for r in sorted(kept)] for pattern, kept in self.kept.items()}
+
+
+def _iter_pairs(images, masks, size: int, limit: int | None, skipped: list[Skipped]):
+    """(image, mask) pairs in a fixed order: image by image, cell by cell."""
+    count = 0
+    for image in images:
+        if limit is not None and count >= limit:
+            break
+        count += 1
+        for m in masks.masks_for(image, size):
+            if isinstance(m, Skipped):
+                if all(s.path != m.path for s in skipped):
+                    skipped.append(m)
+                continue
+            yield _Pair(image, m)
+
+
+def _batches(pairs, batch_size: int):
+    batch: list[_Pair] = []
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def evaluate(
+    method: "Method",
+    images: str | Path,
+    masks: str | Path,
+    *,
+    out_dir: str | Path,
+    cfg: EvalConfig,
+    save_outputs: bool = False,
+    limit: int | None = None,
+    references: Sequence[str | Path] = (),
+    device: str = "cpu",
+) -> EvalResult:
+    """Evaluate ``method`` on every (image, mask) pair and write the report into ``out_dir``.
+
+    Args:
+        method: from :func:`inpnet.evaluate.methods.resolve_method`.
+        images: a val shard folder or a folder of images (see :mod:`inpnet.evaluate.sources`).
+        masks: the mask bank or a folder of external masks.
+        out_dir: receives metrics.json, report.json, per_image.csv, table.md, plots/, grid.png
+            (and outputs/<pattern>/<ratio>/<name>.png with ``save_outputs``).
+        cfg: the ``evaluate`` section of params.
+        limit: evaluate only the first N readable images.
+        references: report folders of other methods (e.g. the baselines) shown as reference
+            rows in table.md and as extra lines in the plots.
+        device: where metrics (and FID features) are computed.
+    """
+    import torch
+
+    from inpnet.evaluate import report as rep
+    from inpnet.evaluate.plots import save_grid, save_png
+    from inpnet.evaluate.fid_tracker import FidTracker
+    from inpnet.evaluate.metrics import psnr, quantize, ssim
+    from inpnet.models.composite import composite, masked_input
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    reference_entries = [rep.load_report(r) for r in references]  # fail before the long part
+    mask_src = open_masks(masks, seed=cfg.seed, mismatch=cfg.mask_size_mismatch)
+    size = mask_src.size or cfg.image_size
+    if method.image_size is not None and method.image_size != size:
+        raise ConfigError(
+            f"method {method.name!r} takes {method.image_size} px images but the evaluation runs at {size} px "
+            f"({'the mask bank size' if mask_src.size else 'evaluate.image_size'}); "
+            "build the mask bank at the model's size or pick a matching checkpoint"
+        )
+    image_src = open_images(images, size=size)
+    pairing = mask_src.pair(image_src.names())
+    log.info("evaluating %s on %s (%s) with masks %s (%s) at %d px", method.name, images, image_src.kind,
+             masks, pairing, size)
+
+    fid = FidTracker(cfg, device=device)
+    grid = _GridPicker(cfg.grid_images)
+    skipped: list[Skipped] = []
+    rows: list[dict] = []
+    method_s = 0.0
+    n_images: set[int] = set()
+    out_root = out_dir / "outputs"
+    try:
+        for batch in _batches(_iter_pairs(image_src, mask_src, size, limit, skipped), cfg.batch_size):
+            image = torch.stack([p.image.image for p in batch])  # (B, 3, S, S)
+            hole = torch.from_numpy(np.stack([p.mask.hole for p in batch]))  # (B, S, S) bool
+            mask = hole[:, None].float()  # (B, 1, S, S)
+            t0 = time.perf_counter()
+            pred = method(image, mask)
+            method_s += time.perf_counter() - t0
+            output = quantize(composite(image, mask, pred.to(image.dtype).cpu()).clamp(0, 1))
+            out_d, img_d = output.to(device), image.to(device)
+            scores_p = psnr(out_d, img_d).cpu().tolist()
+            scores_s = ssim(out_d, img_d).cpu().tolist()
+            fid.update(batch, img_d, out_d)
+            masked = masked_input(image, mask, fill=0.5)
+            for i, p in enumerate(batch):
+                n_images.add(p.image.number)
+                rows.append({
+                    "image": p.image.name, "pattern": p.mask.pattern, "ratio": _ratio_key(p.mask.ratio),
+                    "achieved_ratio": round(p.mask.achieved, 4), "mask": _display_path(p.mask.path, masks),
+                    "psnr": scores_p[i], "ssim": scores_s[i],
+                })
+                grid.offer(p, masked[i], output[i])
+                if save_outputs:
+                    save_png(output[i], out_root / p.mask.pattern / _ratio_key(p.mask.ratio) / f"{p.image.name}.png")
+    finally:
+        method.close()
+    skipped = list(image_src.skipped) + skipped
+    if not rows:
+        listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5]) or "no image/mask pairs"
+        raise DataError(f"nothing could be evaluated with --images {images} and --masks {masks} ({listed})")
+
+    metrics = rep.aggregate(rows, fid.compute())
+    total_s = time.perf_counter() - started
+    n_pairs = len(rows)
+    report = {
+        "method": method.name,
+        "method_settings": method.settings(),
+        "images": {"source": str(images), "kind": image_src.kind, "count": len(n_images), "size": size},
+        "masks": {"source": str(masks), "kind": mask_src.kind, "pairing": pairing},
+        "pairs": n_pairs,
+        "fid": fid.status(),
+        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        "timing": {
+            "total_s": round(total_s, 3),
+            "method_s": round(method_s, 3),
+            "method_ms_per_pair": round(1000 * method_s / n_pairs, 3),
+            "pairs_per_s": round(n_pairs / total_s, 3),
+        },
+        "settings": {
+            "batch_size": cfg.batch_size, "limit": limit, "device": device, "save_outputs": save_outputs,
+            "seed": cfg.seed, "mask_size_mismatch": cfg.mask_size_mismatch,
+        },
+        "references": [str(r) for r in references],
+    }
+    rep.write_report(out_dir, metrics=metrics, report=report, rows=rows, references=reference_entries)
+    save_grid(grid.rows(), out_dir / "grid.png")
+    log.info("%s: PSNR %.2f dB, SSIM %.4f over %d pairs in %.1f s (method %.1f ms/pair) -> %s", method.name,
+             metrics["overall"]["psnr"], metrics["overall"]["ssim"], n_pairs, total_s,
+             report["timing"]["method_ms_per_pair"], out_dir)
+    return EvalResult(out_dir, metrics, report, rows)
+
+
+def _display_path(path: Path, root: str | Path) -> str:
+    try:
+        return path.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)

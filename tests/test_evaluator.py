@@ -1,0 +1,257 @@
+"""The evaluator and its sources end to end on tiny images, a tiny bank and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inpnet.cli import main
+from inpnet.config import EvalConfig
+from inpnet.errors import DataError
+from inpnet.evaluate.evaluator import evaluate
+from inpnet.evaluate.methods import resolve_method
+from inpnet.evaluate.sources import EvalImage, FolderMasks, Skipped, open_images
+
+SIZE = 32
+
+
+def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([xx, yy, 1 - xx * yy], -1) * 200 + rng.integers(0, 40, (h, w, 3))
+    return base.clip(0, 255).astype(np.uint8)  # (H, W, 3)
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    d = tmp_path / "images"
+    d.mkdir()
+    for i, (h, w) in enumerate([(40, 48), (36, 36), (48, 40)]):
+        Image.fromarray(_photo(rng, h, w)).save(d / f"img{i}.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def bank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inpnet.masks import write_bank
+
+    out = tmp_path_factory.mktemp("bank")
+    write_bank(out, size=SIZE, patterns=["center", "random"], ratios=[0.1, 0.5], per_cell=2, seed=0)
+    return out
+
+
+def _cfg(**kw) -> EvalConfig:
+    return EvalConfig(batch_size=4, grid_images=2, workers=1, **kw)
+
+
+def _numbers_only(node) -> bool:
+    if isinstance(node, dict):
+        return all(_numbers_only(v) for v in node.values())
+    return node is None or (isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node))
+
+
+@pytest.mark.slow
+def test_end_to_end_cli_writes_every_output(image_dir: Path, bank_dir: Path, tmp_path: Path) -> None:
+    ref = tmp_path / "reports" / "baselines" / "navier_stokes"
+    assert main(["evaluate", "--method", "navier_stokes", "--images", str(image_dir), "--masks", str(bank_dir),
+                 "--out", str(ref)]) == 0
+    out = tmp_path / "reports" / "telea"
+    code = main(["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(bank_dir),
+                 "--out", str(out), "--save-outputs", "--reference", str(tmp_path / "reports" / "baselines")])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert _numbers_only(metrics)
+    assert metrics["overall"]["n"] == 3 * 4 and metrics["overall"]["fid"] is None
+    assert set(metrics["patterns"]) == {"center", "random"}
+    assert set(metrics["buckets"]["center"]) == {"0.10", "0.50"}
+    bucket = metrics["buckets"]["random"]["0.50"]
+    assert set(bucket) == {"psnr", "ssim", "fid", "kid", "n"} and bucket["n"] == 3
+    assert metrics["buckets"]["center"]["0.10"]["psnr"] > bucket["psnr"]  # bigger holes are harder
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "telea" and report["fid"]["available"] is False and report["fid"]["reason"]
+    assert report["images"] == {"source": str(image_dir), "kind": "folder", "count": 3, "size": SIZE}
+    assert report["masks"]["kind"] == "bank" and report["skipped"] == []
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and set(rows[0]) == {"image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim"}
+    # bank pairing: image number k uses mask index k % per_cell in every cell
+    assert {(r["image"], r["mask"]) for r in rows if r["pattern"] == "center" and r["ratio"] == "0.10"} == {
+        ("img0", "center/0.10/0000.png"), ("img1", "center/0.10/0001.png"), ("img2", "center/0.10/0000.png")}
+    table = (out / "table.md").read_text()
+    assert "navier_stokes (reference)" in table and "FID/KID unavailable" in table
+    for name in ("plots/psnr_by_ratio.png", "plots/ssim_by_ratio.png", "grid.png"):
+        assert (out / name).is_file(), name
+    saved = sorted(p.relative_to(out / "outputs").as_posix() for p in (out / "outputs").rglob("*.png"))
+    assert len(saved) == 12 and "center/0.50/img1.png" in saved
+    # the saved composite is the scored one: known pixels untouched, 8 bits
+    row = next(r for r in rows if r["image"] == "img1" and r["pattern"] == "center" and r["ratio"] == "0.50")
+    hole = np.asarray(Image.open(bank_dir / row["mask"])) >= 128
+    composite = np.asarray(Image.open(out / "outputs" / "center" / "0.50" / "img1.png"))
+    truth = np.asarray(Image.open(image_dir / "img1.png").resize((SIZE, SIZE), Image.BICUBIC))
+    assert composite.shape == (SIZE, SIZE, 3)
+    assert np.abs(composite[~hole].astype(int) - truth[~hole]).max() <= 1  # same resize, 8-bit rounding
+
+
+def test_broken_files_are_skipped_and_listed(image_dir: Path, bank_dir: Path, tmp_path: Path) -> None:
+    (image_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    good = (image_dir / "img0.png").read_bytes()
+    (image_dir / "truncated.png").write_bytes(good[: len(good) // 2])
+    (image_dir / "notes.txt").write_text("ignored: not an image extension")
+    result = evaluate(resolve_method("telea"), image_dir, bank_dir, out_dir=tmp_path / "out", cfg=_cfg())
+    skipped = {Path(s["path"]).name for s in result.report["skipped"]}
+    assert skipped == {"broken.jpg", "truncated.png"}
+    assert result.metrics["overall"]["n"] == 3 * 4 and result.report["images"]["count"] == 3
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "## Skipped files" in table and "broken.jpg" in table and "truncated.png" in table
+
+
+def test_empty_folder_is_a_one_line_error_with_exit_code_2(tmp_path: Path, bank_dir: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["evaluate", "--method", "telea", "--images", str(empty), "--masks", str(bank_dir),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "no images" in err and str(empty) in err
+    assert main(["compare", "--out", str(tmp_path / "c")]) == 2
+
+
+def test_all_images_unreadable_is_an_error(tmp_path: Path, bank_dir: Path) -> None:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.jpg").write_bytes(b"nope")
+    with pytest.raises(DataError, match="nothing could be evaluated.*a.jpg"):
+        evaluate(resolve_method("telea"), d, bank_dir, out_dir=tmp_path / "o", cfg=_cfg())
+
+
+def _mask_files(d: Path, names: list[str], size: tuple[int, int] = (SIZE, SIZE)) -> None:
+    d.mkdir()
+    for i, n in enumerate(names):
+        m = np.zeros(size[::-1], np.uint8)
+        m[: 4 + 3 * i, :] = 255
+        Image.fromarray(m).save(d / f"{n}.png")
+
+
+def _image(number: int, name: str, source_size=(SIZE, SIZE)) -> EvalImage:
+    import torch
+
+    return EvalImage(number, name, torch.zeros(3, SIZE, SIZE), source_size)
+
+
+def test_external_masks_pair_by_stem_when_every_name_matches(tmp_path: Path) -> None:
+    _mask_files(tmp_path / "m", ["b", "a", "c"])
+    masks = FolderMasks(tmp_path / "m")
+    assert masks.pair(["a", "b"]).startswith("stem")
+    (m,) = masks.masks_for(_image(0, "b"), SIZE)
+    assert m.path.name == "b.png" and m.pattern == "external"
+    assert m.ratio == round(m.achieved, 1) and m.hole.shape == (SIZE, SIZE)
+
+
+def test_external_masks_use_a_seeded_permutation_otherwise(tmp_path: Path) -> None:
+    names = [f"m{i}" for i in range(8)]
+    _mask_files(tmp_path / "m", names)
+
+    def assignment(seed: int) -> list[str]:
+        masks = FolderMasks(tmp_path / "m", seed=seed)
+        assert masks.pair(["a", "m1"]).startswith("permutation")  # "a" has no mask of its stem
+        return [masks.masks_for(_image(i, "a"), SIZE)[0].path.stem for i in range(16)]
+
+    first = assignment(0)
+    assert first == assignment(0) and first != assignment(1)
+    assert sorted(first[:8]) == sorted(names) and first[8:] == first[:8]  # each mask once, then cycling
+    documented = np.random.default_rng(0).permutation(8)  # over the masks sorted by name
+    assert first[:8] == [f"m{int(k)}" for k in documented]
+
+
+def test_mask_size_mismatch_and_grey_values(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    grey = np.full((20, 20), 100, np.uint8)
+    grey[:, 10:] = 200  # >= 128 -> hole
+    Image.fromarray(grey).save(d / "a.png")
+    resize = FolderMasks(d)
+    resize.pair(["a"])
+    (m,) = resize.masks_for(_image(0, "a", source_size=(40, 40)), SIZE)
+    assert m.hole.shape == (SIZE, SIZE) and abs(m.achieved - 0.5) < 0.05 and m.hole[:, -1].all()
+    refuse = FolderMasks(d, mismatch="refuse")
+    refuse.pair(["a"])
+    (s,) = refuse.masks_for(_image(0, "a", source_size=(40, 40)), SIZE)
+    assert isinstance(s, Skipped) and "20x20" in s.reason and "40x40" in s.reason
+
+
+def test_folder_images_resize_and_crop(image_dir: Path) -> None:
+    src = open_images(image_dir, size=SIZE)
+    images = list(src)
+    assert [i.name for i in images] == ["img0", "img1", "img2"] and src.names() == ["img0", "img1", "img2"]
+    assert images[0].image.shape == (3, SIZE, SIZE) and images[0].source_size == (48, 40)
+    assert 0 <= float(images[0].image.min()) and float(images[0].image.max()) <= 1
+    with pytest.raises(DataError, match="not a folder"):
+        open_images(image_dir / "missing", size=SIZE)
+
+
+def test_model_size_mismatch_is_refused(image_dir: Path, bank_dir: Path, tmp_path: Path) -> None:
+    from inpnet.config import ConfigError
+    from inpnet.evaluate.methods import ModelMethod
+
+    method = ModelMethod("m", lambda image, mask: image, image_size=64)
+    with pytest.raises(ConfigError, match="64 px.*32 px"):
+        evaluate(method, image_dir, bank_dir, out_dir=tmp_path / "o", cfg=_cfg())
+
+
+def test_fid_and_kid_per_bucket_with_a_stand_in_extractor(image_dir: Path, bank_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plumbing only: a random feature network stands in for InceptionV3."""
+    import torch
+
+    import inpnet.evaluate.fid as fid
+
+    def extractor(images: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        proj = torch.randn(3 * 4 * 4, 8, generator=g)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)  # (B, 48)
+        return pooled @ proj  # (B, 8)
+
+    monkeypatch.setattr(fid, "fid_available", lambda path: (True, "ok"))
+    monkeypatch.setattr(fid.FIDScorer, "from_weights", classmethod(lambda cls, path, device="cpu": cls(extractor)))
+    result = evaluate(resolve_method("telea"), image_dir, bank_dir, out_dir=tmp_path / "o",
+                      cfg=_cfg(fid_weights="stand-in.pth", kid_subset_size=3))
+    m = result.metrics
+    assert isinstance(m["overall"]["fid"], float) and m["overall"]["fid"] >= 0
+    cell = m["buckets"]["center"]["0.50"]
+    assert isinstance(cell["fid"], float) and isinstance(cell["kid"], float)
+    assert result.report["fid"]["available"] is True
+    table = (tmp_path / "o" / "table.md").read_text()
+    assert "## FID by pattern and hole ratio" in table and "FID/KID unavailable" not in table
+
+
+def test_shard_folder_images_come_from_the_loader(tmp_path: Path, bank_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder with manifest.json is read through inpnet.data.loader.iter_eval_images (stand-in here)."""
+    import sys
+    import types
+
+    import torch
+
+    calls = {}
+
+    def iter_eval_images(shards, *, image_size):
+        calls.update(shards=shards, image_size=image_size)
+        g = torch.Generator().manual_seed(0)
+        for i in range(3):
+            yield f"val_{i:04d}", torch.rand(3, image_size, image_size, generator=g)
+
+    fake = types.ModuleType("inpnet.data.loader")
+    fake.iter_eval_images = iter_eval_images
+    monkeypatch.setitem(sys.modules, "inpnet.data.loader", fake)
+    shards = tmp_path / "val"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    result = evaluate(resolve_method("telea"), shards, bank_dir, out_dir=tmp_path / "o", cfg=_cfg(), limit=2)
+    assert calls == {"shards": shards, "image_size": SIZE}
+    assert result.report["images"]["kind"] == "shards" and result.report["images"]["count"] == 2
+    assert {r["image"] for r in result.rows} == {"val_0000", "val_0001"}
