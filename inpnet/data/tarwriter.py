@@ -22,9 +22,12 @@ _FLUSH_BYTES = 4 << 20
 _MAX_SIZE = 8**11 - 1  # the 11 octal digits of the ustar size field (8 GiB)
 
 
-def _octal(value: int, width: int) -> bytes:
-    """``width - 1`` zero-padded octal digits and a NUL, as ustar numeric fields are."""
-    return b"%0*o\0" % (width - 1, value)
+# The constant parts of every header: mode 0644, uid/gid 0 (bytes 100-124), then after
+# the checksum a regular-file typeflag, an empty link name, the ustar magic and the
+# owner names; only name, size and mtime vary, so the checksum is a constant plus theirs.
+_MODE_IDS = b"0000644\0" + b"0000000\0" * 2
+_TAIL = (b"0" + b"\0" * 100 + b"ustar\x0000" + b"root".ljust(32, b"\0") + b"root".ljust(32, b"\0")).ljust(BLOCK - 156, b"\0")
+_CONSTANT_SUM = sum(_MODE_IDS) + sum(_TAIL) + 8 * ord(" ")
 
 
 def ustar_header(name: str, size: int, mtime: int) -> bytes:
@@ -36,21 +39,9 @@ def ustar_header(name: str, size: int, mtime: int) -> bytes:
         raise ValueError(f"tar member {name!r}: size {size} does not fit a ustar header")
     if not 0 <= mtime < 8**11:
         raise ValueError(f"tar member {name!r}: mtime {mtime} does not fit a ustar header")
-    header = bytearray(BLOCK)
-    header[0 : len(raw_name)] = raw_name
-    header[100:108] = _octal(0o644, 8)
-    header[108:116] = _octal(0, 8)  # uid
-    header[116:124] = _octal(0, 8)  # gid
-    header[124:136] = _octal(size, 12)
-    header[136:148] = _octal(mtime, 12)
-    header[148:156] = b" " * 8  # checksum is computed with its own field as spaces
-    header[156:157] = b"0"  # regular file
-    header[257:265] = b"ustar\x0000"
-    header[265:269] = b"root"
-    header[297:301] = b"root"
-    checksum = sum(header)
-    header[148:156] = b"%06o\0 " % checksum
-    return bytes(header)
+    numbers = b"%011o\0%011o\0" % (size, mtime)
+    checksum = _CONSTANT_SUM + sum(raw_name) + sum(numbers)
+    return b"".join((raw_name.ljust(100, b"\0"), _MODE_IDS, numbers, b"%06o\0 " % checksum, _TAIL))
 
 
 class TarWriter:
