@@ -126,3 +126,26 @@ def install_standins(monkeypatch: Any) -> list[str]:
             monkeypatch.setitem(sys.modules, name, make())
             installed.append(name)
     return installed
+
+
+def write_shards(root: Path, n: int = 16) -> Path:
+    """Real training shards (via the shard stage) of ``n`` small JPEGs; returns the split folder."""
+    from places_tar import build_train_tar
+
+    from inpnet.config import ShardConfig
+    from inpnet.data.shard import shard_tar
+
+    places = build_train_tar(root / "raw", n_good=n, bad=False, sizes=(48, 40))
+    out = root / "shards" / "train"
+    shard_tar(places.tar, places.filelist, "train", out, ShardConfig(samples_per_shard=4, shard_multiple=4))
+    return out
+
+
+def write_params(path: Path, variant: str = "inpnet_tiny", **train: Any) -> Path:
+    """The repository's params.yaml with ``train`` overrides for ``variant``."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    data["variants"][variant]["train"] = {**data["variants"][variant].get("train", {}), **train}
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -1,0 +1,96 @@
+"""`inpnet train` end to end on real shards: CLI, SIGTERM saves a checkpoint, torchrun with 2 ranks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from inpnet.train.checkpoint import load_model, load_state, read_meta
+from train_support import install_standins, write_params, write_shards
+
+ENTRY = Path(__file__).resolve().parent / "train_entry.py"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _standins(monkeypatch: pytest.MonkeyPatch) -> None:
+    install_standins(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("train_cli"))
+
+
+def _env() -> dict[str, str]:
+    # one intra-op thread per process: ranks share 2 cores, and OpenMP spin-waits otherwise
+    return {**os.environ, "OMP_NUM_THREADS": "1", "INPNET_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+
+
+def test_cli_trains_and_resumes_on_real_shards(shards: Path, tmp_path: Path) -> None:
+    from inpnet.cli import main
+
+    params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2)
+    args = ["train", "--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards.parent),
+            "--out", str(tmp_path / "models"), "--no-mlflow", "--device", "cpu"]
+    assert main([*args, "--max-steps", "3"]) == 0
+    ckpt = tmp_path / "models" / "inpnet_tiny"
+    assert read_meta(ckpt)["step"] == 3
+    assert main([*args, "--max-steps", "5", "--resume"]) == 0
+    assert read_meta(ckpt)["step"] == 5
+    model, variant = load_model(ckpt)
+    assert variant.name == "inpnet_tiny"
+    assert main(["train", "--variant", "nope", "--params", str(params)]) == 2
+
+
+def test_sigterm_saves_a_checkpoint_before_exit(shards: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", batch_size=2, max_steps=100_000, checkpoint_every=100_000)
+    log_path = tmp_path / "stderr.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, str(ENTRY), "train", "--variant", "inpnet_tiny", "--params", str(params),
+             "--shards", str(shards), "--out", str(tmp_path / "models"), "--no-mlflow", "--device", "cpu"],
+            stderr=log_file, stdout=subprocess.DEVNULL, env=_env(), cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while "training inpnet_tiny from step 0" not in log_path.read_text():
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "trainer never started"
+                time.sleep(0.2)
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    err = log_path.read_text()
+    assert rc == 2, err[-3000:]
+    assert "SIGTERM" in err and "--resume" in err
+    meta = read_meta(tmp_path / "models" / "inpnet_tiny")
+    assert 0 < meta["step"] < 100_000 and not meta["finished"]
+    assert load_state(tmp_path / "models" / "inpnet_tiny")["step"] == meta["step"]
+
+
+def test_torchrun_two_cpu_ranks_write_a_loadable_checkpoint(shards: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2, log_every=1)
+    out = tmp_path / "models"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ENTRY),
+         "train", "--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards),
+         "--out", str(out), "--no-mlflow", "--device", "cpu", "--max-steps", "3"],
+        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    meta = read_meta(out / "inpnet_tiny")
+    assert meta["step"] == 3 and meta["world_size"] == 2
+    state = load_state(out / "inpnet_tiny")
+    assert len(state["ranks"]) == 2 and state["ranks"][0]["mask_rng"] != state["ranks"][1]["mask_rng"]
+    model, _ = load_model(out / "inpnet_tiny")
+    assert not model.training
