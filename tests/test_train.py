@@ -151,6 +151,15 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, monkeypatch: 
     assert load_state(resumed)["ranks"][0]["epoch"] == load_state(full)["ranks"][0]["epoch"] == 2
 
 
+def test_accumulation_and_bf16_autocast(tmp_path: Path) -> None:
+    from inpnet.train.checkpoint import load_state, read_meta
+
+    v = tiny_variant(max_steps=2, grad_accum=2, precision="bf16", checkpoint_every=1000)
+    ckpt_dir = _run(tmp_path, v, batches=6)
+    assert read_meta(ckpt_dir)["precision"] == "bf16"
+    assert load_state(ckpt_dir)["ranks"][0]["position"] == 4  # two micro-batches per step
+
+
 def test_adversarial_step_updates_both_networks(tmp_path: Path) -> None:
     from inpnet.train.distributed import init_distributed
     from inpnet.train.steps import AdversarialStep
