@@ -17,6 +17,7 @@ small per-bucket sets.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -57,10 +58,8 @@ def fid_available(weights_path: str | Path | None) -> tuple[bool, str]:
         return False, f"Inception weights {path} not found; need a local {WEIGHTS_HINT}"
     if path.stat().st_size == 0:
         return False, f"Inception weights {path} is empty; fetch it again"
-    try:
-        import torch_fidelity  # noqa: F401
-    except ImportError as err:
-        return False, f"torch-fidelity is not installed ({err})"
+    if importlib.util.find_spec("torch_fidelity") is None:
+        return False, "torch-fidelity is not installed"
     return True, "ok"
 
 
@@ -96,12 +95,23 @@ def _load_inception(weights_path: str | Path | None) -> torch.nn.Module:
     ok, reason = fid_available(weights_path)
     if not ok:
         raise DataError(f"FID unavailable: {reason}")
+    try:
+        # a safe (tensors-only) read first: a foreign or truncated file fails here with its reason
+        # before torch-fidelity unpickles it
+        torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise _load_failure(weights_path, err) from None
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     try:
         return FeatureExtractorInceptionV3("inception-v3-compat", [str(FEATURE_DIM)], feature_extractor_weights_path=str(weights_path))
     except Exception as err:  # a truncated or foreign file fails in torch.load / load_state_dict
-        raise DataError(f"FID unavailable: Inception weights {weights_path} do not load ({type(err).__name__}: {err})") from None
+        raise _load_failure(weights_path, err) from None
+
+
+def _load_failure(path: str | Path | None, err: Exception) -> DataError:
+    first_line = (str(err).strip().splitlines() or [repr(err)])[0]
+    return DataError(f"FID unavailable: Inception weights {path} do not load ({type(err).__name__}: {first_line})")
 
 
 # ------------------------------------------------------------------- Fréchet distance
