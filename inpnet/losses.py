@@ -1,0 +1,186 @@
+"""Named, weighted loss terms. Composite losses return ``(total, parts)``.
+
+``parts`` maps a term's name to its detached, *unweighted* scalar value, ready for logging;
+``total`` is the weighted sum that is back-propagated. Masks are (B, 1, H, W), 1 = hole.
+
+Reconstruction
+    :func:`reconstruction_loss`: MSE or L1 on hole pixels and on known pixels, each averaged
+    over its own pixels (so a small hole weighs as much as a large one), with weights from
+    :class:`~inpnet.config.LossConfig`. :func:`masked_patch_loss`: the MAE objective.
+
+Adversarial (building blocks returning a scalar tensor; the trainer's adversarial step
+weights and combines them)
+    :func:`d_loss`, :func:`g_loss` for ``nonsaturating`` (softplus, as StyleGAN2), ``hinge``
+    and ``wgan_gp`` (critic scores, plus :func:`gradient_penalty`); :func:`r1_penalty`,
+    optionally masked to the hole region.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inpnet.models.patches import patch_mask, patchify
+
+__all__ = [
+    "AdvKind",
+    "RecKind",
+    "d_loss",
+    "g_loss",
+    "gradient_penalty",
+    "masked_patch_loss",
+    "r1_penalty",
+    "reconstruction_loss",
+]
+
+RecKind = Literal["mse", "l1"]
+AdvKind = Literal["nonsaturating", "hinge", "wgan_gp"]
+_ADV_KINDS = ("nonsaturating", "hinge", "wgan_gp")
+
+
+def _elementwise(kind: RecKind, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "mse":
+        return (pred - target).square()
+    if kind == "l1":
+        return (pred - target).abs()
+    raise ValueError(f"reconstruction kind must be 'mse' or 'l1', got {kind!r}")
+
+
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``weight`` is 1 (broadcast over channels); 0 when nothing is selected."""
+    weight = weight.expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+# ----------------------------------------------------------------------- reconstruction
+
+
+def reconstruction_loss(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    prediction: torch.Tensor,
+    *,
+    kind: RecKind = "mse",
+    hole_weight: float = 1.0,
+    valid_weight: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Pixel loss on the hole and on the known region of the raw prediction.
+
+    Returns ``total = hole_weight * hole + valid_weight * valid`` and parts
+    ``{"<kind>_hole", "<kind>_valid"}``. With an empty hole (ratio 0) the hole term is 0 and
+    the valid term is the whole-image reconstruction loss.
+    """
+    err = _elementwise(kind, prediction, image)  # (B, 3, H, W)
+    hole = (mask > 0.5).to(err.dtype)  # (B, 1, H, W)
+    hole_term = _masked_mean(err, hole)
+    valid_term = _masked_mean(err, 1.0 - hole)
+    total = hole_weight * hole_term + valid_weight * valid_term
+    return total, {f"{kind}_hole": hole_term.detach(), f"{kind}_valid": valid_term.detach()}
+
+
+def masked_patch_loss(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    prediction: torch.Tensor,
+    *,
+    patch_size: int,
+    norm_pix: bool = False,
+    kind: RecKind = "mse",
+    weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The MAE objective: per-patch mean error, averaged over masked patches only.
+
+    A patch is masked when it holds any hole pixel (as the MAE model decides). With
+    ``norm_pix`` the error is measured in each *target* patch's normalised coordinates,
+    ``((pred - target) / sqrt(var_target + 1e-6))``; for a prediction written as
+    ``pred = n * std_t + mean_t`` that is exactly MAE's norm-pix loss on ``n``, while the
+    model still outputs pixels. Parts: ``{"mae_<kind>": ...}``.
+    """
+    target = patchify(image, patch_size)  # (B, L, p*p*3)
+    pred = patchify(prediction, patch_size)  # (B, L, p*p*3)
+    if norm_pix:
+        scale = (target.var(dim=-1, keepdim=True) + 1.0e-6).rsqrt()  # (B, L, 1)
+        pred, target = pred * scale, target * scale  # same shift cancels in the difference
+    per_patch = _elementwise(kind, pred, target).mean(dim=-1)  # (B, L)
+    masked = patch_mask(mask, patch_size).to(per_patch.dtype)  # (B, L)
+    term = (per_patch * masked).sum() / masked.sum().clamp_min(1.0)
+    return weight * term, {f"mae_{kind}": term.detach()}
+
+
+# ------------------------------------------------------------------------- adversarial
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _ADV_KINDS:
+        raise ValueError(f"adversarial loss kind must be one of {_ADV_KINDS}, got {kind!r}")
+
+
+def d_loss(kind: AdvKind, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss on score maps of any shape (B, ...), averaged over every score.
+
+    nonsaturating: softplus(-real) + softplus(fake); hinge: relu(1 - real) + relu(1 + fake);
+    wgan_gp: fake - real (add :func:`gradient_penalty` separately).
+    """
+    _check_kind(kind)
+    if kind == "nonsaturating":
+        return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+    if kind == "hinge":
+        return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+    return fake_scores.mean() - real_scores.mean()
+
+
+def g_loss(kind: AdvKind, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Generator's adversarial loss: softplus(-fake) (nonsaturating) or -fake (hinge, wgan_gp)."""
+    _check_kind(kind)
+    if kind == "nonsaturating":
+        return F.softplus(-fake_scores).mean()
+    return -fake_scores.mean()
+
+
+def _input_gradient(d: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """d(sum of D's scores)/d(image), with a graph so the penalty can be back-propagated."""
+    image = image.detach().requires_grad_(True)
+    scores = d(image, mask)
+    (grad,) = torch.autograd.grad(scores.float().sum(), image, create_graph=True)
+    return grad  # (B, 3, H, W)
+
+
+def r1_penalty(d: nn.Module, real_image: torch.Tensor, mask: torch.Tensor, *, masked: bool = False) -> torch.Tensor:
+    """R1: mean over the batch of ||dD(real)/d real||^2 (unweighted; the caller applies gamma/2).
+
+    ``masked=True`` keeps only the gradient on hole pixels (CM-GAN's masked R1): the known
+    region of a real and a fake composite is identical, so only the hole needs smoothing.
+    """
+    grad = _input_gradient(d, real_image, mask)
+    if masked:
+        grad = grad * (mask > 0.5).to(grad.dtype)
+    return grad.square().sum(dim=(1, 2, 3)).mean()
+
+
+def gradient_penalty(
+    d: nn.Module,
+    real_image: torch.Tensor,
+    fake_image: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """WGAN-GP: mean of (||dD(x)/dx|| - 1)^2 at points x between real and fake images.
+
+    The interpolation weight per image is drawn from ``generator`` (on the images' device);
+    without one, the weights are evenly spaced over (0, 1) across the batch (deterministic,
+    never the global RNG).
+    """
+    b = real_image.shape[0]
+    if generator is not None:
+        alpha = torch.rand(b, 1, 1, 1, generator=generator, device=real_image.device)
+    else:
+        alpha = ((torch.arange(b, device=real_image.device) + 0.5) / b).view(b, 1, 1, 1)
+    alpha = alpha.to(real_image.dtype)
+    between = alpha * real_image.detach() + (1.0 - alpha) * fake_image.detach()
+    grad = _input_gradient(d, between, mask)
+    norm = grad.flatten(1).norm(dim=1)
+    return (norm - 1.0).square().mean()

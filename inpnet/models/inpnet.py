@@ -1,0 +1,196 @@
+"""InP-Net: a ViT encoder with multi-depth skip connections into a light CNN decoder.
+
+Input. The masked image (holes set to 0) and the mask are stacked into 4 channels and cut
+into patch tokens. A mask *channel* rather than MAE-style mask tokens: training masks are
+arbitrary pixel shapes, so most patches are partly known; a channel tells the encoder
+exactly which pixels of a patch are missing, whereas a token could only mark whole
+patches (wasting the known pixels of border patches). It also keeps the sequence length
+fixed, so batches need no gather, padding or attention masks and the encoder runs at the
+speed of a plain ViT. Ratio 0 (no hole) is just an all-zero mask channel.
+
+Position embeddings are fixed 2-D sin-cos (no parameters), regenerated exactly for any
+patch grid, so the model runs at sizes other than ``img_size`` without interpolation.
+Other sizes that are not multiples of the patch size are edge-padded and cropped back.
+
+Skip connections. The token maps after several encoder depths (default 1/4, 1/2, 3/4 of
+the blocks and the last) are reshaped to (B, D, H/p, W/p). The last feeds the decoder's
+first stage; the others, deepest first, join successive decoder stages (the shallower the
+feature, the finer the stage), each through a 1x1 reduction and a transposed convolution
+that brings it to that stage's resolution. ``skip_connections=False`` (ablation) keeps only
+the last depth.
+
+Decoder. One stage per ``decoder_channels`` entry: a transposed convolution (2x, the first
+stage makes up the rest of the patch size), the skip added, then a refinement block
+(depthwise 3x3, GroupNorm, pointwise MLP, residual). A head refines the full-resolution
+features together with the 4-channel input and ends in a sigmoid: output always in (0, 1)
+and, unlike a clamp, never a zero gradient for out-of-range values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from inpnet.config import InpNetModelConfig
+from inpnet.models.blocks import LayerNorm, init_vit_weights, make_patch_embed, make_vit_block, sincos_pos_embed_2d
+from inpnet.models.composite import check_image_mask, masked_input
+from inpnet.models.patches import grid_of, pad_to_multiple
+
+__all__ = ["InpNet", "default_skip_depths"]
+
+
+def default_skip_depths(depth: int) -> tuple[int, ...]:
+    """Blocks (counted from 1) after 1/4, 1/2, 3/4 of the encoder and the last, deduplicated."""
+    return tuple(sorted({max(1, math.ceil(depth * f)) for f in (0.25, 0.5, 0.75, 1.0)}))
+
+
+def _groups(channels: int) -> int:
+    return math.gcd(channels, 8)
+
+
+class RefineBlock(nn.Module):
+    """Residual refinement: depthwise 3x3 -> GroupNorm -> pointwise -> GELU (cheap at high resolution)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, kernel_size=3, padding=1, groups=channels)
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.pw = nn.Conv2d(channels, channels, kernel_size=1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.pw(self.norm(self.dw(x))))
+
+
+class UpStage(nn.Module):
+    """Transposed-convolution upsampling by ``scale``, the stage's skip added, then refinement."""
+
+    def __init__(self, in_ch: int, out_ch: int, scale: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_ch, out_ch, kernel_size=scale, stride=scale)
+        self.refine = RefineBlock(out_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = self.up(x)
+        if skip is not None:
+            x = x + skip
+        return self.refine(x)
+
+
+class SkipProjection(nn.Module):
+    """Token map (B, D, h, w) -> (B, C, h*scale, w*scale): 1x1 reduction, then learned upsampling."""
+
+    def __init__(self, dim: int, channels: int, scale: int) -> None:
+        super().__init__()
+        self.norm = LayerNorm(dim)
+        self.reduce = nn.Linear(dim, channels)
+        self.up = nn.ConvTranspose2d(channels, channels, kernel_size=scale, stride=scale) if scale > 1 else nn.Identity()
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, _ = tokens.shape
+        x = self.reduce(self.norm(tokens))  # (B, N, C)
+        x = x.transpose(1, 2).reshape(b, -1, *grid)  # (B, C, gh, gw)
+        return self.up(x)
+
+
+class InpNet(nn.Module):
+    """ViT encoder + skip connections + CNN decoder; ``forward(image, mask) -> (B,3,H,W)`` in (0, 1)."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 128,
+        patch_size: int = 16,
+        embed_dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        skip_connections: bool = True,
+        skip_depths: tuple[int, ...] | None = None,
+        decoder_channels: tuple[int, ...] = (128, 64, 32, 16),
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        n_stages = len(decoder_channels)
+        first_scale = patch_size // 2 ** (n_stages - 1)
+        if first_scale < 1 or first_scale * 2 ** (n_stages - 1) != patch_size:
+            raise ValueError(f"patch_size {patch_size} must be a multiple of 2**(len(decoder_channels)-1)")
+        taps = tuple(sorted(set(skip_depths or default_skip_depths(depth))))
+        if any(not 1 <= d <= depth for d in taps):
+            raise ValueError(f"skip_depths {taps} must lie in 1..{depth}")
+        # The last block always feeds the decoder; the other taps are skips (deepest first).
+        self.skip_depths = tuple(d for d in reversed(taps) if d != depth) if skip_connections else ()
+
+        self.patch_embed = make_patch_embed(img_size=img_size, patch_size=patch_size, in_chans=4, embed_dim=embed_dim)
+        grid = grid_of(img_size, img_size, patch_size)
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(embed_dim, *grid)[None], persistent=False)
+        self._pos_grid = grid
+        dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            make_vit_block(embed_dim, num_heads, mlp_ratio=mlp_ratio, drop_path=dpr[i]) for i in range(depth)
+        )
+        self.norm = LayerNorm(embed_dim)
+
+        scales = [first_scale * 2**i for i in range(n_stages)]  # cumulative upsampling after each stage
+        in_chs = (embed_dim, *decoder_channels[:-1])
+        self.stages = nn.ModuleList(
+            UpStage(cin, cout, first_scale if i == 0 else 2) for i, (cin, cout) in enumerate(zip(in_chs, decoder_channels))
+        )
+        # skip k (deepest first) joins stage min(k, last): extra shallow skips share the finest stage
+        self.skip_stage = [min(k, n_stages - 1) for k in range(len(self.skip_depths))]
+        self.skips = nn.ModuleList(
+            SkipProjection(embed_dim, decoder_channels[s], scales[s]) for s in self.skip_stage
+        )
+        c = decoder_channels[-1]
+        self.head = nn.Conv2d(c + 4, 3, kernel_size=3, padding=1)
+        init_vit_weights(self)
+
+    @classmethod
+    def from_config(cls, cfg: InpNetModelConfig) -> "InpNet":
+        """Build from the typed model config (``family: inpnet``)."""
+        fields = cfg.model_dump(exclude={"family"})
+        return cls(**fields)
+
+    def _pos(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        if grid == self._pos_grid:
+            return self.pos_embed.to(like.dtype)
+        return sincos_pos_embed_2d(self.embed_dim, *grid)[None].to(device=like.device, dtype=like.dtype)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor], tuple[int, int]]:
+        """4-channel input (B,4,H,W) -> final tokens (B,N,D), skip tokens by depth, patch grid."""
+        grid = grid_of(x.shape[-2], x.shape[-1], self.patch_size)
+        tokens = self.patch_embed(x)  # (B, N, D), N = gh*gw in row-major order
+        tokens = tokens + self._pos(grid, tokens)
+        skips: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.blocks, start=1):
+            tokens = block(tokens)
+            if i in self.skip_depths:
+                skips[i] = tokens
+        return self.norm(tokens), skips, grid
+
+    def decode(self, tokens: torch.Tensor, skips: dict[int, torch.Tensor], grid: tuple[int, int], x_in: torch.Tensor) -> torch.Tensor:
+        """Tokens (B,N,D) + skips -> image logits (B,3,H,W)."""
+        b = tokens.shape[0]
+        x = tokens.transpose(1, 2).reshape(b, self.embed_dim, *grid)  # (B, D, gh, gw)
+        per_stage: list[torch.Tensor | None] = [None] * len(self.stages)
+        for depth, stage, proj in zip(self.skip_depths, self.skip_stage, self.skips):
+            s = proj(skips[depth], grid)  # (B, C_stage, H_stage, W_stage)
+            per_stage[stage] = s if per_stage[stage] is None else per_stage[stage] + s
+        for stage, skip in zip(self.stages, per_stage):
+            x = stage(x, skip)  # (B, C_i, gh*scale_i, gw*scale_i)
+        return self.head(torch.cat([x, x_in], dim=1))  # (B, 3, H, W)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Inpaint: image (B,3,H,W) in [0,1], mask (B,1,H,W) 1 = hole -> prediction (B,3,H,W) in (0,1)."""
+        check_image_mask(image, mask)
+        hole = (mask > 0.5).to(image.dtype)
+        visible = masked_input(image, hole)  # hole pixels never reach the network
+        visible, hole, (h, w) = pad_to_multiple(visible, hole, self.patch_size)
+        x_in = torch.cat([visible, hole], dim=1)  # (B, 4, H', W')
+        tokens, skips, grid = self.encode(x_in)
+        logits = self.decode(tokens, skips, grid, x_in)
+        return torch.sigmoid(logits[..., :h, :w])
