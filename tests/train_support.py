@@ -83,7 +83,7 @@ def _losses_module() -> types.ModuleType:
     m.d_loss = lambda kind, real, fake: F.softplus(-real).mean() + F.softplus(fake).mean()
     m.g_loss = lambda kind, fake: F.softplus(-fake).mean()
 
-    def r1_penalty(d, real, mask):  # noqa: ANN001, ANN202
+    def r1_penalty(d, real, mask, masked=False):  # noqa: ANN001, ANN202
         real = real.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(d(real, mask).sum(), real, create_graph=True)
         return g.pow(2).flatten(1).sum(1).mean()

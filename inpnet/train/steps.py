@@ -143,6 +143,7 @@ class AdversarialStep:
         adv_weight: float,
         r1_gamma: float = 0.0,
         r1_every: int = 16,
+        r1_masked: bool = False,
         gp_weight: float = 10.0,
     ) -> None:
         self.generator = generator
@@ -154,6 +155,7 @@ class AdversarialStep:
         self.adv_weight = adv_weight
         self.r1_gamma = r1_gamma
         self.r1_every = r1_every
+        self.r1_masked = r1_masked
         self.gp_weight = gp_weight
 
     def _d_micro(self, image: torch.Tensor, mask: torch.Tensor, step: int, n: int) -> dict[str, torch.Tensor]:
@@ -173,7 +175,7 @@ class AdversarialStep:
             parts["d_gp"] = gp
             total = total + self.gp_weight * gp
         if self.r1_gamma > 0 and step % self.r1_every == 0:
-            r1 = losses.r1_penalty(self.discriminator, image, mask)
+            r1 = losses.r1_penalty(self.discriminator, image, mask, masked=self.r1_masked)
             parts["d_r1"] = r1
             total = total + 0.5 * self.r1_gamma * self.r1_every * r1
         self.updaters["disc"].backward(total / n)

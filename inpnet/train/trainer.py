@@ -81,7 +81,8 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
     step = AdversarialStep(
         forward_model, disc, loss_fn, g_upd, d_upd, precision,
         adv_loss=cfg.loss.adv_loss, adv_weight=cfg.loss.adv_weight,
-        r1_gamma=cfg.loss.r1_gamma, r1_every=cfg.loss.r1_every, gp_weight=cfg.loss.gp_weight,
+        r1_gamma=cfg.loss.r1_gamma, r1_every=cfg.loss.r1_every, r1_masked=cfg.loss.r1_masked,
+        gp_weight=cfg.loss.gp_weight,
     )
     return Components(model, step, precision, disc=disc, ema=ema, forward_model=forward_model)
 
