@@ -1,0 +1,37 @@
+"""DVC stage ``compare``: one table and plots across every evaluated variant and baseline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.common import base_parser, run_entry
+from pipelines.evaluate import report_dir
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from inpnet.config import Params, load_params
+
+
+@task(name="compare-reports", cache_policy=NO_CACHE)
+def compare_task(folders: list[str], out: str) -> dict:
+    from inpnet.evaluate.report import compare_reports
+
+    return compare_reports(folders, out)
+
+
+@flow(name="compare", log_prints=True)
+def compare_flow(params: Params) -> dict:
+    folders = [str(report_dir(params, v)) for v in params.pipeline.variants]
+    folders += [str(report_dir(params, b, baseline=True)) for b in params.evaluate.baselines]
+    summary = compare_task(folders, str(Path(params.evaluate.out_dir) / "compare"))
+    print((Path(params.evaluate.out_dir) / "compare" / "table.md").read_text())
+    return summary
+
+
+def main(args: argparse.Namespace) -> None:
+    compare_flow(load_params(args.params))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_entry(main, base_parser(__doc__)))

@@ -1,0 +1,58 @@
+"""DVC stage ``train@<variant>``: train one variant on the training shards.
+
+The task retries once and resumes from the last checkpoint, so a crash costs at most
+``train.checkpoint_every`` steps. MLflow tracks the run at ``registry.tracking_uri``
+(or ``$MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from pipelines.common import base_parser, run_entry
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from inpnet.config import Params, TrackingConfig, load_params
+
+
+def tracking_config(params: Params) -> TrackingConfig:
+    """The MLflow settings for runs started by the pipeline."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.registry.tracking_uri
+    return TrackingConfig(tracking_uri=uri, experiment=params.registry.experiment)
+
+
+@task(name="train-variant", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def train_task(params: Params, variant: str) -> str:
+    from inpnet.train.trainer import train
+
+    resolved = params.variant(variant)
+    ckpt = train(
+        resolved,
+        shards=Path(params.data.shards_dir) / "train",
+        out_dir=Path(resolved.train.out_dir),
+        resume=True,  # a retry (or a re-run after a kill) continues from the checkpoint
+        tracking=tracking_config(params),
+    )
+    return str(ckpt)
+
+
+@flow(name="train", log_prints=True)
+def train_flow(params: Params, variant: str) -> str:
+    return train_task(params, variant)
+
+
+def main(args: argparse.Namespace) -> None:
+    train_flow(load_params(args.params), args.variant)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser(__doc__)
+    parser.add_argument("--variant", required=True, help="a variant named under `variants` in params.yaml")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_entry(main, build_parser()))
