@@ -57,6 +57,7 @@ def _write(folder: Path, name: str, offset: float, kind: str = "model") -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_write_report_files_and_table(tmp_path: Path) -> None:
     ref = _write(tmp_path / "baselines" / "telea", "telea", -5.0, kind="baseline")
     out = tmp_path / "model"
@@ -73,11 +74,13 @@ def test_write_report_files_and_table(tmp_path: Path) -> None:
     table = (out / "table.md").read_text()
     assert "| **inpnet_s** | **26.50** |" in table  # the best PSNR is bold
     assert "| telea (reference) | 20.50 |" in table
-    assert "FID/KID unavailable: no weights" in table
+    assert "FID/KID unavailable (inpnet_s): no weights" in table
+    assert "- Data: 2 images (folder `imgs`, 32 px)" in table  # said once: both saw the same data
     assert "## PSNR (dB) by pattern and hole ratio" in table and "## FID" not in table
     assert ref.is_dir()
 
 
+@pytest.mark.slow
 def test_compare_expands_folders_marks_baselines_and_dedups(tmp_path: Path) -> None:
     _write(tmp_path / "baselines" / "telea", "telea", -5.0, kind="baseline")
     _write(tmp_path / "baselines" / "biharmonic", "biharmonic", -4.0, kind="baseline")

@@ -54,23 +54,37 @@ def _ratio_key(ratio: float) -> str:
 
 
 class _GridPicker:
-    """Keeps a few (masked input, output, ground truth) examples per pattern for grid.png:
-    the first pair seen at each of the pattern's first ``per_pattern`` ratios, so one row
-    shows the same kind of hole growing."""
+    """Keeps a few (masked input, output, ground truth) examples per pattern for grid.png.
+
+    One example for each of the pattern's first ``per_pattern`` ratios, so a row shows the
+    hole growing; the k-th ratio (in order of appearance) prefers the first pair whose image
+    number is >= k, so the row also shows different images when there are enough.
+    """
 
     def __init__(self, per_pattern: int) -> None:
         self.per_pattern = per_pattern
-        self.kept: dict[str, dict[str, tuple["torch.Tensor", ...]]] = {}
+        # pattern -> ratio -> [fallback example, preferred example or None]
+        self.kept: dict[str, dict[str, list]] = {}
 
     def offer(self, pair: _Pair, masked: "torch.Tensor", output: "torch.Tensor") -> None:
         kept = self.kept.setdefault(pair.mask.pattern, {})
         ratio = _ratio_key(pair.mask.ratio)
-        if ratio not in kept and len(kept) < self.per_pattern:
-            kept[ratio] = (masked.clone(), output.clone(), pair.image.image.clone())
+        if ratio not in kept:
+            if len(kept) >= self.per_pattern:
+                return
+            kept[ratio] = [None, None]
+        slot = kept[ratio]
+        rank = list(kept).index(ratio)
+        if slot[0] is None or (slot[1] is None and pair.image.number >= rank):
+            example = (masked.clone(), output.clone(), pair.image.image.clone())
+            slot[0] = slot[0] or example
+            if pair.image.number >= rank:
+                slot[1] = example
 
     def rows(self) -> dict[str, list[tuple["torch.Tensor", ...]]]:
         """pattern -> [(masked, output, truth) by increasing ratio], each (3, S, S)."""
-        return {pattern: [kept[r] for r in sorted(kept)] for pattern, kept in self.kept.items()}
+        return {pattern: [kept[r][1] or kept[r][0] for r in sorted(kept, key=float)]
+                for pattern, kept in self.kept.items()}
 
 
 def _iter_pairs(images, masks, size: int, limit: int | None, skipped: list[Skipped]):

@@ -192,7 +192,8 @@ def _best(entries: Sequence[ReportEntry], get, lower_is_better: bool = False) ->
     if len(values) < 2:
         return set()
     target = (min if lower_is_better else max)(v for _, v in values)
-    return {i for i, v in values if v == target}
+    best = {i for i, v in values if v == target}
+    return best if len(best) < len(values) else set()  # all tied: nothing stands out
 
 
 def _cells(entries: Sequence[ReportEntry], get, digits: int, lower_is_better: bool = False) -> list[str]:
@@ -206,58 +207,70 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_table(entries: Sequence[ReportEntry], *, title: str) -> str:
-    """Markdown: overall, per pattern, per pattern x ratio (PSNR and SSIM), FID notes, skips.
+    """Markdown: data notes, overall, per pattern, per pattern x ratio, FID notes, skipped files.
 
-    The best value of each column is bold; reference rows are labelled ``(reference)``.
+    The best value of each column (within a pattern for the ratio tables) is bold; reference
+    rows are labelled ``(reference)``; FID/KID tables appear only when some value exists.
     """
-    out = [f"# {title}", ""]
-    for e in entries:
-        r = e.report
-        if r.get("images"):
-            im, mk = r["images"], r.get("masks", {})
-            out.append(f"- {e.name}: {im.get('count')} images ({im.get('kind')} `{im.get('source')}`, "
-                       f"{im.get('size')} px), masks `{mk.get('source')}` ({mk.get('pairing')}), "
-                       f"{r.get('pairs')} pairs")
-        fid = r.get("fid", {})
-        if fid and not fid.get("available", False):
-            out.append(f"- {e.name}: FID/KID unavailable: {fid.get('reason', 'unknown reason')}")
-    out.append("")
-
-    out += ["## Overall", ""]
-    get = {
-        "psnr": lambda e: e.metrics["overall"].get("psnr"),
-        "ssim": lambda e: e.metrics["overall"].get("ssim"),
-        "fid": lambda e: e.metrics["overall"].get("fid"),
-    }
-    cols = [_cells(entries, get["psnr"], 2), _cells(entries, get["ssim"], 4), _cells(entries, get["fid"], 2, True)]
-    rows = [[_row_name(e), cols[0][i], cols[1][i], cols[2][i], str(e.metrics["overall"].get("n"))]
-            for i, e in enumerate(entries)]
-    out += _table(["method", "PSNR (dB)", "SSIM", "FID", "pairs"], rows) + [""]
+    out = [f"# {title}", "", *_notes(entries), ""]
+    overall = {m: (lambda e, m=m: e.metrics["overall"].get(m)) for m in ("psnr", "ssim", "fid")}
+    cols = [_cells(entries, overall["psnr"], 2), _cells(entries, overall["ssim"], 4),
+            _cells(entries, overall["fid"], 2, lower_is_better=True)]
+    rows = [[_row_name(e), *(c[i] for c in cols), str(e.metrics["overall"].get("n"))] for i, e in enumerate(entries)]
+    out += ["## Overall", "", *_table(["method", "PSNR (dB)", "SSIM", "FID", "pairs"], rows), ""]
 
     patterns = sorted({p for e in entries for p in e.metrics.get("patterns", {})})
     for metric, label, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4)):
-        out += [f"## {label} by pattern", ""]
         columns = [_cells(entries, lambda e, p=p: e.metrics["patterns"].get(p, {}).get(metric), digits)
                    for p in patterns]
-        out += _table(["method", *patterns], [[_row_name(e), *(c[i] for c in columns)]
-                                              for i, e in enumerate(entries)]) + [""]
+        rows = [[_row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
+        out += [f"## {label} by pattern", "", *_table(["method", *patterns], rows), ""]
+
     for metric, label, digits, lower in (("psnr", "PSNR (dB)", 2, False), ("ssim", "SSIM", 4, False),
                                          ("fid", "FID", 2, True), ("kid", "KID", 4, True)):
         if metric in ("fid", "kid") and not _any_bucket_value(entries, metric):
             continue
-        out += [f"## {label} by pattern and hole ratio", ""]
-        for pattern in patterns:
-            ratios = sorted({r for e in entries for r in e.metrics.get("buckets", {}).get(pattern, {})}, key=float)
-            columns = [_cells(entries, lambda e, p=pattern, r=r: e.metrics["buckets"].get(p, {}).get(r, {}).get(metric),
-                              digits, lower) for r in ratios]
-            rows = [[f"{pattern}", _row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
-            out += _table(["pattern", "method", *ratios], rows) + [""]
+        out += [f"## {label} by pattern and hole ratio", "", *_bucket_table(entries, patterns, metric, digits, lower), ""]
 
     skipped = [(e.name, s) for e in entries if not e.reference for s in e.report.get("skipped", [])]
     if skipped:
         out += ["## Skipped files", ""]
         out += [f"- {name}: `{s['path']}`: {s['reason']}" for name, s in skipped] + [""]
     return "\n".join(out)
+
+
+def _notes(entries: Sequence[ReportEntry]) -> list[str]:
+    """What was evaluated (once when every method saw the same data) and where FID is missing."""
+    data: dict[str, list[str]] = {}
+    for e in entries:
+        im, mk = e.report.get("images"), e.report.get("masks", {})
+        if im:
+            text = (f"{im.get('count')} images ({im.get('kind')} `{im.get('source')}`, {im.get('size')} px), "
+                    f"masks `{mk.get('source')}` ({mk.get('pairing')}), {e.report.get('pairs')} pairs")
+            data.setdefault(text, []).append(e.name)
+    missing: dict[str, list[str]] = {}
+    for e in entries:
+        fid = e.report.get("fid") or {}
+        if fid and not fid.get("available", False):
+            missing.setdefault(fid.get("reason", "unknown reason"), []).append(e.name)
+    lines = [f"- Data: {text}" if len(data) == 1 else f"- {', '.join(names)}: {text}" for text, names in data.items()]
+    lines += [f"- FID/KID unavailable ({', '.join(names)}): {reason}" for reason, names in missing.items()]
+    return lines
+
+
+def _bucket_table(entries: Sequence[ReportEntry], patterns: list[str], metric: str, digits: int,
+                  lower: bool) -> list[str]:
+    """Rows (pattern, method), columns hole ratios; the best per pattern and ratio is bold."""
+    ratios = sorted({r for e in entries for cells in e.metrics.get("buckets", {}).values() for r in cells}, key=float)
+    rows = []
+    for pattern in patterns:
+        columns = []
+        for r in ratios:
+            present = any(r in e.metrics.get("buckets", {}).get(pattern, {}) for e in entries)
+            get = lambda e, p=pattern, r=r: e.metrics["buckets"].get(p, {}).get(r, {}).get(metric)  # noqa: E731
+            columns.append(_cells(entries, get, digits, lower) if present else [""] * len(entries))
+        rows += [[pattern, _row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
+    return _table(["pattern", "method", *ratios], rows)
 
 
 def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:
