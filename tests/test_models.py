@@ -1,0 +1,177 @@
+"""Models: the timm adapter, InP-Net, the PatchGAN and the builders (tiny configs from params.yaml)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inpnet.config import ConfigError, InpNetModelConfig, load_params
+from inpnet.models.blocks import (
+    blocks_accept_attn_mask,
+    make_patch_embed,
+    make_vit_block,
+    sincos_pos_embed_2d,
+)
+from inpnet.models.build import build_discriminator, build_model
+from inpnet.models.composite import composite
+from inpnet.models.inpnet import InpNet, default_skip_depths
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def _batch(size: int = 32, b: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(b, 3, size, size, generator=g)
+    mask = torch.zeros(b, 1, size, size)
+    mask[0, :, 4:20, 6:22] = 1  # a rectangle
+    if b > 1:
+        mask[1] = (torch.rand(1, size, size, generator=g) > 0.7).float()  # scattered pixels
+    return image, mask  # image 2 (if any) has no hole
+
+
+# ----------------------------------------------------------------------------- timm adapter
+
+
+def test_timm_parts_build_with_mae_names() -> None:
+    block = make_vit_block(32, 2, mlp_ratio=2.0)
+    names = {n for n, _ in block.named_parameters()}
+    assert {"norm1.weight", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.bias"} <= names
+    assert block(torch.randn(2, 5, 32)).shape == (2, 5, 32)
+    embed = make_patch_embed(img_size=32, patch_size=8, in_chans=4, embed_dim=16)
+    assert embed.proj.weight.shape == (16, 4, 8, 8)
+    assert embed(torch.randn(1, 4, 48, 32)).shape == (1, 6 * 4, 16)  # other sizes accepted
+    assert isinstance(blocks_accept_attn_mask(), bool)
+
+
+def _mae_reference_sincos(dim: int, grid: int) -> np.ndarray:
+    """facebookresearch/mae get_2d_sincos_pos_embed, re-typed from its documented algorithm."""
+
+    def one_d(d: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    grid_hw = np.stack(np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32)), axis=0)
+    return np.concatenate([one_d(dim // 2, grid_hw[0]), one_d(dim // 2, grid_hw[1])], axis=1)
+
+
+def test_sincos_matches_mae_channel_order() -> None:
+    ours = sincos_pos_embed_2d(16, 4, 4).numpy()
+    np.testing.assert_allclose(ours, _mae_reference_sincos(16, 4), atol=1e-6)
+    # token (row 1, col 2): first quarter is sin(col), third quarter sin(row)
+    assert ours[1 * 4 + 2, 0] == pytest.approx(math.sin(2.0))
+    assert ours[1 * 4 + 2, 8] == pytest.approx(math.sin(1.0))
+
+
+# --------------------------------------------------------------------------------- InP-Net
+
+
+def test_default_skip_depths() -> None:
+    assert default_skip_depths(4) == (1, 2, 3, 4)
+    assert default_skip_depths(6) == (2, 3, 5, 6)
+    assert default_skip_depths(12) == (3, 6, 9, 12)
+    assert default_skip_depths(1) == (1,)
+
+
+@pytest.mark.parametrize("variant", ["inpnet_tiny", "mae_tiny"])
+def test_forward_shape_range_grad_and_composite(params, variant: str) -> None:
+    torch.manual_seed(0)  # weight init only; data uses explicit generators
+    model = build_model(params.variant(variant).model)
+    image, mask = _batch()
+    pred = model(image, mask)
+    assert pred.shape == image.shape
+    assert torch.isfinite(pred).all()
+    assert pred.min() >= 0 and pred.max() <= 1
+    ((pred - image) ** 2).mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert not no_grad, f"parameters without gradient: {no_grad}"
+    out = composite(image, mask, pred.detach())
+    known = mask.expand_as(image) < 0.5
+    assert torch.equal(out[known], image[known])
+
+
+@pytest.mark.parametrize("variant", ["inpnet_tiny", "mae_tiny"])
+def test_hole_pixels_are_never_read(params, variant: str) -> None:
+    model = build_model(params.variant(variant).model).eval()
+    image, mask = _batch()
+    other = torch.where(mask > 0.5, torch.rand(image.shape, generator=torch.Generator().manual_seed(5)), image)
+    with torch.no_grad():
+        assert torch.equal(model(image, mask), model(other, mask))
+
+
+@pytest.mark.parametrize("variant", ["inpnet_tiny", "mae_tiny"])
+def test_ratio_zero_and_other_sizes(params, variant: str) -> None:
+    model = build_model(params.variant(variant).model).eval()
+    with torch.no_grad():
+        image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        pred = model(image, torch.zeros(2, 1, 32, 32))  # whole-image reconstruction
+        assert pred.shape == image.shape and torch.isfinite(pred).all()
+        for h, w in ((48, 40), (30, 37)):  # other multiples of the patch, and padded sizes
+            out = model(torch.rand(1, 3, h, w), torch.zeros(1, 1, h, w))
+            assert out.shape == (1, 3, h, w) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_inpnet_skip_connections_on_and_off(params, skip: bool) -> None:
+    cfg = params.variant("inpnet_tiny").model.model_copy(update={"skip_connections": skip})
+    model = InpNet.from_config(cfg)
+    assert len(model.skips) == (3 if skip else 0)  # depth 4: taps 1, 2, 3 feed the decoder, 4 is the bottleneck
+    image, mask = _batch()
+    pred = model(image, mask)
+    pred.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert pred.shape == image.shape
+
+
+def test_inpnet_custom_skip_depths_change_the_output(params) -> None:
+    base = params.variant("inpnet_tiny").model
+    torch.manual_seed(0)
+    a = InpNet.from_config(base.model_copy(update={"skip_depths": (2, 4)}))
+    assert a.skip_depths == (2,)
+    image, mask = _batch()
+    with torch.no_grad():
+        with_skip = a(image, mask)
+        a.skips[0].reduce.weight.zero_()
+        a.skips[0].reduce.bias.zero_()
+        assert not torch.allclose(with_skip, a(image, mask))  # the skip path is used
+
+
+def test_inpnet_config_checks() -> None:
+    with pytest.raises(ValueError, match="skip_depths"):
+        InpNetModelConfig(depth=4, skip_depths=(0, 5), embed_dim=32, num_heads=2)
+    with pytest.raises(ValueError, match="decoder_channels"):
+        InpNetModelConfig(patch_size=4, decoder_channels=(32, 16, 8, 4), embed_dim=32, num_heads=2)
+    with pytest.raises(ConfigError, match="variants.bad.model"):
+        from inpnet.config import parse_params
+
+        parse_params({"variants": {"bad": {"family": "inpnet", "model": {"img_size": 30, "patch_size": 16}}}})
+
+
+# ---------------------------------------------------------------------------- discriminators
+
+
+@pytest.mark.parametrize("size", [16, 32, 128])
+def test_patchgan_scores_and_gradients(size: int) -> None:
+    d = build_discriminator("patchgan", img_size=size, base_channels=8)
+    image = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(2, 1, size, size)
+    scores = d(image, mask)
+    assert scores.ndim == 4 and scores.shape[:2] == (2, 1) and scores.shape[-1] >= 1
+    assert torch.isfinite(scores).all()
+    scores.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in d.parameters())
+
+
+def test_build_dispatch(params) -> None:
+    with pytest.raises(ValueError, match="unknown discriminator"):
+        build_discriminator("nope", img_size=32)  # type: ignore[arg-type]
+    d = build_discriminator("stylegan2", img_size=32, base_channels=8)  # H7's module, imported lazily
+    assert d(torch.rand(4, 3, 32, 32), torch.zeros(4, 1, 32, 32)).shape[0] == 4
+    assert type(build_model(params.variant("cmgan_tiny").model)).__name__ == "CMGAN"
