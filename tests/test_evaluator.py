@@ -255,3 +255,27 @@ def test_shard_folder_images_come_from_the_loader(tmp_path: Path, bank_dir: Path
     assert calls == {"shards": shards, "image_size": SIZE}
     assert result.report["images"]["kind"] == "shards" and result.report["images"]["count"] == 2
     assert {r["image"] for r in result.rows} == {"val_0000", "val_0001"}
+
+
+@pytest.mark.slow
+def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Path, tmp_path: Path,
+                                                  repo_root: Path) -> None:
+    """A real (untrained) inpnet_tiny checkpoint written by the trainer's checkpoint writer."""
+    import torch
+
+    from inpnet.config import load_params
+    from inpnet.models.build import build_model
+    from inpnet.train.checkpoint import save_checkpoint
+
+    variant = load_params(repo_root / "params.yaml").variant("inpnet_tiny")
+    assert variant.model.img_size == SIZE
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "models" / "inpnet_tiny", variant=variant,
+                           modules={"model": build_model(variant.model)}, state={"step": 0}, meta={"step": 0})
+    out = tmp_path / "report"
+    assert main(["evaluate", "--method", str(ckpt), "--images", str(image_dir), "--masks", str(bank_dir),
+                 "--out", str(out), "--limit", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "inpnet_tiny" and report["method_settings"]["kind"] == "model"
+    assert report["method_settings"]["family"] == "inpnet" and report["pairs"] == 2 * 4
+    assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 8
