@@ -16,6 +16,7 @@ One documented implementation per metric, used by every report:
   channel_axis=-1)``, the mean is taken over the positions where the whole window lies
   inside the image (scikit-image filters with reflection, then crops 5 pixels from each
   border; a valid convolution gives exactly those values), so the two agree to ~1e-6.
+  float32 is enough: on 8-bit images E[x^2] - E[x]^2 loses ~1e-7, far below C2.
 """
 
 from __future__ import annotations
@@ -46,11 +47,9 @@ def _check(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB with data range 1: (B, C, H, W) x 2 -> (B,)."""
     _check(pred, target, "psnr")
-    # float64 where the device has it (MPS does not): the MSE of near-identical images is tiny
-    dtype = torch.float32 if pred.device.type == "mps" else torch.float64
-    diff = pred.to(dtype) - target.to(dtype)
-    mse = diff.pow(2).flatten(1).mean(dim=1)  # (B,)
-    return (10.0 * torch.log10(1.0 / mse)).to(torch.float32)
+    diff = pred.float() - target.float()
+    mse = diff.square_().mean(dim=(1, 2, 3), dtype=torch.float64) if diff.device.type != "mps" else diff.square_().mean(dim=(1, 2, 3))
+    return (10.0 * torch.log10(1.0 / mse)).to(torch.float32)  # (B,)
 
 
 @functools.lru_cache(maxsize=8)
@@ -69,29 +68,32 @@ def _blur_valid(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, SSIM_WINDOW, 1), groups=c)
 
 
+@torch.no_grad()
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM (Gaussian 11 x 11, sigma 1.5, channel mean): (B, C, H, W) x 2 -> (B,).
 
-    Images must be at least 11 x 11. Computed in float32 on the tensors' device; the means
-    are subtracted before the second moments to avoid cancellation.
+    Images must be at least 11 x 11. Computed in float32 on the tensors' device, without
+    gradients (an evaluation metric, not a loss).
     """
     _check(pred, target, "ssim")
     b, c, h, w = pred.shape
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
         raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
-    x = pred.float()
-    y = target.float()
-    # shifting both images by a constant changes no variance or covariance, but keeps the
-    # float32 moments E[x^2] - E[x]^2 away from catastrophic cancellation
-    shift = 0.5 * (x.mean(dim=(1, 2, 3), keepdim=True) + y.mean(dim=(1, 2, 3), keepdim=True))
-    xs, ys = x - shift, y - shift
-    # (B, 5C, H, W): the five maps filtered in one grouped convolution
-    maps = _blur_valid(torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=1))
-    mx, my, mxx, myy, mxy = maps.split(c, dim=1)
-    vx = mxx - mx * mx
-    vy = myy - my * my
-    cxy = mxy - mx * my
-    ux, uy = mx + shift, my + shift
-    num = (2 * ux * uy + _C1) * (2 * cxy + _C2)
-    den = (ux * ux + uy * uy + _C1) * (vx + vy + _C2)
-    return (num / den).flatten(1).mean(dim=1)  # (B,): mean over channels and positions
+    x, y = pred.float(), target.float()
+    # (B, 5C, H, W): x, y, x^2, y^2, xy filtered by one grouped convolution; channels-last
+    # makes the depthwise convolution about twice as fast on CPU
+    maps = torch.empty((b, 5 * c, h, w), device=x.device, dtype=torch.float32, memory_format=torch.channels_last)
+    maps[:, :c] = x
+    maps[:, c : 2 * c] = y
+    torch.mul(x, x, out=maps[:, 2 * c : 3 * c])
+    torch.mul(y, y, out=maps[:, 3 * c : 4 * c])
+    torch.mul(x, y, out=maps[:, 4 * c :])
+    mx, my, exx, eyy, exy = _blur_valid(maps).split(c, dim=1)  # each (B, C, H - 10, W - 10)
+    # in place where possible: these maps are the largest tensors of an evaluation batch
+    mx_my = mx * my
+    mx2, my2 = mx * mx, my * my
+    cov = exy.sub_(mx_my)
+    var_sum = exx.add_(eyy).sub_(mx2).sub_(my2)
+    num = mx_my.mul_(2).add_(_C1).mul_(cov.mul_(2).add_(_C2))
+    den = mx2.add_(my2).add_(_C1).mul_(var_sum.add_(_C2))
+    return num.div_(den).mean(dim=(1, 2, 3))  # (B,): mean over channels and positions
