@@ -201,8 +201,9 @@ def _cells(entries: Sequence[ReportEntry], get, digits: int, lower_is_better: bo
     return [(f"**{_fmt(get(e), digits)}**" if i in best else _fmt(get(e), digits)) for i, e in enumerate(entries)]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)  # numbers right-aligned
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
@@ -270,7 +271,7 @@ def _bucket_table(entries: Sequence[ReportEntry], patterns: list[str], metric: s
             get = lambda e, p=pattern, r=r: e.metrics["buckets"].get(p, {}).get(r, {}).get(metric)  # noqa: E731
             columns.append(_cells(entries, get, digits, lower) if present else [""] * len(entries))
         rows += [[pattern, _row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
-    return _table(["pattern", "method", *ratios], rows)
+    return _table(["pattern", "method", *ratios], rows, text_columns=2)
 
 
 def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:

@@ -23,7 +23,8 @@ Masks (``--masks``), 255 = hole, binarised at 50 % (values >= 128 are holes):
   name (seed = ``evaluate.seed``). A mask goes through the same shortest-side resize and
   centre crop as its image (nearest neighbour). A mask whose size differs from its image's
   original size is resized that way when ``evaluate.mask_size_mismatch`` is ``resize``
-  (default) or skipped and listed when it is ``refuse``.
+  (default) or skipped and listed when it is ``refuse`` (shard images are compared at the
+  evaluation size, since their original size is not kept).
 
 ``image_number`` is the image's position in the source, counted before unreadable files are
 dropped, so one broken file does not change which masks the others get.
