@@ -150,5 +150,36 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def migrated_copy(tracking_uri: str, dst: Path) -> Path:
+    """A consistent copy of a sqlite store whose schema is already up to date.
+
+    Creating a store runs every schema migration (seconds here); a copy of the session's
+    store skips that and means no two processes ever migrate one file at once.
+    """
+    import sqlite3
+
+    from inpnet.registry.models import init_store
+
+    init_store(tracking_uri)
+    src = sqlite3.connect(tracking_uri.removeprefix("sqlite:///"))
+    with sqlite3.connect(dst) as target:
+        src.backup(target)
+    src.close()
+    return dst
+
+
+def subprocess_env(tmp_path_factory: Any) -> dict[str, str]:
+    """Environment for server subprocesses: bytecode cached in the session's temp dir.
+
+    With PYTHONDONTWRITEBYTECODE every MLflow process (a server and its worker) compiles
+    MLflow from source again; a shared cache prefix lets the later ones reuse it.
+    """
+    import os
+
+    prefix = Path(tmp_path_factory.getbasetemp()) / "pycache"
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(prefix),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 def as_records(**columns: Any) -> dict[str, Any]:
     return {"dataframe_records": [dict(zip(columns, values)) for values in zip(*columns.values())]}

@@ -1,0 +1,252 @@
+"""Registry: register, aliases, load by URI, promotion gates both ways, pull, a real mlflow server.
+
+MLflow tests share the session's temporary sqlite store (conftest) and use a model name of
+their own, so the schema migration (seconds) is paid once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inpnet.config import PromotionGates
+from inpnet.errors import DataError, RegistryError
+from registry_support import (
+    REPO_ROOT,
+    decode_b64_png,
+    free_port,
+    image_and_mask,
+    make_checkpoint,
+    migrated_copy,
+    png_b64,
+    stop,
+    subprocess_env,
+    wait_http,
+    write_metrics,
+)
+
+PATTERNS = {"center": 20.0, "edges": 22.0}
+
+
+# ------------------------------------------------------------------- gates (fast)
+
+
+def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1") -> dict[str, str]:
+    tags = {"metrics.psnr": str(psnr), **{f"metrics.pattern.{p}.psnr": str(v) for p, v in patterns.items()}}
+    return {**tags, "mask_bank_sha256": bank} if bank else tags
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "gates", "passes", "reason"),
+    [
+        (_tags(21, PATTERNS), None, PromotionGates(), True, "no champion yet"),
+        (_tags(21, PATTERNS), _tags(20, PATTERNS), PromotionGates(), True, "pass"),
+        (_tags(20, PATTERNS), _tags(20, PATTERNS), PromotionGates(), False, "needs > 0"),
+        (_tags(20.2, PATTERNS), _tags(20, PATTERNS), PromotionGates(min_improvement=0.5), False, ">= 0.5"),
+        (_tags(21, {"center": 19.0, "edges": 25}), _tags(20, PATTERNS), PromotionGates(), False, "pattern center"),
+        (_tags(21, {"center": 19.6, "edges": 25}), _tags(20, PATTERNS), PromotionGates(), True, "pass"),
+        (_tags(21, {"edges": 25}), _tags(20, PATTERNS), PromotionGates(), False, "pattern center: challenger has no PSNR"),
+        (_tags(21, PATTERNS, bank="b2"), _tags(20, PATTERNS), PromotionGates(), False, "mask banks differ"),
+        ({"variant": "x"}, None, PromotionGates(), False, "no recorded psnr"),
+    ],
+)
+def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # noqa: ANN001
+    from inpnet.registry.promote import judge
+
+    ok, reasons = judge(challenger, champion, gates)
+    assert ok is passes
+    assert any(reason in r for r in reasons), reasons
+
+
+# ------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A checkpoint, a mask bank manifest and a model name of its own in the session store."""
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    root = tmp_path_factory.mktemp("registry")
+    bank = root / "bank"
+    bank.mkdir()
+    (bank / "manifest.json").write_text(json.dumps({"patterns": list(PATTERNS), "seed": 0}))
+    return {
+        "root": root,
+        "uri": os.environ["MLFLOW_TRACKING_URI"],
+        "name": f"inpnet-test-{uuid.uuid4().hex[:8]}",
+        "ckpt": make_checkpoint(root / "ckpt"),
+        "bank": bank,
+    }
+
+
+def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):  # noqa: ANN202
+    from inpnet.registry.models import register
+
+    metrics = write_metrics(store["root"] / tag / "metrics.json", psnr, patterns, bank=store["bank"])
+    return register(store["ckpt"], metrics, tracking_uri=store["uri"], name=store["name"], **kw)
+
+
+def _alias(store: dict, alias: str) -> str:
+    from inpnet.registry.models import client
+
+    return str(client(store["uri"]).get_model_version_by_alias(store["name"], alias).version)
+
+
+@pytest.fixture(scope="module")
+def first(store: dict):  # noqa: ANN201
+    return _register(store, "v1", 20.0, PATTERNS, tags={"purpose": "test"})
+
+
+# ---------------------------------------------------------------------- mlflow tests
+
+
+@pytest.mark.slow
+def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: ANN001
+    import mlflow
+
+    from inpnet.registry.models import client, load_inpainter
+    from inpnet.registry.tracking import file_sha256
+
+    assert _alias(store, "challenger") == first.version
+    tags = client(store["uri"]).get_model_version(store["name"], first.version).tags
+    assert tags["variant"] == "inpnet_tiny" and tags["family"] == "inpnet" and tags["purpose"] == "test"
+    assert tags["mask_bank_sha256"] == file_sha256(store["bank"] / "manifest.json")
+    assert float(tags["metrics.psnr"]) == 20.0 and float(tags["metrics.pattern.edges.psnr"]) == 22.0
+    assert tags["git_commit"]
+
+    image, hole = image_and_mask(97, 131)
+    inpainter, info = load_inpainter(f"models:/{store['name']}@challenger", tracking_uri=store["uri"])
+    assert info["version"] == first.version and info["img_size"] == 32
+    from inpnet.inpaint import inpaint_array
+
+    assert np.array_equal(inpaint_array(inpainter, image, hole)[~hole], image[~hole])
+
+    mlflow.set_tracking_uri(store["uri"])
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{store['name']}@challenger")
+    mask = np.where(hole, 255, 0).astype(np.uint8)
+    out = pyfunc.predict(pd.DataFrame({"image": [png_b64(image)], "mask": [png_b64(mask)]}))
+    result = decode_b64_png(out["image"][0])
+    assert result.shape == image.shape and np.array_equal(result[~hole], image[~hole])
+    with pytest.raises(mlflow.exceptions.MlflowException, match="must match"):
+        pyfunc.predict(pd.DataFrame({"image": [png_b64(image)], "mask": [png_b64(mask[:10, :10])]}))
+
+
+@pytest.mark.slow
+def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: ANN001
+    from inpnet.registry.models import client
+    from inpnet.registry.promote import promote
+
+    gates = PromotionGates(max_pattern_psnr_drop=0.5)
+    c = client(store["uri"])
+    d1 = promote(store["name"], tracking_uri=store["uri"], gates=gates)
+    assert d1.promoted and _alias(store, "champion") == first.version
+    assert promote(store["name"], tracking_uri=store["uri"], gates=gates).reasons == ["already champion"]
+
+    better = _register(store, "v2", 21.0, {"center": 20.5, "edges": 22.5})
+    d2 = promote(store["name"], tracking_uri=store["uri"], gates=gates)
+    assert d2.promoted and d2.champion_before == first.version and _alias(store, "champion") == better.version
+    assert c.get_model_version(store["name"], better.version).tags["promotion.decision"] == "promoted"
+    assert c.get_model_version(store["name"], first.version).tags["promotion.superseded_by"] == better.version
+
+    worse = _register(store, "v3", 22.0, {"center": 19.0, "edges": 25.0})  # better overall, one pattern drops
+    for _ in range(2):  # re-running gives the same decision and changes nothing
+        d3 = promote(store["name"], tracking_uri=store["uri"], gates=gates)
+        assert not d3.promoted and _alias(store, "champion") == better.version
+    tags = c.get_model_version(store["name"], worse.version).tags
+    assert tags["promotion.decision"] == "rejected" and "pattern center" in tags["promotion.reasons"]
+    assert tags["promotion.champion_before"] == better.version
+
+
+@pytest.mark.slow
+def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import mlflow
+
+    from inpnet.registry.models import load_inpainter
+    from inpnet.registry.pull import pull
+
+    out = pull(f"models:/{store['name']}@challenger", tmp_path / "model", tracking_uri=store["uri"])
+    meta = json.loads((out / "registry.json").read_text())
+    assert meta["name"] == store["name"] and (out / "MLmodel").is_file() and (out / "code" / "inpnet").is_dir()
+
+    # offline: the registry is unreachable, the folder alone must do
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    inpainter, info = load_inpainter(out)
+    assert info["variant"] == "inpnet_tiny" and info["name"] == store["name"]
+    image, hole = image_and_mask(33, 40)
+    out_df = mlflow.pyfunc.load_model(str(out)).predict(
+        pd.DataFrame({"image": [png_b64(image)], "mask": [png_b64(np.where(hole, 255, 0).astype(np.uint8))]})
+    )
+    assert decode_b64_png(out_df["image"][0]).shape == image.shape
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+
+    with pytest.raises(DataError, match="not empty"):
+        pull(f"models:/{store['name']}@challenger", out, tracking_uri=store["uri"])
+    with pytest.raises(RegistryError, match="no alias 'nope'.*challenger"):
+        pull(f"models:/{store['name']}@nope", tmp_path / "a", tracking_uri=store["uri"])
+    with pytest.raises(RegistryError, match="no registered model 'missing-model'"):
+        load_inpainter("models:/missing-model@champion", tracking_uri=store["uri"])
+    with pytest.raises(RegistryError, match="not a registry URI"):
+        pull("models:/", tmp_path / "b", tracking_uri=store["uri"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folders left behind
+
+
+@pytest.mark.slow
+def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
+    from inpnet.cli import main
+
+    name = f"{store['name']}-cli"
+    metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, bank=store["bank"])
+    common = ["--tracking-uri", store["uri"], "--params", str(REPO_ROOT / "params.yaml")]
+    assert main(["register", str(store["ckpt"]), "--metrics", str(metrics), "--name", name, "--tag", "k=v", *common]) == 0
+    assert main(["promote", "--name", name, *common]) == 0
+    assert main(["pull", f"models:/{name}@champion", "--out", str(tmp_path / "m"), *common]) == 0
+    assert main(["pull", f"models:/{name}@ghost", "--out", str(tmp_path / "n"), *common]) == 2
+    assert main(["register", str(tmp_path / "no-ckpt"), *common]) == 2
+    assert main(["register", str(store["ckpt"]), "--metrics", str(tmp_path / "none.json"), *common]) == 2
+    assert not (tmp_path / "n").exists()
+
+
+# ------------------------------------------------------------- a real mlflow server
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """``mlflow server`` on a fresh sqlite store, 127.0.0.1 and a free port; stopped afterwards."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    backend = f"sqlite:///{migrated_copy(os.environ['MLFLOW_TRACKING_URI'], root / 'server.db')}"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"), start_new_session=True,
+        # the job runner starts several huey consumers: minutes of start-up on two cores
+        env={**subprocess_env(tmp_path_factory), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_against_a_real_mlflow_server(mlflow_server: str, store: dict, tmp_path: Path) -> None:
+    from inpnet.registry.models import load_inpainter, register
+    from inpnet.registry.promote import promote
+    from inpnet.registry.pull import pull
+
+    metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, bank=store["bank"])
+    reg = register(store["ckpt"], metrics, tracking_uri=mlflow_server, name="inpnet-served")
+    assert promote("inpnet-served", tracking_uri=mlflow_server, gates=PromotionGates()).promoted
+    out = pull("models:/inpnet-served@champion", tmp_path / "model", tracking_uri=mlflow_server)
+    _, info = load_inpainter(out)
+    assert info["version"] == reg.version

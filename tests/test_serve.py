@@ -1,0 +1,75 @@
+"""REST serving: `mlflow models serve -m models:/NAME@champion` answers base64 PNG requests.
+
+The server runs in the local environment (``--env-manager local``) on 127.0.0.1 and a free
+port; the test stops it (its whole process group). It loads the model in a fresh process,
+so it needs the real ``inpnet.models.build``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+from registry_support import (
+    as_records,
+    decode_b64_png,
+    ensure_build_model,
+    free_port,
+    image_and_mask,
+    make_checkpoint,
+    png_b64,
+    real_build_available,
+    stop,
+    subprocess_env,
+    wait_http,
+    write_metrics,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not real_build_available(), reason="inpnet.models.build is not there yet"),
+]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One champion in the session store and `mlflow models serve` on it."""
+    from inpnet.registry.models import CHAMPION, client, register
+
+    ensure_build_model()
+    root = tmp_path_factory.mktemp("serve")
+    uri, name = os.environ["MLFLOW_TRACKING_URI"], f"inpnet-serve-{uuid.uuid4().hex[:8]}"
+    metrics = write_metrics(root / "metrics.json", 20.0, {"center": 20.0})
+    reg = register(make_checkpoint(root / "ckpt"), metrics, tracking_uri=uri, name=name)
+    client(uri).set_registered_model_alias(name, CHAMPION, reg.version)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{CHAMPION}",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "serve.log", "wb"), start_new_session=True,
+        env={**subprocess_env(tmp_path_factory), "MLFLOW_TRACKING_URI": uri},
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=240)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def test_rest_server_inpaints_and_rejects_bad_input(served: str) -> None:
+    import requests
+
+    image, hole = image_and_mask(45, 61)
+    mask = np.where(hole, 255, 0).astype(np.uint8)
+    reply = requests.post(f"{served}/invocations", json=as_records(image=[png_b64(image)], mask=[png_b64(mask)]), timeout=60)
+    assert reply.status_code == 200, reply.text
+    result = decode_b64_png(reply.json()["predictions"][0]["image"])
+    assert result.shape == image.shape and np.array_equal(result[~hole], image[~hole])
+
+    bad = requests.post(f"{served}/invocations", json=as_records(image=[png_b64(image)], mask=[png_b64(mask[:9])]), timeout=60)
+    assert bad.status_code == 400 and "must match" in bad.text
