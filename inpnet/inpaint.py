@@ -178,7 +178,7 @@ def inpaint_array(
             raise MaskError("the mask marks every pixel as a hole; there are no known pixels to inpaint from")
         if not hole.any():
             return image.copy()
-    x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+    x = torch.from_numpy(image.copy()).to(device).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
     m = torch.from_numpy(hole).to(device)[None, None].float()  # (1, 1, H, W)
     pred = inpainter(x, m)
     out = pred if mask is None else composite(x, m, pred)
