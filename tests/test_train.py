@@ -8,7 +8,6 @@ from functools import partial
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pytest
 import torch
 

@@ -9,8 +9,10 @@ which bounds how much a resume has to skip.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from inpnet.models.composite import composite, masked_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchStream", "LoaderFactory", "sample_grid"]
+__all__ = ["BatchStream", "LoaderFactory", "MaskedBatches", "sample_grid"]
 
 LoaderFactory = Callable[..., Iterable[dict[str, Any]]]
 
@@ -111,6 +113,73 @@ class BatchStream:
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
+
+
+class MaskedBatches:
+    """A step's micro-batches with their training masks; the next step's are prepared early.
+
+    Drawing masks (Python and OpenCV per image) can cost as much as a GPU step, so while
+    step ``s`` computes, a background thread draws the masks of step ``s + 1`` from the one
+    seeded generator. :meth:`state` returns the data position and generator state *before*
+    that prefetch, so a checkpoint resumes with exactly the batches and masks of ``s + 1``.
+
+    Args:
+        masks: a :class:`inpnet.masks.MaskMixture` (``sample(b, h, w, step=, generator=, keys=)``).
+        rng: this rank's mask generator; only the background thread draws from it.
+    """
+
+    def __init__(self, stream: BatchStream, masks: Any, rng: np.random.Generator, micro_batches: int) -> None:
+        self.stream = stream
+        self.masks = masks
+        self.rng = rng
+        self.micro_batches = micro_batches
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="masks")
+        self._pending: tuple[int, dict[str, Any], Future[list[tuple[torch.Tensor, torch.Tensor]]]] | None = None
+
+    def _draw(self, images: list[tuple[torch.Tensor, list[str]]], step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for image, keys in images:
+            b, _, h, w = image.shape
+            # keys let the fixed-mask ablation give each image its own mask for the whole run
+            mask = self.masks.sample(b, h, w, step=step, generator=self.rng, keys=keys)  # (B,1,H,W), 1 = hole
+            out.append((image, mask))
+        return out
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {**self.stream.state(), "mask_rng": json.dumps(self.rng.bit_generator.state)}  # 128-bit ints kept as text
+
+    def _submit(self, step: int) -> None:
+        snapshot = self._snapshot()
+        images = [self.stream.next() for _ in range(self.micro_batches)]
+        self._pending = (step, snapshot, self._pool.submit(self._draw, images, step))
+
+    def take(self, step: int, *, prefetch: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The (image, mask) micro-batches of ``step``; starts preparing ``step + 1``."""
+        if self._pending is None or self._pending[0] != step:
+            self._submit(step)
+        assert self._pending is not None
+        micro = self._pending[2].result()
+        self._pending = None
+        if prefetch:
+            self._submit(step + 1)
+        return micro
+
+    def state(self) -> dict[str, Any]:
+        """Data position (epoch, position) and mask generator state of the next step not yet taken."""
+        if self._pending is not None:
+            self._pending[2].result()  # the generator must not move while it is read
+            return dict(self._pending[1])
+        return self._snapshot()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Set the mask generator from :meth:`state` (the stream is opened at its position by the caller)."""
+        self.rng.bit_generator.state = json.loads(state["mask_rng"])
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending[2].cancel()
+            self._pending = None
+        self._pool.shutdown(wait=True)
 
 
 def sample_grid(image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor, *, max_images: int = 4) -> np.ndarray:

@@ -10,7 +10,6 @@ end and on SIGTERM. Rank-zero decisions come from :class:`DistInfo.is_main` only
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -27,7 +26,7 @@ from torch import nn
 from inpnet.config import ResolvedVariant, TrackingConfig
 from inpnet.errors import CheckpointError, TrainingInterrupted
 from inpnet.train import checkpoint as ckpt
-from inpnet.train.batches import BatchStream, LoaderFactory, sample_grid
+from inpnet.train.batches import BatchStream, LoaderFactory, MaskedBatches, sample_grid
 from inpnet.train.distributed import DistInfo, all_gather_objects, all_reduce_grads, all_reduce_mean, any_rank, destroy, init_distributed
 from inpnet.train.optim import EMA, Precision, adamw, lr_at, resolve_precision, set_lr
 from inpnet.train.steps import AdversarialStep, ReconstructionStep, TrainStep, Updater
@@ -104,12 +103,8 @@ def _has_checkpoint(ckpt_dir: Path) -> bool:
     return True
 
 
-def _rank_state(rng: np.random.Generator, stream: BatchStream, info: DistInfo) -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch_rng": torch.get_rng_state(),
-        "mask_rng": json.dumps(rng.bit_generator.state),  # PCG64's 128-bit ints, kept exact as text
-        **stream.state(),
-    }
+def _rank_state(batches: MaskedBatches, info: DistInfo) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch_rng": torch.get_rng_state(), **batches.state()}
     if info.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(info.device)
     return state
@@ -229,12 +224,12 @@ def train(
             rank=info.rank, world_size=info.world_size, seed=cfg.seed, resampled=info.is_distributed,
             epoch=mine["epoch"] if mine else 0, position=mine["position"] if mine else 0, factory=loader_factory,
         )
+        batches = MaskedBatches(stream, _make_masks(variant), rng, cfg.grad_accum)
         if mine:  # after the stream's skip, which may have drawn from the global RNG
-            rng.bit_generator.state = json.loads(mine["mask_rng"])
+            batches.restore(mine)
             torch.set_rng_state(mine["torch_rng"].cpu())
             if "cuda_rng" in mine and info.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda_rng"].cpu(), info.device)
-        masks = _make_masks(variant)
         if start >= total:
             log.info("%s already trained to step %d (max_steps %d); nothing to do", variant.name, start, total)
             status = "FINISHED"
@@ -247,9 +242,12 @@ def train(
             resume_run_id=run_id, system_metrics=bool(tracking and tracking.system_metrics),
             enabled=info.is_main and tracking is not None,
         )
-        with _sigterm_flag() as sigterm:
-            status = _loop(variant, parts, stream, masks, rng, tracker, info, ckpt_dir=ckpt_dir,
-                           start=start, total=total, sigterm=sigterm, progress=tqdm)
+        try:
+            with _sigterm_flag() as sigterm:
+                status = _loop(variant, parts, batches, tracker, info, ckpt_dir=ckpt_dir,
+                               start=start, total=total, sigterm=sigterm, progress=tqdm)
+        finally:
+            batches.close()
         if status == "KILLED":
             raise TrainingInterrupted(
                 f"training of {variant.name} stopped by SIGTERM; checkpoint saved in {ckpt_dir}; "
@@ -262,8 +260,7 @@ def train(
         destroy(info)
 
 
-def _loop(variant: ResolvedVariant, parts: Components, stream: BatchStream, masks: Any, rng: np.random.Generator,
-          tracker: Any, info: DistInfo, *, ckpt_dir: Path, start: int, total: int,
+def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, tracker: Any, info: DistInfo, *, ckpt_dir: Path, start: int, total: int,
           sigterm: threading.Event, progress: Any) -> str:
     """Optimiser steps ``start``..``total``; returns the MLflow status (FINISHED or KILLED)."""
     cfg = variant.train
@@ -283,14 +280,9 @@ def _loop(variant: ResolvedVariant, parts: Components, stream: BatchStream, mask
             set_lr(parts.step.updaters["model"].optimizer, lr)
             if "disc" in parts.step.updaters:
                 set_lr(parts.step.updaters["disc"].optimizer, lr * cfg.disc_lr / cfg.lr)
-            micro = []
-            for _ in range(cfg.grad_accum):
-                image, keys = stream.next()
-                b, _, h, w = image.shape
-                # keys let the fixed-mask ablation give each image its own mask for the whole run
-                mask = masks.sample(b, h, w, step=step, generator=rng, keys=keys)  # (B,1,H,W), 1 = hole
-                micro.append((image.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)))
-                images += b
+            micro = [(image.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
+                     for image, mask in batches.take(step, prefetch=step + 1 < total)]
+            images += sum(image.shape[0] for image, _ in micro)
             losses = parts.step(micro, step)
             if parts.ema is not None:
                 parts.ema.update(parts.model)
@@ -302,7 +294,7 @@ def _loop(variant: ResolvedVariant, parts: Components, stream: BatchStream, mask
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 ips = images * info.world_size / elapsed
                 metrics = {f"train/{k}": v for k, v in zip(keys, mean, strict=True)}
-                metrics.update({"train/lr": lr, "train/images_per_s": ips, "train/epoch": stream.epoch})
+                metrics.update({"train/lr": lr, "train/images_per_s": ips, "train/epoch": batches.stream.epoch})
                 tracker.log_metrics(metrics, step)
                 bar.set_postfix(loss=f"{metrics.get('train/total', float('nan')):.4f}", img_s=f"{ips:.1f}")
                 images, t0 = 0, time.perf_counter()
@@ -310,7 +302,7 @@ def _loop(variant: ResolvedVariant, parts: Components, stream: BatchStream, mask
                 _log_samples(parts, micro[0], tracker, step)
             stop = any_rank(sigterm.is_set(), info)
             if step % cfg.checkpoint_every == 0 or step == total or stop:
-                ranks = all_gather_objects(_rank_state(rng, stream, info), info)
+                ranks = all_gather_objects(_rank_state(batches, info), info)
                 if info.is_main:
                     _save(ckpt_dir, variant, parts, step=step, max_steps=total, rank_states=ranks, run_id=run_id, info=info)
                 if info.is_distributed:
