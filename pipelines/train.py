@@ -45,7 +45,9 @@ def train_flow(params: Params, variant: str) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    train_flow(load_params(args.params), args.variant)
+    params = load_params(args.params)
+    params.variant(args.variant)  # unknown variant: a clear ConfigError before Prefect starts
+    train_flow(params, args.variant)
 
 
 def build_parser() -> argparse.ArgumentParser:

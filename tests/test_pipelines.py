@@ -1,0 +1,153 @@
+"""The pipeline flows under a Prefect test harness (own PREFECT_HOME and database), and the
+entry points' handling of bad params."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inpnet.config import load_params
+from pipeline_support import TINY_OVERRIDES, deep_merge, pipeline_env, repo_toplevel, write_params
+
+REPO = repo_toplevel()
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One temporary Prefect server for every flow test of this module (start-up is 15-60 s here)."""
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    with temporary_settings(updates={PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny profile with every output under a temp dir (the flows take paths from params)."""
+    root = tmp_path_factory.mktemp("flows")
+    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load(TINY_OVERRIDES.read_text()))
+    params = deep_merge(params, {
+        "data": {"raw_dir": str(root / "raw"), "shards_dir": str(root / "shards")},
+        "masks": {"out_dir": str(root / "masks")},
+        "train": {"out_dir": str(root / "models")},
+        "evaluate": {"out_dir": str(root / "reports")},
+    })
+    path = root / "params.yaml"
+    write_params(path, params)
+    return path
+
+
+@pytest.mark.slow
+def test_data_flow_writes_the_sample(harness: None, params_file: Path) -> None:
+    from pipelines.data import data_flow
+
+    data = load_params(params_file).data
+    paths = [Path(p) for p in data_flow(data)]
+    names = sorted(p.name for p in paths)
+    assert names == sorted([data.fetch.train.filename, data.fetch.val.filename, data.fetch.filelist.filename])
+    assert all(p.parent == Path(data.raw_dir) and p.stat().st_size > 0 for p in paths)
+
+
+@pytest.mark.slow
+def test_masks_flow_writes_the_bank(harness: None, params_file: Path) -> None:
+    from pipelines.masks import masks_flow
+
+    from inpnet.masks import load_bank
+
+    masks = load_params(params_file).masks
+    manifest = Path(masks_flow(masks))
+    assert manifest == Path(masks.out_dir) / "manifest.json" and manifest.is_file()
+    bank = load_bank(masks.out_dir)
+    assert len(bank) == len(masks.patterns) * len(masks.ratios) * masks.per_cell
+    assert {m.pattern for m in bank} == set(masks.patterns)
+
+
+@pytest.mark.slow
+def test_baselines_then_compare_flows(harness: None, params_file: Path) -> None:
+    """Shard val, evaluate the baselines, compare them: the stages that need no training."""
+    from pipelines.compare import compare_flow
+    from pipelines.data import data_flow
+    from pipelines.evaluate import evaluate_flow, report_dir
+    from pipelines.masks import masks_flow
+    from pipelines.shard import run_shard
+
+    params = load_params(params_file)
+    # the tiny profile has no trained variant here: compare the baselines alone
+    params = params.model_copy(update={"pipeline": params.pipeline.model_copy(update={"variants": ()})})
+    if not (Path(params.data.raw_dir) / params.data.fetch.val.filename).is_file():
+        data_flow(params.data)
+    if not (Path(params.masks.out_dir) / "manifest.json").is_file():
+        masks_flow(params.masks)
+    totals = run_shard(params_file, "val")
+    assert totals
+    outs = evaluate_flow(params, baselines=True)
+    assert outs == [str(report_dir(params, "telea", baseline=True))]
+    metrics = json.loads((Path(outs[0]) / "metrics.json").read_text())
+    assert set(metrics["patterns"]) == set(params.masks.patterns)
+    assert all(metrics["patterns"][p]["n"] > 0 for p in params.masks.patterns)
+    summary = compare_flow(params)
+    assert "telea" in summary["methods"]
+    assert (Path(params.evaluate.out_dir) / "compare" / "table.md").is_file()
+
+
+def _run_entry(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = pipeline_env(None, cwd)
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_bad_params_key_exits_2_with_its_dotted_path(tmp_path: Path) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["masks"]["sizee"] = 32
+    bad = tmp_path / "bad.yaml"
+    write_params(bad, params)
+    proc = _run_entry("pipelines.masks", "--params", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "masks.sizee" in proc.stderr and "bad.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists()  # failed before any work
+
+
+def test_unknown_variant_exits_2(tmp_path: Path) -> None:
+    proc = _run_entry("pipelines.train", "--params", str(REPO / "params.yaml"), "--variant", "nope_s", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "nope_s" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_params_file_exits_2(tmp_path: Path) -> None:
+    proc = _run_entry("pipelines.data", "--params", str(tmp_path / "absent.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "absent.yaml" in proc.stderr and "not found" in proc.stderr
+
+
+def test_retrain_deployment_has_cron_and_one_run_at_a_time(tmp_path: Path) -> None:
+    """The deployment object carries params' schedule and concurrency limit 1 (no server needed)."""
+    from pipelines.retrain import DEPLOYMENT_NAME, make_deployment
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["schedule"] = {"cron": "5 1 * * 2", "timezone": "Europe/Paris"}
+    write_params(tmp_path / "params.yaml", params)
+    deployment = make_deployment(tmp_path, Path("params.yaml"))
+    assert deployment.name == DEPLOYMENT_NAME
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == "5 1 * * 2" and schedule.schedule.timezone == "Europe/Paris"
+    assert deployment.concurrency_limit == 1
+    assert deployment.parameters["repo"] == str(tmp_path.resolve())
+
+
+def test_entry_points_do_not_override_the_users_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.common import prepare_environment
+
+    monkeypatch.setenv("DO_NOT_TRACK", "0")
+    monkeypatch.delenv("DVC_NO_ANALYTICS", raising=False)
+    prepare_environment()
+    assert os.environ["DO_NOT_TRACK"] == "0" and os.environ["DVC_NO_ANALYTICS"] == "1"
