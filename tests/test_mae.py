@@ -183,3 +183,12 @@ def test_from_config_loads_pretrained_only_when_asked(tmp_path: Path) -> None:
     torch.manual_seed(7)
     fresh = MAE.from_config(cfg, pretrained=False)
     assert not torch.equal(fresh.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_build_model_without_the_pretraining_file(tmp_path: Path) -> None:
+    from inpnet.models.build import build_model
+
+    cfg = TINY.model_copy(update={"pretrained": str(tmp_path / "gone.pth")})
+    with pytest.raises(CheckpointError, match="gone.pth"):
+        build_model(cfg)
+    assert isinstance(build_model(cfg, pretrained=False), MAE)  # e.g. loading a trained checkpoint elsewhere

@@ -26,8 +26,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor
 _DEFAULT_REC: dict[str, RecKind] = {"inpnet": "mse", "mae": "mse", "cmgan": "l1"}
 
 
-def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig) -> nn.Module:
-    """The family's ``nn.Module`` (``forward(image, mask) -> prediction``), built from its config."""
+def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig, *, pretrained: bool = True) -> nn.Module:
+    """The family's ``nn.Module`` (``forward(image, mask) -> prediction``), built from its config.
+
+    ``pretrained=False`` skips loading ``cfg.pretrained`` (MAE): use it when the weights
+    come from a trained checkpoint anyway, so the original pre-training file need not exist.
+    """
     if cfg.family == "inpnet":
         from inpnet.models.inpnet import InpNet
 
@@ -35,7 +39,7 @@ def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig) -> n
     if cfg.family == "mae":
         from inpnet.models.mae import MAE
 
-        return MAE.from_config(cfg)
+        return MAE.from_config(cfg, pretrained=pretrained)
     if cfg.family == "cmgan":
         from inpnet.models.cmgan import CMGAN
 
