@@ -238,11 +238,15 @@ class FIDScorer:
         """Buckets that hold fake features."""
         return [b for b in self._fake if b is not None]
 
-    def count(self, bucket: Hashable | None = None, *, real: bool = False) -> int:
-        """Number of features in a bucket (None: all)."""
+    def features(self, bucket: Hashable | None = None, *, real: bool = False) -> np.ndarray:
+        """The stored (N, D) float32 features of a bucket (None: all buckets)."""
         store = self._real if real else self._fake
         chunks = [f for c in store.values() for f in c] if bucket is None else store.get(bucket, [])
-        return sum(len(f) for f in chunks)
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+    def count(self, bucket: Hashable | None = None, *, real: bool = False) -> int:
+        """Number of features in a bucket (None: all)."""
+        return len(self.features(bucket, real=real))
 
     def fid(self, bucket: Hashable | None = None) -> float:
         """FID of ``bucket``'s fakes (None: all fakes) against its reference set."""
