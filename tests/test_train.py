@@ -150,6 +150,23 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, monkeypatch: 
     assert load_state(resumed)["ranks"][0]["epoch"] == load_state(full)["ranks"][0]["epoch"] == 2
 
 
+@pytest.mark.parametrize("name", ["inpnet_tiny", "mae_tiny", pytest.param("cmgan_tiny", marks=pytest.mark.slow)])
+def test_every_family_trains_on_the_one_trainer(tmp_path: Path, name: str) -> None:
+    from inpnet.train.checkpoint import load_model, read_meta
+
+    v = tiny_variant(name, max_steps=2, log_every=1, ema_decay=0.9, precision="fp32")
+    ckpt_dir = _run(tmp_path, v)
+    assert read_meta(ckpt_dir)["step"] == 2
+    model, resolved = load_model(ckpt_dir)
+    assert resolved.model.family == v.model.family
+    image = next(synthetic_loader(tmp_path, image_size=32, batch_size=2))["image"]
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, :16] = 1
+    with torch.no_grad():
+        out = model(image, mask)
+    assert out.shape == image.shape and torch.isfinite(out).all()
+
+
 def test_accumulation_and_bf16_autocast(tmp_path: Path) -> None:
     from inpnet.train.checkpoint import load_state, read_meta
 

@@ -55,6 +55,8 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
     cfg = variant.train
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = build_model(variant.model).to(info.device)
+    if hasattr(model, "seed_noise"):  # CM-GAN: training-mode noise from a seeded generator, per rank
+        model.seed_noise(cfg.seed + info.rank)
     precision = resolve_precision(cfg.precision, info.device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     forward_model: nn.Module = model
@@ -70,7 +72,8 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
     if cfg.loss.adv_weight <= 0:
         step: TrainStep = ReconstructionStep(forward_model, loss_fn, g_upd, precision)
         return Components(model, step, precision, ema=ema, forward_model=forward_model)
-    disc = build_discriminator(cfg.loss.disc, img_size=cfg.image_size).to(info.device)
+    d_channels = getattr(variant.model, "disc_channels", 64)  # CM-GAN variants size their discriminator
+    disc = build_discriminator(cfg.loss.disc, img_size=cfg.image_size, base_channels=d_channels).to(info.device)
     d_params = list(disc.parameters())
     d_opt = adamw(disc, lr=cfg.disc_lr, weight_decay=0.0, betas=cfg.betas)
     d_upd = Updater(d_params, d_opt, scaler=precision.scaler(), sync=lambda: all_reduce_grads(d_params, info))
@@ -88,6 +91,11 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
 
 def _make_masks(variant: ResolvedVariant) -> Any:
     from inpnet.masks import MaskMixture
+
+    if variant.train.masks.object_dir:  # CM-GAN's object-aware masks (same sample() call)
+        from inpnet.object_masks import ObjectMaskSampler
+
+        return ObjectMaskSampler.from_config(variant.train.masks)
 
     return MaskMixture(variant.train.masks, seed=variant.train.seed)
 
@@ -234,13 +242,14 @@ def train(
             log.info("%s already trained to step %d (max_steps %d); nothing to do", variant.name, start, total)
             status = "FINISHED"
             return ckpt_dir
+        track = info.is_main and tracking is not None
+        tags = {"variant": variant.name, "family": variant.model.family, "world_size": str(info.world_size),
+                "git_commit": git_commit() if track else None,
+                "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json") if track else None}
         tracker = start_tracking(
             tracking_uri=tracking.tracking_uri if tracking else "", experiment=tracking.experiment if tracking else "",
-            run_name=variant.name, params=variant.model_dump(mode="json"),
-            tags={"variant": variant.name, "family": variant.model.family, "git_commit": git_commit(),
-                  "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json")},
-            resume_run_id=run_id, system_metrics=bool(tracking and tracking.system_metrics),
-            enabled=info.is_main and tracking is not None,
+            run_name=variant.name, params=variant.model_dump(mode="json"), tags=tags, resume_run_id=run_id,
+            system_metrics=bool(tracking and tracking.system_metrics), enabled=track,
         )
         try:
             with _sigterm_flag() as sigterm:
