@@ -210,6 +210,7 @@ class CMGANModelConfig(_Section):
     attn_max_res: int = Field(default=16, ge=1, description="highest feature resolution that gets an attention block")
     attn_heads: int = Field(default=4, ge=1)
     ffc_stride: int = Field(default=8, ge=1, description="FFC residual blocks run at img_size / ffc_stride (LaMa: 8)")
+    disc_channels: int = Field(default=64, ge=4, description="discriminator channels at full resolution (doubled per halving)")
     disc: Literal["stylegan2", "patchgan"] = "stylegan2"
 
 

@@ -146,6 +146,7 @@ def test_variants_resolve_and_build(repo_root) -> None:
     params = load_params(repo_root / "params.yaml")
     for name in ("cmgan_tiny", "cmgan_s", "cmgan_b", "cmgan_b512"):
         assert params.variant(name).model.family == "cmgan"
+    assert params.variant("cmgan_s").model.mask_attention and not params.variant("cmgan_s_noattn").model.mask_attention
     v = params.variant("cmgan_tiny")
     model = build_model(v.model)
     assert isinstance(model, CMGAN) and model.img_size == v.train.image_size
@@ -164,6 +165,8 @@ def test_short_adversarial_run_moves_both_losses_and_ema(repo_root) -> None:
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     comp = build_components(variant, info)
     assert comp.ema is not None and comp.disc is not None
+    assert comp.model.noise_generator is not None  # the trainer seeds CM-GAN's noise
+    assert comp.disc.from_input.weight.shape[0] == variant.model.disc_channels
     size, b = variant.train.image_size, variant.train.batch_size
     g = torch.Generator().manual_seed(0)
     history: dict[str, list[float]] = {"d_loss": [], "g_adv": [], "total": []}
