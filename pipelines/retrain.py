@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from pipelines.common import base_parser, run_entry
@@ -31,8 +32,12 @@ DEPLOYMENT_NAME = "scheduled-retrain"
 
 
 def _dvc(args: list[str], repo: Path) -> str:
-    cmd = ["dvc", *args]
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    # the dvc of this environment (a served deployment may not have the venv on PATH)
+    beside = Path(sys.executable).parent / "dvc"
+    cmd = [str(beside) if beside.is_file() else "dvc", *args]
+    # stage commands say `python -m pipelines...`: this interpreter's bin folder comes first
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-20:]

@@ -67,7 +67,8 @@ def test_deployment_has_the_cron_from_params_and_limit_1(served: tuple[Path, str
     (sched,) = deployment.schedules
     assert sched.schedule.cron == schedule["cron"] and sched.schedule.timezone == schedule["timezone"]
     assert sched.active
-    assert deployment.concurrency_limit == 1
+    # Prefect 3 keeps a deployment's concurrency limit as a global concurrency limit
+    assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 1
     assert deployment.parameters["repo"] == str(repo.resolve())
 
 
