@@ -148,6 +148,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, monkeypatch: 
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     assert load_state(resumed)["ranks"][0]["epoch"] == load_state(full)["ranks"][0]["epoch"] == 2
+    again = _run(tmp_path, v, out=tmp_path / "cut", batches=3, resume=True)  # finished: nothing to do
+    assert read_meta(again)["step"] == 8
 
 
 @pytest.mark.parametrize("name", ["inpnet_tiny", "mae_tiny", pytest.param("cmgan_tiny", marks=pytest.mark.slow)])

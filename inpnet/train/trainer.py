@@ -221,6 +221,10 @@ def train(
             log.info("resuming %s from step %d (%s)", variant.name, start, ckpt_dir)
         elif resume:
             log.info("--resume: no checkpoint in %s yet; starting from step 0", ckpt_dir)
+        if start >= total:
+            log.info("%s already trained to step %d (max_steps %d); nothing to do", variant.name, start, total)
+            status = "FINISHED"
+            return ckpt_dir
         mine = state["ranks"][info.rank] if state and info.rank < len(state["ranks"]) else None
         if state and (mine is None or state["world_size"] != info.world_size):
             log.warning("checkpoint was written by %s ranks, now %d: data order and masks are re-seeded",
@@ -238,10 +242,6 @@ def train(
             torch.set_rng_state(mine["torch_rng"].cpu())
             if "cuda_rng" in mine and info.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda_rng"].cpu(), info.device)
-        if start >= total:
-            log.info("%s already trained to step %d (max_steps %d); nothing to do", variant.name, start, total)
-            status = "FINISHED"
-            return ckpt_dir
         track = info.is_main and tracking is not None
         tags = {"variant": variant.name, "family": variant.model.family, "world_size": str(info.world_size),
                 "git_commit": git_commit() if track else None,
@@ -269,8 +269,8 @@ def train(
         destroy(info)
 
 
-def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, tracker: Any, info: DistInfo, *, ckpt_dir: Path, start: int, total: int,
-          sigterm: threading.Event, progress: Any) -> str:
+def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, tracker: Any, info: DistInfo, *,
+          ckpt_dir: Path, start: int, total: int, sigterm: threading.Event, progress: Any) -> str:
     """Optimiser steps ``start``..``total``; returns the MLflow status (FINISHED or KILLED)."""
     cfg = variant.train
     dev = info.device
