@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pipeline_support import clone_worktree, pipeline_env, run_dvc, shared_prefect_server, write_params
+from pipeline_support import _git, clone_worktree, pipeline_env, run_dvc, shared_prefect_server, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,8 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tup
     repo = clone_worktree(tmp_path_factory.mktemp("dvc") / "repo")
     env = pipeline_env(prefect_api, repo.parent)
     proc = run_dvc(["repro"], repo, env, timeout=900)
+    _git(["add", "dvc.lock"], repo)  # a baseline commit for metrics/plots diff
+    _git(["commit", "-q", "-m", "repro"], repo)
     return repo, env, set(STAGE_RUN.findall(proc.stdout))
 
 
@@ -82,3 +84,15 @@ def test_changing_one_variant_reruns_only_its_stages(tiny_repo: tuple[Path, dict
     # compare and register depend on every variant's outputs: they follow when mae's do
     assert {"train@mae_tiny", "evaluate@mae_tiny"} <= ran <= {"train@mae_tiny", "evaluate@mae_tiny", "compare", "register"}
     assert json.loads(run_dvc(["status", "--json"], repo, env).stdout) == {}
+    _assert_diffs_show_only_mae(repo, env)
+
+
+def _assert_diffs_show_only_mae(repo: Path, env: dict[str, str]) -> None:
+    """Metrics and plots of the last commit are read back from DVC's cache (reports/ is git-ignored)."""
+    diff = json.loads(run_dvc(["metrics", "diff", "--json"], repo, env).stdout)
+    assert "reports/variants/mae_tiny/metrics.json" in diff, diff
+    assert not any("inpnet_tiny" in path or "cmgan_tiny" in path for path in diff), diff
+    out = repo.parent / "plots-diff"
+    run_dvc(["plots", "diff", "HEAD", "-o", str(out)], repo, env)
+    assert (out / "index.html").is_file()
+    assert len(list(out.rglob("*psnr_by_ratio.png"))) >= 2, sorted(out.rglob("*"))  # committed and workspace versions
