@@ -71,5 +71,9 @@ def test_rest_server_inpaints_and_rejects_bad_input(served: str) -> None:
     result = decode_b64_png(reply.json()["predictions"][0]["image"])
     assert result.shape == image.shape and np.array_equal(result[~hole], image[~hole])
 
+    inverted = as_records(image=[png_b64(image)], mask=[png_b64(255 - mask)])
+    again = requests.post(f"{served}/invocations", json={**inverted, "params": {"invert_mask": True}}, timeout=60)
+    assert again.status_code == 200 and np.array_equal(decode_b64_png(again.json()["predictions"][0]["image"]), result)
+
     bad = requests.post(f"{served}/invocations", json=as_records(image=[png_b64(image)], mask=[png_b64(mask[:9])]), timeout=60)
     assert bad.status_code == 400 and "must match" in bad.text
