@@ -8,7 +8,7 @@ Measures in one run:
   use_sample_covariance=False, data_range=1, channel_axis=-1)``, one image at a time) against
   ours (:mod:`inpnet.evaluate.metrics`, batched, CPU and CUDA when present), with the largest
   difference seen; wall and CPU-time rates (CPU time does not depend on what else runs);
-- ``tr sqrt(S1 S2)`` on two dim x dim covariances: our eigenvalue form
+- ``tr sqrt(S1 S2)`` on two dim x dim covariances: our eigenvalue form (Cholesky-similar symmetric matrix, eigvalsh)
   (:func:`inpnet.evaluate.fid.frechet_distance_stats`) against SciPy's ``sqrtm`` route, time and
   result;
 - with CUDA: Inception feature throughput (random weights, same cost as real ones) with

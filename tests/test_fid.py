@@ -49,6 +49,20 @@ def test_frechet_distance_matches_scipy() -> None:
     assert frechet_distance(b, a) == pytest.approx(ref, rel=1e-9)
 
 
+def test_singular_covariances_use_the_eigh_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _features(7, n=30), _features(8, n=30, shift=0.2)  # 30 samples, 48 dims: rank-deficient
+    ref = _scipy_fid(a, b)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+
+    def no_cholesky(_: np.ndarray) -> np.ndarray:
+        raise np.linalg.LinAlgError("not positive definite")
+
+    monkeypatch.setattr(np.linalg, "cholesky", no_cholesky)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+    c, d = _features(0), _features(1, n=200, shift=0.3)
+    assert frechet_distance(c, d) == pytest.approx(_scipy_fid(c, d), rel=1e-9)
+
+
 def test_sqrtm_psd_matches_scipy() -> None:
     cov = np.cov(_features(2), rowvar=False)
     root = sqrtm_psd(cov)
