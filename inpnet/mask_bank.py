@@ -128,7 +128,7 @@ def write_bank(
     ``external`` in ``patterns`` (or an ``external_dir``) adds the external cells. Existing
     PNGs in the cells being written are replaced; other folders are left alone.
     """
-    from inpnet.masks import MAX_RATIO, hole_ratio, make_mask
+    from inpnet.masks import MAX_RATIO, PATTERNS, hole_ratio, make_mask
 
     out = Path(out_dir)
     keys = [f"{r:.2f}" for r in ratios]
@@ -139,6 +139,9 @@ def write_bank(
         raise MaskError(f"mask bank ratios must lie in [0, {MAX_RATIO}], got {bad}")
     if per_cell < 1 or size < 1:
         raise MaskError(f"mask bank needs size >= 1 and per_cell >= 1, got size={size}, per_cell={per_cell}")
+    unknown = sorted(set(patterns) - set(PATTERNS) - {"external"})
+    if unknown:
+        raise MaskError(f"unknown mask patterns {unknown}; choose from {[*PATTERNS, 'external']}")
     generated = [p for p in patterns if p != "external"]
     want_external = "external" in patterns or external_dir is not None
     if want_external and external_dir is None:

@@ -71,6 +71,9 @@ def test_external_masks_are_binarised_resized_and_bucketed(tmp_path: Path) -> No
         assert abs(m.achieved - m.ratio) <= 0.05
     with pytest.raises(MaskError, match="external"):
         write_bank(tmp_path / "x", patterns=["external"], **ARGS)
+    with pytest.raises(MaskError, match="unknown mask patterns"):
+        write_bank(tmp_path / "y", patterns=["center", "blobs"], **ARGS)
+    assert not (tmp_path / "y").exists()
 
 
 def test_read_mask_png_threshold_resize_and_errors(tmp_path: Path) -> None:
