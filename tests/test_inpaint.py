@@ -11,7 +11,7 @@ from PIL import Image
 
 from inpnet.errors import DataError, MaskError
 from inpnet.inpaint import Inpainter, inpaint_array, inpaint_files, inpaint_folder
-from registry_support import StandIn, image_and_mask, make_checkpoint
+from registry_support import StandIn, image_and_mask, make_checkpoint, real_build_available, tiny_variant
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,16 @@ def test_cli_inpaint_from_checkpoint(tmp_path: Path) -> None:
     assert main([*args[:-1], str(tmp_path / "none.png"), "--mask", str(bad)]) == 2
     assert not (tmp_path / "none.png").exists()
     assert main(["inpaint", "--model", str(tmp_path / "nope"), "--image", str(img_p), "--out", str(out)]) == 2
+
+
+@pytest.mark.skipif(not real_build_available(), reason="inpnet.models.build is not there yet")
+@pytest.mark.parametrize("variant", ["inpnet_tiny", "mae_tiny", "cmgan_tiny"])
+def test_every_family_tiles_odd_sizes(variant: str) -> None:
+    from inpnet.models.build import build_model
+
+    v = tiny_variant(variant)
+    torch.manual_seed(0)  # test-only: weight init has no generator argument
+    inp = Inpainter(build_model(v.model).eval(), grid=v.model.img_size, family=v.model.family)
+    image, hole = image_and_mask(97, 131)
+    out = inpaint_array(inp, image, hole)
+    assert out.shape == image.shape and np.array_equal(out[~hole], image[~hole])
