@@ -113,6 +113,9 @@ def test_decode_request_uses_dct_scaling() -> None:
     assert scaled_request(512, 683, 512, 512, 256) == (256, 342)
     # a small crop needs more pixels than the output, never more than the image
     assert scaled_request(512, 683, 128, 128, 256) == (512, 683)
+    # 400 px crops would allow 5/8, which libjpeg decodes slower than full size: full it is
+    assert scaled_request(512, 683, 400, 400, 256) == (512, 683)
+    assert scaled_request(512, 683, 400, 400, 64) == (128, 171)
     rng = np.random.default_rng(0)
     small = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
     buf = io.BytesIO()

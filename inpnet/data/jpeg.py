@@ -165,5 +165,14 @@ def resize_shortest(data: bytes, side: int, quality: int) -> tuple[bytes, JpegIn
 
 
 def scaled_request(height: int, width: int, crop_h: float, crop_w: float, out: int) -> tuple[int, int]:
-    """Smallest decode size (h, w) at which a ``crop_h x crop_w`` crop still has ``out`` pixels."""
-    return (min(height, math.ceil(height * out / crop_h)), min(width, math.ceil(width * out / crop_w)))
+    """Decode size (h, w) at which a ``crop_h x crop_w`` crop still has ``out`` pixels.
+
+    Only the 1/8, 1/4 and 1/2 scales are requested: libjpeg-turbo has SIMD inverse DCTs
+    for those, while the others (3/8, 5/8, 7/8, ...) run generic C code that is slower than
+    a full-size decode (measured: 7/8 scale 1.9 ms, full 0.9 ms, 1/2 0.8 ms on 512x683).
+    """
+    need = max(out / crop_h, out / crop_w)
+    for factor in (0.125, 0.25, 0.5):
+        if factor >= need:
+            return math.ceil(height * factor), math.ceil(width * factor)
+    return height, width
