@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import ConfigError, DataConfig, ShardConfig, load_params
 from inpnet.data.manifest import ShardRecord
-from inpnet.data.shard import ShardJob, shard_tar
+from inpnet.data.shard import ShardJob, check_inputs, shard_tar
 
 
 @task(name="write-shard", cache_policy=NO_CACHE, task_run_name="write-{job.name}")
@@ -93,6 +93,7 @@ def run_shard(params: str | Path, split: str, *, tar: str | None = None, filelis
     overrides = {k: v for k, v in {"resize": resize, "workers": workers, "task_runner": task_runner}.items() if v is not None}
     cfg = ShardConfig.model_validate({**data.shard.model_dump(), **overrides})
     tar_path, list_path, out_path = resolve_paths(data, split, tar, filelist, out)
+    check_inputs(tar_path, list_path, split)  # bad input: one line, before Prefect starts
     if not use_prefect:
         return shard_tar(tar_path, list_path, split, out_path, cfg).totals
     runner = make_task_runner(cfg, dask_address)

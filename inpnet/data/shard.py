@@ -38,7 +38,7 @@ from inpnet.data.tarindex import Member, index_tar, list_key, member_problem, re
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
 
-__all__ = ["Candidate", "ShardJob", "ShardPlan", "ShardSpec", "plan_shards", "shard_tar", "write_shard"]
+__all__ = ["Candidate", "ShardJob", "ShardPlan", "ShardSpec", "check_inputs", "plan_shards", "shard_tar", "write_shard"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,15 @@ def plan_shards(members: Sequence[Member], labels: dict[str, int], *, split: str
         chunk = candidates[i * len(candidates) // count : (i + 1) * len(candidates) // count]
         jobs.append(ShardJob(index=i, name=f"{split}-{i:06d}.tar", members=tuple(chunk)))
     return ShardPlan(jobs=jobs, rejected=rejected, list_missing=len(labels) - len(candidates))
+
+
+def check_inputs(tar: str | Path, filelist: str | Path, split: str, probe: int = 2000) -> None:
+    """Fail fast, before any work is scheduled: a missing tar or file list, or a list that
+    matches none of the tar's first ``probe`` members (e.g. the train list for val)."""
+    labels, _ = read_labels(filelist, split)
+    members = index_tar(tar, limit=probe)
+    plan_shards(members, labels, split=split, samples_per_shard=1, shard_multiple=1,
+                tar_name=f"{tar} (first {len(members)} members)", list_name=str(filelist))
 
 
 def _prepare(data: bytes, spec: ShardSpec) -> tuple[bytes, JpegInfo]:
