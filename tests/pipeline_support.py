@@ -111,13 +111,20 @@ def pipeline_env(api_url: str | None, home: Path) -> dict[str, str]:
 
 
 def run_dvc(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """``dvc ARGS`` in ``cwd``; raises with the output tail when it fails."""
-    proc = subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=cwd, env=env or pipeline_env(None, cwd / ".homes"),
-                          capture_output=True, text=True, timeout=timeout)
+    """``dvc ARGS`` in ``cwd``; raises with the output tail when it fails. On a timeout or an
+    interrupt the whole process group (the stage commands too) is stopped."""
+    cmd = [str(VENV_BIN / "dvc"), *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env or pipeline_env(None, cwd / ".homes"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        stop_process(proc, grace=5)
+        raise
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        tail = "\n".join((out + err).splitlines()[-60:])
         raise AssertionError(f"dvc {' '.join(args)} exited {proc.returncode} in {cwd}:\n{tail}")
-    return proc
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pipeline_support import _git, clone_worktree, pipeline_env, run_dvc, shared_prefect_server, write_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a loaded 2-core machine needs minutes
 
 STAGE_RUN = re.compile(r"Running stage '([^']+)'")
 

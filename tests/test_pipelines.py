@@ -47,6 +47,7 @@ def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # includes the harness start-up, 15-60 s on a loaded machine
 def test_data_flow_writes_the_sample(harness: None, params_file: Path) -> None:
     from pipelines.data import data_flow
 
@@ -58,6 +59,7 @@ def test_data_flow_writes_the_sample(harness: None, params_file: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # includes the harness start-up, 15-60 s on a loaded machine
 def test_masks_flow_writes_the_bank(harness: None, params_file: Path) -> None:
     from pipelines.masks import masks_flow
 
@@ -72,6 +74,7 @@ def test_masks_flow_writes_the_bank(harness: None, params_file: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # includes the harness start-up, 15-60 s on a loaded machine
 def test_baselines_then_compare_flows(harness: None, params_file: Path) -> None:
     """Shard val, evaluate the baselines, compare them: the stages that need no training."""
     from pipelines.compare import compare_flow
@@ -99,34 +102,48 @@ def test_baselines_then_compare_flows(harness: None, params_file: Path) -> None:
     assert (Path(params.evaluate.out_dir) / "compare" / "table.md").is_file()
 
 
-def _run_entry(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = pipeline_env(None, cwd)
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_bad_params_key_exits_2_with_its_dotted_path(tmp_path: Path) -> None:
+def _write_bad_params(tmp_path: Path) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["masks"]["sizee"] = 32
     bad = tmp_path / "bad.yaml"
     write_params(bad, params)
-    proc = _run_entry("pipelines.masks", "--params", str(bad), cwd=tmp_path)
+    return bad
+
+
+@pytest.mark.slow
+def test_bad_params_key_exits_2_with_its_dotted_path(tmp_path: Path) -> None:
+    """The real entry point as DVC runs it: ``python -m pipelines.masks``."""
+    env = pipeline_env(None, tmp_path)
+    env["PYTHONPATH"] = str(REPO)
+    bad = _write_bad_params(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.masks", "--params", str(bad)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "masks.sizee" in proc.stderr and "bad.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists()  # failed before any work
 
 
-def test_unknown_variant_exits_2(tmp_path: Path) -> None:
-    proc = _run_entry("pipelines.train", "--params", str(REPO / "params.yaml"), "--variant", "nope_s", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert "nope_s" in proc.stderr and "Traceback" not in proc.stderr
+def test_unknown_variant_exits_2_before_any_flow(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines import train
+    from pipelines.common import run_entry
+
+    assert run_entry(train.main, train.build_parser(), ["--params", str(REPO / "params.yaml"), "--variant", "nope_s"]) == 2
+    err = capsys.readouterr().err
+    assert "nope_s" in err and "inpnet_s" in err  # names the variants that exist
 
 
-def test_missing_params_file_exits_2(tmp_path: Path) -> None:
-    proc = _run_entry("pipelines.data", "--params", str(tmp_path / "absent.yaml"), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "absent.yaml" in proc.stderr and "not found" in proc.stderr
+@pytest.mark.parametrize("module", ["data", "masks", "compare", "register"])
+def test_entry_points_map_config_errors_to_exit_2(module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from pipelines.common import base_parser, run_entry
+
+    mod = importlib.import_module(f"pipelines.{module}")
+    assert run_entry(mod.main, base_parser(module), ["--params", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml" in capsys.readouterr().err
+    assert run_entry(mod.main, base_parser(module), ["--params", str(_write_bad_params(tmp_path))]) == 2
+    assert "masks.sizee" in capsys.readouterr().err
 
 
 def test_retrain_deployment_has_cron_and_one_run_at_a_time(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pipeline_support import clone_worktree, pipeline_env, shared_prefect_server, stop_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FULL_NAME = "retrain/scheduled-retrain"
 
