@@ -23,6 +23,8 @@ def write_bank_task(masks: MasksConfig) -> str:
         per_cell=masks.per_cell,
         seed=masks.seed,
         external_dir=Path(masks.external_dir) if masks.external_dir else None,
+        external_invert=masks.external_invert,
+        presets={"random": {"patch_size": masks.random_patch_size}},
     )
     return str(manifest)
 
