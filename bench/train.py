@@ -146,6 +146,8 @@ def matmul_peak_tflops(device: str, n: int = 8192, iters: int = 20) -> float:
 def _run_child(name: str, args: argparse.Namespace, peer: bool) -> dict[str, Any] | None:
     cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--precision", args.precision, "--device", args.device]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
     if peer:
@@ -167,9 +169,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: the variant's train.batch_size")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(measure(args.one, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
                                  precision=args.precision, device=args.device, peer=args.peer)))
