@@ -104,7 +104,9 @@ def loader_rate(shards: Path, workers: int, batches: int) -> tuple[float, float,
 
     torch.set_num_threads(1)
     start_main, start_children = time.process_time(), _children_cpu()
-    loader = make_loader(shards, image_size=SIZE, batch_size=32, train=True, num_workers=workers, resampled=True, shuffle_buffer=64)
+    # fork: workers must be this process's children for RUSAGE_CHILDREN to count them
+    loader = make_loader(shards, image_size=SIZE, batch_size=32, train=True, num_workers=workers, resampled=True,
+                         shuffle_buffer=64, start_method="fork")
     stream = iter(loader)
     warm = sum(next(stream)["image"].shape[0] for _ in range(max(2, workers * 2)))  # start-up excluded from wall
     start = time.perf_counter()
