@@ -150,7 +150,7 @@ class InpNetModelConfig(_Section):
     skip_connections: bool = True
     skip_depths: tuple[int, ...] | None = Field(default=None, description="encoder blocks feeding the decoder; None = 1/4, 1/2, 3/4, last")
     decoder_channels: tuple[int, ...] = Field(
-        default=(128, 64, 32, 16),
+        default=(96, 48, 24, 12),
         min_length=1,
         description="one decoder stage per entry, each upsampling 2x (the first makes up the rest of patch_size)",
     )
