@@ -90,7 +90,9 @@ def test_forward_shape_range_grad_and_composite(params, variant: str) -> None:
     assert torch.isfinite(pred).all()
     assert pred.min() >= 0 and pred.max() <= 1
     ((pred - image) ** 2).mean().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+    ]
     assert not no_grad, f"parameters without gradient: {no_grad}"
     out = composite(image, mask, pred.detach())
     known = mask.expand_as(image) < 0.5

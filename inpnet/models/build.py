@@ -20,7 +20,8 @@ __all__ = ["LossFn", "MAELoss", "PixelLoss", "build_discriminator", "build_loss"
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+LossOut = tuple[torch.Tensor, dict[str, torch.Tensor]]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossOut]
 
 # The paper's choice per family when LossConfig.rec_loss is None.
 _DEFAULT_REC: dict[str, RecKind] = {"inpnet": "mse", "mae": "mse", "cmgan": "l1"}
@@ -70,7 +71,7 @@ class PixelLoss:
         self.hole_weight = hole_weight
         self.valid_weight = valid_weight
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> LossOut:
         return reconstruction_loss(
             image, mask, prediction, kind=self.kind, hole_weight=self.hole_weight, valid_weight=self.valid_weight
         )
@@ -85,7 +86,7 @@ class MAELoss:
         self.kind = kind
         self.weight = weight
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> LossOut:
         return masked_patch_loss(
             image, mask, prediction, patch_size=self.patch_size, norm_pix=self.norm_pix, kind=self.kind, weight=self.weight
         )

@@ -155,7 +155,7 @@ class InpNet(nn.Module):
         in_chs = (embed_dim, *decoder_channels[:-1])
         self.stages = nn.ModuleList(
             UpStage(cin, cout, first_scale if i == 0 else 2, refine=i < n_stages - 1 or n_stages == 1)
-            for i, (cin, cout) in enumerate(zip(in_chs, decoder_channels))
+            for i, (cin, cout) in enumerate(zip(in_chs, decoder_channels, strict=True))
         )
         # skip k (deepest first) joins stage min(k, last): extra shallow skips share the finest stage
         self.skip_stage = [min(k, n_stages - 1) for k in range(len(self.skip_depths))]
@@ -189,15 +189,17 @@ class InpNet(nn.Module):
                 skips[i] = tokens
         return self.norm(tokens), skips, grid
 
-    def decode(self, tokens: torch.Tensor, skips: dict[int, torch.Tensor], grid: tuple[int, int], x_in: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, tokens: torch.Tensor, skips: dict[int, torch.Tensor], grid: tuple[int, int], x_in: torch.Tensor
+    ) -> torch.Tensor:
         """Tokens (B,N,D) + skips -> image logits (B,3,H,W)."""
         b = tokens.shape[0]
         x = tokens.transpose(1, 2).reshape(b, self.embed_dim, *grid)  # (B, D, gh, gw)
         per_stage: list[torch.Tensor | None] = [None] * len(self.stages)
-        for depth, stage, proj in zip(self.skip_depths, self.skip_stage, self.skips):
+        for depth, stage, proj in zip(self.skip_depths, self.skip_stage, self.skips, strict=True):
             s = proj(skips[depth], grid)  # (B, C_stage, H_stage, W_stage)
             per_stage[stage] = s if per_stage[stage] is None else per_stage[stage] + s
-        for stage, skip in zip(self.stages, per_stage):
+        for stage, skip in zip(self.stages, per_stage, strict=True):
             x = stage(x, skip)  # (B, C_i, gh*scale_i, gw*scale_i)
         return self.head(torch.cat([x, x_in], dim=1))  # (B, 3, H, W)
 
