@@ -13,6 +13,7 @@ inpainting:
   so they change nothing; their outputs are dropped and their decoder slots get mask
   tokens. When every image has the same count no mask is built (the fused kernel runs).
   With a timm whose ``Block`` lacks ``attn_mask`` the encoder runs one image at a time.
+  The count is data-dependent, so ``torch.compile`` splits the graph there (it still works).
 - Inputs are ImageNet-normalised and the decoder predicts normalised pixels, as in the
   released checkpoints; the output is de-normalised and clamped to [0, 1] with a
   straight-through gradient (the linear head can be loaded from a checkpoint unchanged).
