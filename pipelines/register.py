@@ -4,12 +4,17 @@ Each variant becomes a new version of its family's registered model (alias
 ``challenger``), tagged with its evaluation metrics and the hashes of the shard manifest
 and the mask bank; then ``promote`` moves ``champion`` where the gates in
 ``registry.gates`` hold. ``reports/registry.json`` summarises the decisions.
+
+A variant whose weights and metrics are byte-identical to what the previous summary
+recorded for the same tracking URI (and whose version still exists there) is not logged
+again: when one variant changes, only that one becomes a new version.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,6 +48,45 @@ def register_task(params: Params, variant: str) -> dict:
     return dataclasses.asdict(version)
 
 
+def fingerprint(params: Params, variant: str) -> str:
+    """SHA-256 over the variant's weights and its evaluation metrics (what a version carries)."""
+    digest = hashlib.sha256()
+    ckpt = Path(params.variant(variant).train.out_dir) / variant
+    for path in (ckpt / "model.safetensors", ckpt / "model_ema.safetensors", report_dir(params, variant) / "metrics.json"):
+        if path.is_file():
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _previous(out: Path, tracking_uri: str) -> dict[str, dict]:
+    """Variants recorded in the last summary for this tracking URI:
+    {variant: {"version": {...}, "fingerprint": str, "decision": {...}}}."""
+    try:
+        summary = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return {}
+    if summary.get("tracking_uri") != tracking_uri:
+        return {}
+    return {
+        v: {"version": entry, "fingerprint": summary.get("fingerprints", {}).get(v), "decision": summary.get("decisions", {}).get(v)}
+        for v, entry in summary.get("registered", {}).items()
+    }
+
+
+@task(name="find-registered", cache_policy=NO_CACHE)
+def still_registered(params: Params, version: dict) -> bool:
+    from inpnet.errors import InpnetError
+    from inpnet.registry.models import resolve_version
+
+    try:
+        resolve_version(f"models:/{version['name']}/{version['version']}", tracking_uri=_tracking_uri(params))
+    except InpnetError:
+        return False
+    return True
+
+
 @task(name="promote-model", cache_policy=NO_CACHE)
 def promote_task(params: Params, name: str) -> dict:
     from inpnet.registry.promote import promote
@@ -55,16 +99,24 @@ def promote_task(params: Params, name: str) -> dict:
 def register_flow(params: Params, out: str = "reports/registry.json") -> dict:
     from inpnet.registry.models import init_store
 
-    init_store(_tracking_uri(params))  # schema upgrade once, before any writer
-    registered = {}
-    decisions = {}
+    uri = _tracking_uri(params)
+    init_store(uri)  # schema upgrade once, before any writer
+    previous = _previous(Path(out), uri)
+    registered, decisions, fingerprints, reused = {}, {}, {}, []
     # Variants of one family are versions of one registered model: register and promote
     # them in order, so each is judged against the champion that the previous one left.
     for variant in params.pipeline.variants:
-        version = register_task(params, variant)
-        registered[variant] = version
-        decisions[variant] = promote_task(params, version["name"])
-    summary = {"registered": registered, "decisions": decisions}
+        fingerprints[variant] = fingerprint(params, variant)
+        old = previous.get(variant, {})
+        if old.get("fingerprint") == fingerprints[variant] and old.get("decision") and still_registered(params, old["version"]):
+            # already judged: promoting again would re-judge whatever the alias now points at
+            registered[variant], decisions[variant] = old["version"], old["decision"]
+            reused.append(variant)
+            continue
+        registered[variant] = register_task(params, variant)
+        decisions[variant] = promote_task(params, registered[variant]["name"])
+    summary = {"tracking_uri": uri, "registered": registered, "reused": reused,
+               "fingerprints": fingerprints, "decisions": decisions}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     for variant, d in decisions.items():
