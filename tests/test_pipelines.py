@@ -168,3 +168,39 @@ def test_entry_points_do_not_override_the_users_environment(monkeypatch: pytest.
     monkeypatch.delenv("DVC_NO_ANALYTICS", raising=False)
     prepare_environment()
     assert os.environ["DO_NOT_TRACK"] == "0" and os.environ["DVC_NO_ANALYTICS"] == "1"
+
+
+def _expanded_stages() -> dict[str, dict]:
+    """dvc.yaml's stages with ``foreach`` expanded over its items (``${pipeline.variants}`` from params)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = {}
+    for name, stage in spec.items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        items = stage["foreach"]
+        if isinstance(items, str):  # "${pipeline.variants}"
+            node = params
+            for part in items.strip("${}").split("."):
+                node = node[part]
+            items = node
+        for item in items:
+            stages[f"{name}@{item}"] = yaml.safe_load(yaml.safe_dump(stage["do"]).replace("${item}", str(item)))
+    return stages
+
+
+def test_dvc_stages_name_existing_code_and_params() -> None:
+    """Every code dependency exists and every params key resolves, for every expanded stage."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, stage in _expanded_stages().items():
+        for dep in stage.get("deps", []):
+            if dep.startswith(("pipelines/", "inpnet/")):
+                assert (REPO / dep).exists(), f"{name}: dependency {dep} does not exist"
+        for key in stage.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{name}: params key {key} not in params.yaml"
+                node = node[part]
+        module = stage["cmd"].split()[2]
+        assert (REPO / (module.replace(".", "/") + ".py")).is_file(), f"{name}: {stage['cmd']}"
