@@ -9,7 +9,6 @@ server for the process (12-17 s on a 2-core machine).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -45,7 +44,9 @@ def run_entry(main: Callable[[argparse.Namespace], object], parser: argparse.Arg
     from inpnet.config import ConfigError
     from inpnet.errors import InpnetError
 
-    logging.basicConfig(level=os.environ.get("INPNET_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from inpnet.cli.app import setup_logging
+
+    setup_logging()
     args = parser.parse_args(argv)
     try:
         main(args)

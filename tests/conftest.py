@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,17 @@ def _isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """Prefect installs root handlers bound to the stderr of the test that first runs a flow;
+    put the root logger back after each test so later tests do not log into a closed capture."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
@@ -38,3 +51,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def cli_error_lines(stderr: str) -> list[str]:
+    """The CLI's error messages in captured stderr (log lines from the run may precede them).
+
+    Asserts that nothing in stderr is a traceback: bad input must give a message, not a crash.
+    """
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("inpnet: error:")]

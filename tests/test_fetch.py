@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from range_server import RangeServer, Route
 
+from conftest import cli_error_lines
 from inpnet.cli import main
 from inpnet.config import FetchConfig, RemoteFile
 from inpnet.data.fetch import download, fetch_places365, places365_files, rebase_url
@@ -162,7 +163,7 @@ def test_cli_fetch_exit_codes(server, tmp_path, capsys):
     capsys.readouterr()
     code = main(["data", "fetch", "--what", "train", "--dest", str(tmp_path / "raw"), "--url-base",
                  server.url("/m"), "--params", str(params), "--no-progress"])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = cli_error_lines(capsys.readouterr().err)
     assert code == 2 and len(err) == 1 and "HTTP 404" in err[0] and "train_large_places365standard.tar" in err[0]
 
 

@@ -8,6 +8,7 @@ import re
 import pytest
 from range_server import RangeServer, Route
 
+from conftest import cli_error_lines
 from inpnet.cli import main
 from inpnet.errors import DownloadError
 from inpnet.weights import WEIGHTS, WeightsSpec, fetch_weights
@@ -73,5 +74,5 @@ def test_cli_weights(server, tmp_path, capsys):
     capsys.readouterr()
     assert main(["weights", "fetch", "--name", "lpips_vgg16", "--dest", str(tmp_path), "--no-progress",
                  "--url", server.url("/missing.pth")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = cli_error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "missing.pth" in err[0] and "404" in err[0]

@@ -8,11 +8,9 @@ message on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import sys
 
-from inpnet.cli.app import app
+from inpnet.cli.app import app, setup_logging
 
 # Each module registers its commands on the apps in inpnet.cli.app when imported.
 _COMMAND_MODULES = (
@@ -38,10 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from inpnet.config import ConfigError
     from inpnet.errors import InpnetError
 
-    logging.basicConfig(
-        level=os.environ.get("INPNET_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging()
     _register_commands()
     try:
         # standalone mode: click reports usage errors itself and raises SystemExit(2)

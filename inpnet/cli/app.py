@@ -7,6 +7,10 @@ that ``inpnet --help`` stays fast.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import typer
 
 app = typer.Typer(
@@ -25,3 +29,30 @@ app.add_typer(masks_app, name="masks")
 app.add_typer(weights_app, name="weights")
 
 PARAMS_HELP = "Path to params.yaml (parsed once, unknown keys rejected)."
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time, so a handler installed once keeps
+    working when stderr is swapped (pytest's capture, a redirected entry point)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def setup_logging() -> None:
+    """Entry points only: INFO (or ``$INPNET_LOG_LEVEL``) to stderr, installed once."""
+    root = logging.getLogger()
+    if any(isinstance(h, _CurrentStderrHandler) for h in root.handlers):
+        return
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("INPNET_LOG_LEVEL", "INFO"))
