@@ -10,12 +10,7 @@ import torch
 
 from inpnet.errors import CheckpointError
 from inpnet.train import checkpoint as ckpt
-from train_support import install_standins, tiny_variant
-
-
-@pytest.fixture(autouse=True)
-def _standins(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_standins(monkeypatch)
+from train_support import tiny_variant
 
 
 def _save(path: Path, step: int, model: torch.nn.Module | None = None) -> Path:

@@ -13,12 +13,7 @@ import torch
 
 from inpnet.config import TrackingConfig
 from inpnet.train.optim import EMA, lr_at, resolve_precision
-from train_support import install_standins, synthetic_loader, tiny_variant
-
-
-@pytest.fixture(autouse=True)
-def _standins(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_standins(monkeypatch)
+from train_support import synthetic_loader, tiny_variant
 
 
 @pytest.fixture(autouse=True)

@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 
 from inpnet.train.checkpoint import load_model, load_state, read_meta
-from train_support import install_standins, write_params, write_shards
+from train_support import write_params, write_shards
 
 ENTRY = Path(__file__).resolve().parent / "train_entry.py"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _standins(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_standins(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,12 @@
-"""Helpers for the trainer tests: a synthetic loader, params for tiny variants, and small
-stand-ins for modules of other areas that are installed only while those do not exist yet."""
+"""Helpers for the trainer tests: tiny variants, a synthetic loader, real shards, params files."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
 from inpnet.config import ResolvedVariant, load_params
 
@@ -36,96 +31,6 @@ def synthetic_loader(shards: Path, *, image_size: int, batch_size: int, seed: in
         img = torch.from_numpy(img / img.max(axis=(2, 3), keepdims=True)).float()  # (B,3,S,S)
         keys = [f"e{epoch}r{rank}b{i}n{j}" for j in range(batch_size)]
         yield {"image": img, "label": torch.zeros(batch_size, dtype=torch.long), "key": keys}
-
-
-# ------------------------------------------------------------------ stand-ins (temporary)
-
-
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.GELU(), nn.Conv2d(16, 3, 3, padding=1))
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from inpnet.models.composite import masked_input
-
-        return torch.sigmoid(self.body(torch.cat([masked_input(image, mask), mask], 1)))
-
-
-class _Disc(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(4, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(8, 1, 4, 2, 1))
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([image * 2 - 1, mask], 1))
-
-
-def _recon_loss(image, mask, pred):  # noqa: ANN001, ANN202
-    err = (pred - image) ** 2
-    hole = (err * mask).sum() / (mask.sum() * 3 + 1e-8)
-    valid = (err * (1 - mask)).sum() / ((1 - mask).sum() * 3 + 1e-8)
-    return hole + 0.1 * valid, {"hole": hole, "valid": valid}
-
-
-def _build_module() -> types.ModuleType:
-    m = types.ModuleType("inpnet.models.build")
-    m.build_model = lambda cfg: _Net()
-    m.build_discriminator = lambda kind, *, img_size, base_channels=64: _Disc()
-    m.build_loss = lambda model_cfg, loss_cfg: _recon_loss
-    return m
-
-
-def _losses_module() -> types.ModuleType:
-    import torch.nn.functional as F
-
-    m = types.ModuleType("inpnet.losses")
-    m.d_loss = lambda kind, real, fake: F.softplus(-real).mean() + F.softplus(fake).mean()
-    m.g_loss = lambda kind, fake: F.softplus(-fake).mean()
-
-    def r1_penalty(d, real, mask, masked=False):  # noqa: ANN001, ANN202
-        real = real.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(d(real, mask).sum(), real, create_graph=True)
-        return g.pow(2).flatten(1).sum(1).mean()
-
-    m.r1_penalty = r1_penalty
-    m.gradient_penalty = lambda d, real, fake, mask: r1_penalty(d, fake, mask)
-    return m
-
-
-def _masks_module() -> types.ModuleType:
-    m = types.ModuleType("inpnet.masks")
-
-    class MaskMixture:
-        def __init__(self, cfg: Any, *, seed: int = 0) -> None:
-            self.cfg = cfg
-
-        def sample(self, batch: int, height: int, width: int, step: int, generator: np.random.Generator,
-                   keys: Any = None) -> torch.Tensor:
-            out = np.zeros((batch, 1, height, width), np.float32)
-            for b in range(batch):
-                h, w = generator.integers(height // 4, height // 2, size=2)
-                y, x = generator.integers(0, height - h), generator.integers(0, width - w)
-                out[b, 0, y : y + h, x : x + w] = 1
-            return torch.from_numpy(out)
-
-    m.MaskMixture = MaskMixture
-    return m
-
-
-_STANDINS = {"inpnet.models.build": _build_module, "inpnet.losses": _losses_module, "inpnet.masks": _masks_module}
-
-
-def install_standins(monkeypatch: Any) -> list[str]:
-    """Put stand-ins in sys.modules for the modules other areas have not written yet."""
-    installed = []
-    for name, make in _STANDINS.items():
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            monkeypatch.setitem(sys.modules, name, make())
-            installed.append(name)
-    return installed
 
 
 def write_shards(root: Path, n: int = 16) -> Path:
