@@ -144,7 +144,7 @@ def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str
         variant = ResolvedVariant.model_validate_json(config.read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{config}: not a readable resolved-variant config ({err})") from None
-    model = build_model(variant.model)
+    model = build_model(variant.model, pretrained=False)  # weights come from the artifact
     try:
         safetensors.torch.load_model(model, str(weights), strict=True, device=str(device))
     except (OSError, RuntimeError) as err:

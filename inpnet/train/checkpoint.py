@@ -167,7 +167,7 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.de
 
     ckpt_dir = resolve_checkpoint_dir(Path(ckpt_dir))
     variant = read_variant(ckpt_dir)
-    model = build_model(variant.model)
+    model = build_model(variant.model, pretrained=False)  # weights come from the checkpoint
     name = "model_ema" if ema and (ckpt_dir / _weights_file("model_ema")).is_file() else "model"
     load_weights_into(model, ckpt_dir, name, device="cpu")
     return model.to(device).eval(), variant
