@@ -53,6 +53,8 @@ def setup_logging() -> None:
     if any(isinstance(h, _CurrentStderrHandler) for h in root.handlers):
         return
     handler = _CurrentStderrHandler()
+    # Prefect's loggers print through Prefect's own console handler; do not print them twice.
+    handler.addFilter(lambda record: not record.name.startswith("prefect"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(os.environ.get("INPNET_LOG_LEVEL", "INFO"))
