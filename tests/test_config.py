@@ -65,3 +65,15 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(bad)
+
+
+def test_every_params_profile_in_the_repository_parses(repo_root: Path) -> None:
+    profiles = sorted(repo_root.glob("params*.yaml"))
+    assert len(profiles) >= 2  # the quickstart and the full-scale profile
+    for path in profiles:
+        params = load_params(path)
+        for name in params.pipeline.variants:
+            params.variant(name)
+    full = load_params(repo_root / "params-places365.yaml")
+    assert full.data.source == "places365" and full.masks.size == 256
+    assert all(full.variant(v).train.image_size == 256 for v in full.pipeline.variants)
