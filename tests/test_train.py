@@ -113,32 +113,36 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
     assert client.list_artifacts(run.info.run_id)  # the sample grids
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["inpnet_tiny", pytest.param("cmgan_tiny", marks=pytest.mark.slow)])
+def test_resume_continues_exactly_where_it_stopped(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crash at step 5, resume from the step-4 checkpoint: the same weights as an uninterrupted
+    run. For CM-GAN this covers the adversarial step, the discriminator and the generator noise."""
     from inpnet.train import steps
     from inpnet.train.checkpoint import load_state, read_meta
     from safetensors.torch import load_file
 
     # few batches per epoch: the resume must also restore the epoch and position in it
-    v = tiny_variant(max_steps=8, checkpoint_every=2, warmup_steps=2, lr=1e-3, ema_decay=0.9, precision="fp32")
+    v = tiny_variant(name, max_steps=8, checkpoint_every=2, warmup_steps=2, lr=1e-3, ema_decay=0.9, precision="fp32")
     full = _run(tmp_path, v, out=tmp_path / "full", batches=3)
-
-    original = steps.ReconstructionStep.__call__
+    step_cls = steps.AdversarialStep if v.train.loss.adv_weight > 0 else steps.ReconstructionStep
+    original = step_cls.__call__
 
     def crash_at_step_5(self, micro, step):  # noqa: ANN001, ANN202
         if step == 5:
             raise RuntimeError("simulated crash")
         return original(self, micro, step)
 
-    monkeypatch.setattr(steps.ReconstructionStep, "__call__", crash_at_step_5)
+    monkeypatch.setattr(step_cls, "__call__", crash_at_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run(tmp_path, v, out=tmp_path / "cut", batches=3)
     assert read_meta(tmp_path / "cut" / v.name)["step"] == 4
-    monkeypatch.setattr(steps.ReconstructionStep, "__call__", original)
+    monkeypatch.setattr(step_cls, "__call__", original)
     resumed = _run(tmp_path, v, out=tmp_path / "cut", batches=3, resume=True)
 
     assert read_meta(resumed)["step"] == read_meta(full)["step"] == 8
-    for name in ("model", "model_ema"):
-        a, b = load_file(full / f"{name}.safetensors"), load_file(resumed / f"{name}.safetensors")
+    names = ["model", "model_ema"] + (["disc"] if (full / "disc.safetensors").is_file() else [])
+    for weights in names:
+        a, b = load_file(full / f"{weights}.safetensors"), load_file(resumed / f"{weights}.safetensors")
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)

@@ -269,6 +269,14 @@ def train(
         destroy(info)
 
 
+def _seed_step_noise(parts: Components, seed: int, info: DistInfo, step: int) -> None:
+    """Models that draw noise while training (CM-GAN) get a generator seeded by (seed, step,
+    rank), so a resumed run draws exactly the noise an uninterrupted one would have."""
+    model = getattr(parts.model, "module", parts.model)  # unwrap DDP
+    if hasattr(model, "seed_noise"):
+        model.seed_noise((seed * 1_000_003 + step) * max(info.world_size, 1) + info.rank)
+
+
 def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, tracker: Any, info: DistInfo, *,
           ckpt_dir: Path, start: int, total: int, sigterm: threading.Event, progress: Any) -> str:
     """Optimiser steps ``start``..``total``; returns the MLflow status (FINISHED or KILLED)."""
@@ -292,6 +300,7 @@ def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, t
             micro = [(image.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
                      for image, mask in batches.take(step, prefetch=step + 1 < total)]
             images += sum(image.shape[0] for image, _ in micro)
+            _seed_step_noise(parts, cfg.seed, info, step)
             losses = parts.step(micro, step)
             if parts.ema is not None:
                 parts.ema.update(parts.model)
