@@ -58,3 +58,5 @@ def setup_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(os.environ.get("INPNET_LOG_LEVEL", "INFO"))
+    for chatty in ("httpx", "httpcore", "urllib3", "alembic"):  # one line per HTTP request / migration
+        logging.getLogger(chatty).setLevel(logging.WARNING)
