@@ -336,6 +336,14 @@ class RegistryConfig(_Section):
     gates: PromotionGates = PromotionGates()
 
 
+def resolve_tracking_uri(registry: RegistryConfig, explicit: str | None = None) -> str:
+    """The MLflow URI an entry point uses: an explicit flag, else ``$MLFLOW_TRACKING_URI``,
+    else ``registry.tracking_uri``. Entry points call this; library code takes the result."""
+    import os
+
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or registry.tracking_uri
+
+
 class ScheduleConfig(_Section):
     cron: str = "0 3 * * 0"
     timezone: str = "UTC"

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from pipelines.common import base_parser, run_entry
@@ -24,11 +23,11 @@ from pipelines.evaluate import report_dir
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from inpnet.config import Params, load_params
+from inpnet.config import Params, load_params, resolve_tracking_uri
 
 
 def _tracking_uri(params: Params) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.registry.tracking_uri
+    return resolve_tracking_uri(params.registry)
 
 
 @task(name="register-variant", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -8,20 +8,18 @@ The task retries once and resumes from the last checkpoint, so a crash costs at 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from inpnet.config import Params, TrackingConfig, load_params
+from inpnet.config import Params, TrackingConfig, load_params, resolve_tracking_uri
 
 
 def tracking_config(params: Params) -> TrackingConfig:
     """The MLflow settings for runs started by the pipeline."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.registry.tracking_uri
-    return TrackingConfig(tracking_uri=uri, experiment=params.registry.experiment)
+    return TrackingConfig(tracking_uri=resolve_tracking_uri(params.registry), experiment=params.registry.experiment)
 
 
 @task(name="train-variant", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -27,11 +27,11 @@ def _registry_cfg(params: Path):
 
 
 def _tracking_uri(explicit: str | None, params: Path) -> str:
-    if explicit:
-        return explicit
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return _registry_cfg(params).registry.tracking_uri
+    from inpnet.config import resolve_tracking_uri
+
+    if explicit or os.environ.get("MLFLOW_TRACKING_URI"):  # params.yaml need not exist then
+        return explicit or os.environ["MLFLOW_TRACKING_URI"]
+    return resolve_tracking_uri(_registry_cfg(params).registry)
 
 
 @app.command("register")

@@ -36,7 +36,7 @@ def train_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
 ) -> None:
     """Train VARIANT and write its checkpoint (safetensors + config + resumable state)."""
-    from inpnet.config import TrackingConfig, load_params
+    from inpnet.config import TrackingConfig, load_params, resolve_tracking_uri
     from inpnet.errors import DataError
     from inpnet.train.trainer import train
 
@@ -47,7 +47,7 @@ def train_command(
         raise DataError(f"{split}: training shards not found; run `inpnet data shard` first or pass --shards")
     tracking = None
     if not no_mlflow:
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or p.registry.tracking_uri
+        uri = resolve_tracking_uri(p.registry, tracking_uri)
         tracking = TrackingConfig(tracking_uri=uri, experiment=p.registry.experiment)
     ckpt_dir = train(
         resolved,
