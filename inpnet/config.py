@@ -72,10 +72,14 @@ class FetchConfig(_Section):
 
 
 class SampleConfig(_Section):
-    """The embedded offline sample, built from photographs that scikit-image ships."""
+    """The embedded offline sample, built from photographs that the dependencies ship.
 
-    train_per_category: int = Field(default=24, ge=1)
-    val_per_category: int = Field(default=6, ge=1)
+    Each category's photographs are in one split only (``inpnet.data.sample``): train and
+    val never share a photograph.
+    """
+
+    train_per_category: int = Field(default=24, ge=1)  # crops per train category (8 categories)
+    val_per_category: int = Field(default=12, ge=1)  # crops per val category (3 categories)
     shortest_side: int = Field(default=160, ge=32, le=1024)
     jpeg_quality: int = Field(default=90, ge=50, le=100)
     seed: int = 0
