@@ -177,3 +177,25 @@ def test_build_dispatch(params) -> None:
     d = build_discriminator("stylegan2", img_size=32, base_channels=8)  # H7's module, imported lazily
     assert d(torch.rand(4, 3, 32, 32), torch.zeros(4, 1, 32, 32)).shape[0] == 4
     assert type(build_model(params.variant("cmgan_tiny").model)).__name__ == "CMGAN"
+
+
+def test_inpnet_decoder_runs_in_fp32_under_bf16_autocast(params) -> None:
+    """Only the encoder's matmuls may run in bf16: the transposed convolutions (wrong under
+    oneDNN bf16 on AMX CPUs), GroupNorm, head and sigmoid see fp32, and the output is fp32."""
+    model = build_model(params.variant("inpnet_tiny").model).eval()
+    seen: dict[str, torch.dtype] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=name: seen.__setitem__(n, out.dtype))
+             for name, m in model.named_modules() if name.startswith(("stages", "skips", "head"))]
+    image, mask = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 4:28] = 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(image, mask)
+        enc = model.blocks[0].mlp.fc1(torch.zeros(1, model.embed_dim))
+    for h in hooks:
+        h.remove()
+    assert enc.dtype is torch.bfloat16  # autocast is on: the encoder does run in bf16
+    assert seen and set(seen.values()) == {torch.float32}, seen
+    assert out.dtype is torch.float32
+    with torch.no_grad():
+        ref = model(image, mask)
+    assert (out - ref).abs().max() < 0.05  # bf16 encoder, fp32 decoder: close to fp32

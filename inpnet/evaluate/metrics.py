@@ -26,7 +26,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SSIM_SIGMA", "SSIM_WINDOW", "psnr", "quantize", "ssim"]
+__all__ = ["SSIM_SIGMA", "SSIM_WINDOW", "hole_psnr", "mean_colour_fill", "psnr", "quantize", "ssim"]
 
 SSIM_SIGMA = 1.5
 SSIM_WINDOW = 11  # scikit-image: 2 * int(3.5 * sigma + 0.5) + 1 with its default truncate=3.5
@@ -50,6 +50,30 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     diff = pred.float() - target.float()
     mse = diff.square_().mean(dim=(1, 2, 3), dtype=torch.float64) if diff.device.type != "mps" else diff.square_().mean(dim=(1, 2, 3))
     return (10.0 * torch.log10(1.0 / mse)).to(torch.float32)  # (B,)
+
+
+def hole_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB over the hole pixels only (mask == 1): -> (B,), NaN without a hole.
+
+    The full-image PSNR of a composite mixes the (exact) known pixels into the mean; this
+    is what the method itself contributed, the figure training-time validation and the
+    "it learns" tests compare against a flat fill.
+    """
+    _check(pred, target, "hole_psnr")
+    hole = (mask > 0.5).to(torch.float64)  # (B, 1, H, W)
+    sq = (pred.double() - target.double()).square_() * hole  # (B, C, H, W)
+    count = hole.sum(dim=(1, 2, 3)) * pred.shape[1]  # (B,)
+    mse = sq.sum(dim=(1, 2, 3)) / count
+    out = 10.0 * torch.log10(1.0 / mse)
+    return torch.where(count > 0, out, torch.full_like(out, float("nan"))).to(torch.float32)
+
+
+def mean_colour_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The flat reference a learned model must beat: every hole pixel set to the mean colour
+    of the image's known pixels. (B,3,H,W), (B,1,H,W) -> (B,3,H,W)."""
+    known = (mask <= 0.5).to(image.dtype)  # (B, 1, H, W)
+    mean = (image * known).sum(dim=(2, 3), keepdim=True) / known.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+    return torch.where(mask > 0.5, mean.expand_as(image), image)
 
 
 @functools.lru_cache(maxsize=8)

@@ -27,6 +27,10 @@ a training step on a CPU for little gain. A 1x1 head fuses its features with the
 input (so known pixels next to the hole are at hand) and ends in a sigmoid: output always
 in (0, 1) and, unlike a clamp, never a zero gradient for out-of-range values.
 
+Precision. Under autocast only the encoder runs in bf16/fp16; the decoder (skip
+projections, transposed convolutions, GroupNorm, head, sigmoid) runs in fp32 and the
+output is fp32 (see ``forward`` for why).
+
 Cost (``bench/train.py`` measures it): at 128 px with the ``inpnet_s`` encoder the decoder
 adds about 8% FLOPs and, measured as single-thread CPU time, 1.2-1.25x a plain timm ViT
 training step with the same encoder.
@@ -210,6 +214,16 @@ class InpNet(nn.Module):
         visible = masked_input(image, hole)  # hole pixels never reach the network
         visible, hole, (h, w) = pad_to_multiple(visible, hole, self.patch_size)
         x_in = torch.cat([visible, hole], dim=1)  # (B, 4, H', W')
-        tokens, skips, grid = self.encode(x_in)
-        logits = self.decode(tokens, skips, grid, x_in)
-        return torch.sigmoid(logits[..., :h, :w])
+        tokens, skips, grid = self.encode(x_in)  # under autocast: bf16/fp16 matmuls
+        # The decoder always runs in the weights' precision (fp32 in training), autocast or
+        # not: under CPU bf16 autocast oneDNN's bf16 transposed convolution on AMX CPUs
+        # returns wrong values (pytorch/pytorch#148973), and with it InP-Net stopped learning
+        # (hole MSE flat at ~0.04) while fp32 learned. The decoder's GroupNorm, 1x1 head and
+        # sigmoid are the other parts that bf16 hurts most; together they are ~8% of the
+        # FLOPs. See tests/test_precision.py.
+        dtype = self.head.weight.dtype
+        with torch.autocast(device_type=x_in.device.type, enabled=False):
+            logits = self.decode(
+                tokens.to(dtype), {d: t.to(dtype) for d, t in skips.items()}, grid, x_in.to(dtype)
+            )
+            return torch.sigmoid(logits[..., :h, :w])
