@@ -278,6 +278,8 @@ class TrainConfig(_Section):
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
     sample_every: int = Field(default=100, ge=1)
+    val_every: int = Field(default=100, ge=0, description="score the fixed val subset every N steps and at the end; 0 = off")
+    val_images: int = Field(default=16, ge=1, description="size of that subset (first val images, each with a bank mask)")
     loss: LossConfig = LossConfig()
     masks: TrainMasksConfig = TrainMasksConfig()
 
@@ -314,7 +316,7 @@ class EvalConfig(_Section):
     out_dir: str = "reports"
     batch_size: int = Field(default=16, ge=1)
     image_size: int = Field(default=128, ge=16, description="size for plain image folders; with the mask bank its size wins")
-    baselines: tuple[Literal["telea", "navier_stokes", "biharmonic"], ...] = ("telea", "navier_stokes", "biharmonic")
+    baselines: tuple[Literal["flat", "telea", "navier_stokes", "biharmonic"], ...] = ("flat", "telea", "navier_stokes", "biharmonic")
     inpaint_radius: int = Field(default=3, ge=1, description="OpenCV Telea / Navier-Stokes neighbourhood radius (px)")
     workers: int = Field(default=2, ge=1, description="CPU processes for the classical baselines")
     mask_size_mismatch: Literal["resize", "refuse"] = Field(
@@ -331,6 +333,12 @@ class PromotionGates(_Section):
     primary_metric: Literal["psnr", "ssim"] = "psnr"
     min_improvement: float = Field(default=0.0, ge=0, description="challenger must beat the champion by this much on the primary metric")
     max_pattern_psnr_drop: float = Field(default=0.5, ge=0, description="no pattern may lose more PSNR (dB) than this")
+    reference: Literal["flat", "telea", "navier_stokes", "biharmonic"] | None = Field(
+        default="telea", description="classical method every version is judged against, first versions included; None = no absolute gate"
+    )
+    max_gap_to_reference_db: float = Field(
+        default=1.0, ge=0, description="no pattern's PSNR may trail the reference's (same bank) by more than this (dB)"
+    )
 
 
 class RegistryConfig(_Section):

@@ -88,9 +88,13 @@ def still_registered(params: Params, version: dict) -> bool:
 
 @task(name="promote-model", cache_policy=NO_CACHE)
 def promote_task(params: Params, name: str) -> dict:
-    from inpnet.registry.promote import promote
+    from inpnet.registry.promote import load_reference, promote
 
-    decision = promote(name, tracking_uri=_tracking_uri(params), gates=params.registry.gates)
+    gates = params.registry.gates
+    reference = None
+    if gates.reference is not None:
+        reference = load_reference(Path(params.evaluate.out_dir) / "baselines" / gates.reference, gates.reference)
+    decision = promote(name, tracking_uri=_tracking_uri(params), gates=gates, reference=reference)
     return {**dataclasses.asdict(decision), "champion": decision.champion}
 
 

@@ -34,6 +34,7 @@ from registry_support import (
 )
 
 PATTERNS = {"center": 20.0, "edges": 22.0}
+REL = PromotionGates(reference=None)  # the relative gates alone
 
 
 # ------------------------------------------------------------------- gates (fast)
@@ -47,15 +48,15 @@ def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1") -> d
 @pytest.mark.parametrize(
     ("challenger", "champion", "gates", "passes", "reason"),
     [
-        (_tags(21, PATTERNS), None, PromotionGates(), True, "no champion yet"),
-        (_tags(21, PATTERNS), _tags(20, PATTERNS), PromotionGates(), True, "pass"),
-        (_tags(20, PATTERNS), _tags(20, PATTERNS), PromotionGates(), False, "needs > 0"),
-        (_tags(20.2, PATTERNS), _tags(20, PATTERNS), PromotionGates(min_improvement=0.5), False, ">= 0.5"),
-        (_tags(21, {"center": 19.0, "edges": 25}), _tags(20, PATTERNS), PromotionGates(), False, "pattern center"),
-        (_tags(21, {"center": 19.6, "edges": 25}), _tags(20, PATTERNS), PromotionGates(), True, "pass"),
-        (_tags(21, {"edges": 25}), _tags(20, PATTERNS), PromotionGates(), False, "pattern center: challenger has no PSNR"),
-        (_tags(21, PATTERNS, bank="b2"), _tags(20, PATTERNS), PromotionGates(), False, "mask banks differ"),
-        ({"variant": "x"}, None, PromotionGates(), False, "no recorded psnr"),
+        (_tags(21, PATTERNS), None, REL, True, "no champion yet"),
+        (_tags(21, PATTERNS), _tags(20, PATTERNS), REL, True, "pass"),
+        (_tags(20, PATTERNS), _tags(20, PATTERNS), REL, False, "needs > 0"),
+        (_tags(20.2, PATTERNS), _tags(20, PATTERNS), PromotionGates(min_improvement=0.5, reference=None), False, ">= 0.5"),
+        (_tags(21, {"center": 19.0, "edges": 25}), _tags(20, PATTERNS), REL, False, "pattern center"),
+        (_tags(21, {"center": 19.6, "edges": 25}), _tags(20, PATTERNS), REL, True, "pass"),
+        (_tags(21, {"edges": 25}), _tags(20, PATTERNS), REL, False, "pattern center: challenger has no PSNR"),
+        (_tags(21, PATTERNS, bank="b2"), _tags(20, PATTERNS), REL, False, "mask banks differ"),
+        ({"variant": "x"}, None, REL, False, "no recorded psnr"),
     ],
 )
 def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # noqa: ANN001
@@ -64,6 +65,54 @@ def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # no
     ok, reasons = judge(challenger, champion, gates)
     assert ok is passes
     assert any(reason in r for r in reasons), reasons
+
+
+def _reference(patterns: dict[str, float], bank: str | None = "b1"):  # noqa: ANN202
+    from inpnet.registry.promote import Reference
+
+    return Reference("telea", _tags(25.0, patterns, bank=None), bank)
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "reference", "passes", "reason"),
+    [
+        # a first version that trails the reference by more than the gap stays challenger
+        (_tags(13.2, {"center": 13.0, "edges": 13.5}), None, _reference(PATTERNS), False,
+         "pattern center: PSNR 13.000 dB trails telea 20.000 by 7.000 dB"),
+        (_tags(21, {"center": 19.5, "edges": 21.5}), None, _reference(PATTERNS), True, "within 1.0 dB of telea"),
+        (_tags(21, {"center": 19.5, "edges": 20.9}), None, _reference(PATTERNS), False, "pattern edges"),
+        # better than the champion does not excuse trailing the reference
+        (_tags(21, {"center": 18.0, "edges": 24}), _tags(17, {"center": 17.5, "edges": 17.5}),
+         _reference(PATTERNS), False, "trails telea"),
+        (_tags(21, PATTERNS), None, None, False, "no telea report"),
+        (_tags(21, PATTERNS), None, _reference(PATTERNS, bank="b9"), False, "another or an unknown mask bank"),
+        (_tags(21, {"edges": 22}), None, _reference(PATTERNS), False, "center: challenger has no PSNR"),
+    ],
+)
+def test_absolute_gate_against_the_reference(challenger, champion, reference, passes, reason) -> None:  # noqa: ANN001
+    from inpnet.registry.promote import judge
+
+    ok, reasons = judge(challenger, champion, PromotionGates(reference="telea", max_gap_to_reference_db=1.0), reference)
+    assert ok is passes
+    assert any(reason in r for r in reasons), reasons
+
+
+def test_load_reference_reads_metrics_and_bank(tmp_path: Path) -> None:
+    from inpnet.registry.promote import load_reference
+    from inpnet.registry.tracking import file_sha256
+
+    bank = tmp_path / "masks"
+    bank.mkdir()
+    (bank / "manifest.json").write_text("{}")
+    write_metrics(tmp_path / "telea" / "metrics.json", 22.0, PATTERNS, bank=bank)
+    ref = load_reference(tmp_path / "telea", "telea")
+    assert ref is not None and ref.mask_bank_sha256 == file_sha256(bank / "manifest.json")
+    assert ref.tags["metrics.pattern.center.psnr"] == repr(20.0)
+    assert load_reference(tmp_path / "none", "telea") is None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text("{")
+    with pytest.raises(RegistryError, match="unreadable reference"):
+        load_reference(tmp_path / "bad", "telea")
 
 
 # ------------------------------------------------------------------------ fixtures
@@ -143,7 +192,7 @@ def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: 
     from inpnet.registry.models import client
     from inpnet.registry.promote import promote
 
-    gates = PromotionGates(max_pattern_psnr_drop=0.5)
+    gates = PromotionGates(max_pattern_psnr_drop=0.5, reference=None)
     c = client(store["uri"])
     d1 = promote(store["name"], tracking_uri=store["uri"], gates=gates)
     assert d1.promoted and _alias(store, "champion") == first.version
@@ -200,13 +249,21 @@ def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch:
 
 @pytest.mark.slow
 def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
     from inpnet.cli import main
+    from inpnet.registry.models import client
 
     name = f"{store['name']}-cli"
     metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, bank=store["bank"])
     common = ["--tracking-uri", store["uri"], "--params", str(REPO_ROOT / "params.yaml")]
     assert main(["register", str(store["ckpt"]), "--metrics", str(metrics), "--name", name, "--tag", "k=v", *common]) == 0
-    assert main(["promote", "--name", name, *common]) == 0
+    far_ahead = write_metrics(tmp_path / "telea-far" / "metrics.json", 30.0, {"center": 30.0, "edges": 30.0}, bank=store["bank"])
+    close = write_metrics(tmp_path / "telea" / "metrics.json", 20.5, {"center": 20.5, "edges": 22.5}, bank=store["bank"])
+    assert main(["promote", "--name", name, "--reference", str(far_ahead.parent), *common]) == 0
+    with pytest.raises(MlflowException):  # the absolute gate kept it a challenger
+        client(store["uri"]).get_model_version_by_alias(name, "champion")
+    assert main(["promote", "--name", name, "--reference", str(close.parent), *common]) == 0
     assert main(["pull", f"models:/{name}@champion", "--out", str(tmp_path / "m"), *common]) == 0
     assert main(["pull", f"models:/{name}@ghost", "--out", str(tmp_path / "n"), *common]) == 2
     assert main(["register", str(tmp_path / "no-ckpt"), *common]) == 2
@@ -246,7 +303,7 @@ def test_against_a_real_mlflow_server(mlflow_server: str, store: dict, tmp_path:
 
     metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, bank=store["bank"])
     reg = register(store["ckpt"], metrics, tracking_uri=mlflow_server, name="inpnet-served")
-    assert promote("inpnet-served", tracking_uri=mlflow_server, gates=PromotionGates()).promoted
+    assert promote("inpnet-served", tracking_uri=mlflow_server, gates=PromotionGates(reference=None)).promoted
     out = pull("models:/inpnet-served@champion", tmp_path / "model", tracking_uri=mlflow_server)
     _, info = load_inpainter(out)
     assert info["version"] == reg.version

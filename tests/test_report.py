@@ -123,3 +123,25 @@ def test_save_grid_layout(tmp_path: Path) -> None:
     w, h = Image.open(path).size
     assert h == 18 + 2 * (16 + 4)
     assert w > 6 * 16
+
+
+def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference(tmp_path: Path) -> None:
+    _write(tmp_path / "baselines" / "flat", "flat", -8.0, kind="baseline")
+    _write(tmp_path / "baselines" / "telea", "telea", 0.0, kind="baseline")
+    _write(tmp_path / "broken", "inpnet_s", -9.0)  # a one-colour fill: below flat, far below telea
+    _write(tmp_path / "close", "mae_s", -0.5)  # within 1 dB of telea: no warning
+    _write(tmp_path / "behind", "cmgan_s", -3.0)
+    summary = compare_reports([tmp_path / "baselines", tmp_path / "broken", tmp_path / "close", tmp_path / "behind"],
+                              tmp_path / "cmp", reference="telea", max_gap_db=1.0)
+    warnings = summary["warnings"]
+    assert any(w.startswith("WARNING: inpnet_s is below the flat mean-colour fill in 2 pattern(s)") and
+               "has not learned to inpaint" in w for w in warnings), warnings
+    assert any(w.startswith("WARNING: inpnet_s is more than 1 dB below telea") for w in warnings), warnings
+    assert any(w.startswith("WARNING: cmgan_s is more than 1 dB below telea") and "would not be promoted" in w
+               for w in warnings), warnings
+    assert not any("mae_s" in w for w in warnings) and not any("cmgan_s is below the flat" in w for w in warnings)
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    head = table.split("## Overall")[0]
+    assert "## Warnings" in head and "**WARNING: inpnet_s is below the flat" in head  # above every table
+    quiet = compare_reports([tmp_path / "baselines", tmp_path / "close"], tmp_path / "cmp2")
+    assert quiet["warnings"] == [] and "## Warnings" not in (tmp_path / "cmp2" / "table.md").read_text()

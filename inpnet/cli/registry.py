@@ -65,14 +65,19 @@ def register_cmd(
 @app.command("promote")
 def promote_cmd(
     name: str = typer.Option(..., "--name", help="Registered model name, e.g. inpnet."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Evaluation folder of the reference method (registry.gates.reference) for the absolute gate (default: <evaluate.out_dir>/baselines/<reference>)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Make `challenger` the `champion` if it passes the gates in registry.gates."""
-    from inpnet.registry.promote import promote
+    from inpnet.registry.promote import load_reference, promote
 
-    gates = _registry_cfg(params).registry.gates
-    d = promote(name, tracking_uri=_tracking_uri(tracking_uri, params), gates=gates)
+    p = _registry_cfg(params)
+    gates = p.registry.gates
+    ref = None
+    if gates.reference is not None:
+        ref = load_reference(reference or Path(p.evaluate.out_dir) / "baselines" / gates.reference, gates.reference)
+    d = promote(name, tracking_uri=_tracking_uri(tracking_uri, params), gates=gates, reference=ref)
     verdict = "promoted to champion" if d.promoted else f"not promoted (champion stays {d.champion_before})"
     typer.echo(f"{name} version {d.challenger}: {verdict}")
     for reason in d.reasons:

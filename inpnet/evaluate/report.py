@@ -38,6 +38,7 @@ __all__ = [
     "compare_reports",
     "load_report",
     "load_reports",
+    "quality_warnings",
     "render_table",
     "write_report",
 ]
@@ -207,13 +208,41 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> l
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_table(entries: Sequence[ReportEntry], *, title: str) -> str:
-    """Markdown: data notes, overall, per pattern, per pattern x ratio, FID notes, skipped files.
+def quality_warnings(entries: Sequence[ReportEntry], *, reference: str | None = "telea",
+                     max_gap_db: float = 1.0) -> list[str]:
+    """Plain sentences about learned models a reader must not miss: PSNR below the flat
+    (mean-colour) fill in any pattern, or more than ``max_gap_db`` below ``reference``."""
+    refs = {e.name: e for e in entries if e.reference}
+    out: list[str] = []
+    for e in entries:
+        if e.reference:
+            continue
+        for base, gap, verdict in (("flat", 0.0, "it has not learned to inpaint"),
+                                   (reference, max_gap_db, "it would not be promoted")):
+            ref = refs.get(base) if base else None
+            if ref is None:
+                continue
+            worse = []
+            for pattern, values in sorted(e.metrics.get("patterns", {}).items()):
+                mine, theirs = values.get("psnr"), ref.metrics.get("patterns", {}).get(pattern, {}).get("psnr")
+                if mine is not None and theirs is not None and theirs - mine > gap:
+                    worse.append(f"{pattern} {mine:.2f} vs {theirs:.2f} dB")
+            if worse:
+                what = "below the flat mean-colour fill" if base == "flat" else f"more than {gap:g} dB below {base}"
+                out.append(f"WARNING: {e.name} is {what} in {len(worse)} pattern(s) ({'; '.join(worse)}): {verdict}.")
+    return out
+
+
+def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequence[str] = ()) -> str:
+    """Markdown: warnings, data notes, overall, per pattern, per pattern x ratio, FID notes, skipped files.
 
     The best value of each column (within a pattern for the ratio tables) is bold; reference
     rows are labelled ``(reference)``; FID/KID tables appear only when some value exists.
     """
-    out = [f"# {title}", "", *_notes(entries), ""]
+    out = [f"# {title}", ""]
+    if warnings:
+        out += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
+    out += [*_notes(entries), ""]
     overall = {m: (lambda e, m=m: e.metrics["overall"].get(m)) for m in ("psnr", "ssim", "fid")}
     cols = [_cells(entries, overall["psnr"], 2), _cells(entries, overall["ssim"], 4),
             _cells(entries, overall["fid"], 2, lower_is_better=True)]
@@ -282,11 +311,14 @@ def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:
 # ----------------------------------------------------------------------------- compare
 
 
-def compare_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
+def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, reference: str | None = "telea",
+                    max_gap_db: float = 1.0) -> dict[str, Any]:
     """One table, two plots and ``compare.json`` across the methods in ``paths``.
 
     ``compare.json``: ``{"methods": {name: metrics.json of that method}, "baselines": [names],
-    "best": {"psnr": name, "ssim": name}, "reports": {name: folder}}``.
+    "best": {"psnr": name, "ssim": name}, "reports": {name: folder}, "warnings": [sentences]}``;
+    the warnings (:func:`quality_warnings`, against ``reference`` and ``max_gap_db``, as the
+    promotion gate judges) also head ``table.md``.
     """
     entries = load_reports(paths)
     if not entries:
@@ -294,7 +326,8 @@ def compare_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = ", ".join(e.name for e in entries)
-    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting comparison: {names}"))
+    warnings = quality_warnings(entries, reference=reference, max_gap_db=max_gap_db)
+    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting comparison: {names}", warnings=warnings))
     _write_plots(entries, out_dir)
     summary = {
         "methods": {e.name: e.metrics for e in entries},
@@ -302,6 +335,7 @@ def compare_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[st
         "best": {m: max(entries, key=lambda e, m=m: e.metrics["overall"].get(m) or -math.inf).name
                  for m in PLOT_METRICS},
         "reports": {e.name: str(e.path) for e in entries},
+        "warnings": warnings,
     }
     _write_json(out_dir / "compare.json", summary)
     return summary

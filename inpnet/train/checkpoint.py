@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_model as _st_load_model
@@ -157,17 +157,26 @@ def load_weights_into(module: nn.Module, ckpt_dir: Path, name: str, *, device: s
         )
 
 
-def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, ResolvedVariant]:
+def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
+               which: Literal["last", "best"] = "last") -> tuple[nn.Module, ResolvedVariant]:
     """Rebuild the model from ``config.json`` and load its weights, in eval mode.
 
     Args:
         ema: prefer the EMA weights when the checkpoint has them (falls back to live weights).
+        which: ``last`` (the weights at the final step) or ``best`` (the eval weights at the
+            best validation during training, ``best.safetensors``).
     """
     from inpnet.models.build import build_model
 
     ckpt_dir = resolve_checkpoint_dir(Path(ckpt_dir))
     variant = read_variant(ckpt_dir)
     model = build_model(variant.model, pretrained=False)  # weights come from the checkpoint
+    if which == "best":
+        if not (ckpt_dir / _weights_file("best")).is_file():
+            raise CheckpointError(f"{ckpt_dir}: no best weights (best.safetensors); the run had no validation "
+                                  "(train.val_every: 0 or no val shards)")
+        load_weights_into(model, ckpt_dir, "best", device="cpu")
+        return model.to(device).eval(), variant
     name = "model_ema" if ema and (ckpt_dir / _weights_file("model_ema")).is_file() else "model"
     load_weights_into(model, ckpt_dir, name, device="cpu")
     return model.to(device).eval(), variant
