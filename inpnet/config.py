@@ -159,6 +159,9 @@ class InpNetModelConfig(_Section):
         description="one decoder stage per entry, each upsampling 2x (the first makes up the rest of patch_size)",
     )
     drop_path: float = Field(default=0.0, ge=0, lt=1)
+    prefill: Literal["none", "pushpull", "telea"] = Field(
+        default="none", description="hole pre-filled by a cheap fill as input; the network predicts a correction to it"
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "InpNetModelConfig":
