@@ -143,5 +143,7 @@ def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference
     table = (tmp_path / "cmp" / "table.md").read_text()
     head = table.split("## Overall")[0]
     assert "## Warnings" in head and "**WARNING: inpnet_s is below the flat" in head  # above every table
+    summary_md = (tmp_path / "cmp" / "summary.md").read_text()
+    assert summary_md.startswith("Machine: ") and "| inpnet_s |" in summary_md and "WARNING: inpnet_s" in summary_md
     quiet = compare_reports([tmp_path / "baselines", tmp_path / "close"], tmp_path / "cmp2")
     assert quiet["warnings"] == [] and "## Warnings" not in (tmp_path / "cmp2" / "table.md").read_text()

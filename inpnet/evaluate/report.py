@@ -16,7 +16,8 @@ One evaluation folder holds:
 
 :func:`compare_reports` reads several such folders (a folder of report folders counts as its
 children, e.g. ``reports/baselines``) and writes ``table.md``, ``psnr_by_ratio.png``,
-``ssim_by_ratio.png`` and ``compare.json`` into one output folder.
+``ssim_by_ratio.png``, ``compare.json`` and ``summary.md`` (the README's quickstart table) into
+one output folder.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ __all__ = [
     "compare_reports",
     "load_report",
     "load_reports",
+    "machine_description",
     "quality_warnings",
+    "render_summary",
     "render_table",
     "write_report",
 ]
@@ -311,6 +314,50 @@ def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:
 # ----------------------------------------------------------------------------- compare
 
 
+SUMMARY_PATTERNS = ("free_form", "external")  # irregular holes: the headline of summary.md
+
+
+def machine_description() -> str:
+    """The CPU model and its bf16 support, as ``lscpu`` would name them (Linux; else the platform)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{model}, {', '.join(bf16) if bf16 else 'no native bf16'}"
+
+
+def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = ()) -> str:
+    """The quickstart summary: overall PSNR/SSIM and, per irregular-hole pattern, PSNR by ratio.
+
+    The README embeds this file between ``<!-- summary:start -->`` and ``<!-- summary:end -->``;
+    ``.ci/check_readme.py`` fails when the two disagree by more than noise.
+    """
+    out = [f"Machine: {machine_description()}.", ""]
+    rows = [[e.name + (" (reference)" if e.reference else ""), _fmt(e.metrics["overall"].get("psnr"), 2),
+             _fmt(e.metrics["overall"].get("ssim"), 3)] for e in entries]
+    out += _table(["method", "PSNR (dB)", "SSIM"], rows) + [""]
+    for pattern in SUMMARY_PATTERNS:
+        ratios = sorted({r for e in entries for r in e.metrics.get("buckets", {}).get(pattern, {})}, key=float)
+        if not ratios:
+            continue
+        rows = [[e.name + (" (reference)" if e.reference else ""),
+                 *(_fmt(e.metrics["buckets"].get(pattern, {}).get(r, {}).get("psnr"), 2) for r in ratios)]
+                for e in entries]
+        out += [f"PSNR (dB) by hole ratio, pattern `{pattern}`:", "", *_table(["method", *ratios], rows), ""]
+    out += [f"- **{w}**" for w in warnings]
+    return "\n".join(out).rstrip() + "\n"
+
+
 def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, reference: str | None = "telea",
                     max_gap_db: float = 1.0) -> dict[str, Any]:
     """One table, two plots and ``compare.json`` across the methods in ``paths``.
@@ -328,6 +375,7 @@ def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, referen
     names = ", ".join(e.name for e in entries)
     warnings = quality_warnings(entries, reference=reference, max_gap_db=max_gap_db)
     (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting comparison: {names}", warnings=warnings))
+    (out_dir / "summary.md").write_text(render_summary(entries, warnings=warnings))
     _write_plots(entries, out_dir)
     summary = {
         "methods": {e.name: e.metrics for e in entries},
