@@ -23,6 +23,7 @@ import numpy as np
 from inpnet.config import ConfigError, EvalConfig
 from inpnet.errors import DataError
 from inpnet.evaluate.sources import EvalImage, EvalMask, Skipped, open_images, open_masks
+from inpnet.outputs import locks_output
 
 if TYPE_CHECKING:
     import torch
@@ -114,6 +115,7 @@ def _batches(pairs, batch_size: int):
         yield batch
 
 
+@locks_output("out_dir")
 def evaluate(
     method: "Method",
     images: str | Path,
@@ -133,7 +135,8 @@ def evaluate(
         images: a val shard folder or a folder of images (see :mod:`inpnet.evaluate.sources`).
         masks: the mask bank or a folder of external masks.
         out_dir: receives metrics.json, report.json, per_image.csv, table.md, plots/, grid.png
-            (and outputs/<pattern>/<ratio>/<name>.png with ``save_outputs``).
+            (and outputs/<pattern>/<ratio>/<name>.png with ``save_outputs``); created and
+            locked before any work, so an unwritable or busy folder fails at once.
         cfg: the ``evaluate`` section of params.
         limit: evaluate only the first N readable images.
         references: report folders of other methods (e.g. the baselines) shown as reference

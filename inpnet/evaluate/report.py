@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 from inpnet.errors import DataError
 from inpnet.evaluate.plots import plot_metric_by_ratio
+from inpnet.outputs import locks_output
 
 __all__ = [
     "ReportEntry",
@@ -282,6 +283,7 @@ def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:
 # ----------------------------------------------------------------------------- compare
 
 
+@locks_output("out_dir")
 def compare_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
     """One table, two plots and ``compare.json`` across the methods in ``paths``.
 
