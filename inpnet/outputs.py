@@ -42,7 +42,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def output_error(path: str | Path, err: OSError, what: str = "cannot write") -> OutputError:
     """An :class:`OutputError` that names ``path`` and says why in words (not a traceback)."""
     if isinstance(err, IsADirectoryError):
-        reason = "it is a folder; pass a file path"
+        reason = "a folder stands where the file would be written"
     elif isinstance(err, NotADirectoryError) or err.errno == errno.ENOTDIR:
         reason = "a part of the path is a file, not a folder"
     elif isinstance(err, FileExistsError):
@@ -65,6 +65,8 @@ def writing_output(path: str | Path, what: str = "cannot write") -> Iterator[Non
 def write_atomic(path: str | Path, data: bytes, *, durable: bool = False) -> Path:
     """Write ``data`` to ``path`` via ``.<name>.tmp`` and a rename: readers see all or nothing.
 
+    The parent folder must exist.
+
     Args:
         durable: fsync the file and its folder, so the rename survives a power cut.
 
@@ -83,7 +85,7 @@ def write_atomic(path: str | Path, data: bytes, *, durable: bool = False) -> Pat
     except OSError as err:
         with _ignoring_os_errors():
             tmp.unlink(missing_ok=True)
-        raise output_error(path, err) from None
+        raise output_error(path, OSError(err.errno, err.strerror)) from None  # name the file, not its temp
     if durable:
         fsync_dir(path.parent)
     return path

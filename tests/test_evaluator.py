@@ -280,3 +280,29 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     assert report["method"] == "inpnet_tiny" and report["method_settings"]["kind"] == "model"
     assert report["method_settings"]["family"] == "inpnet" and report["pairs"] == 2 * 4
     assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 8
+
+
+def test_an_unwritable_out_is_a_one_line_error_before_any_work(image_dir: Path, bank_dir: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("x")
+    cases = {tmp_path / "a-file": "the output folder is a file",
+             tmp_path / "a-file" / "ev": "a file of that name exists where a folder is needed"}
+    if Path("/sys/kernel").is_dir():  # even root cannot write /sys (chmod does not stop root)
+        cases[Path("/sys/ev")] = "cannot lock the output folder"
+    for out, reason in cases.items():
+        capsys.readouterr()
+        code = main(["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(bank_dir),
+                     "--out", str(out), "--workers", "1"])
+        lines = cli_error_lines(capsys.readouterr().err)
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"inpnet: error: {out}: ") and reason in lines[0], lines
+
+
+def test_a_report_file_that_cannot_be_written_is_named_and_no_temp_file_stays(image_dir: Path, bank_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    from inpnet.errors import OutputError
+
+    out = tmp_path / "ev"
+    (out / "metrics.json").mkdir(parents=True)  # a folder where the report writes a file
+    with pytest.raises(OutputError, match=r"ev/metrics.json: cannot write: a folder stands where the file would be written; "):
+        evaluate(resolve_method("telea"), image_dir, bank_dir, out_dir=out, cfg=_cfg(), limit=1)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]

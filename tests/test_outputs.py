@@ -76,7 +76,7 @@ def test_an_output_folder_that_cannot_be_created_names_the_path(tmp_path: Path) 
 
 def test_write_atomic_failures_name_the_path_and_leave_no_temporary_file(tmp_path: Path) -> None:
     (tmp_path / "dir.png").mkdir()
-    with pytest.raises(OutputError, match=r"dir.png: cannot write: it is a folder; pass a file path"):
+    with pytest.raises(OutputError, match=r"dir.png: cannot write: a folder stands where the file would be written"):
         write_atomic(tmp_path / "dir.png", b"data")
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match=r"file/x.png: cannot write: a part of the path is a file"):

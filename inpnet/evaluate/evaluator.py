@@ -23,7 +23,7 @@ import numpy as np
 from inpnet.config import ConfigError, EvalConfig
 from inpnet.errors import DataError
 from inpnet.evaluate.sources import EvalImage, EvalMask, Skipped, open_images, open_masks
-from inpnet.outputs import locks_output
+from inpnet.outputs import locks_output, writing_output
 
 if TYPE_CHECKING:
     import torch
@@ -153,6 +153,8 @@ def evaluate(
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    with writing_output(out_dir, "cannot create the report folder"):
+        out_dir.mkdir(parents=True, exist_ok=True)  # before the long part: an unwritable --out fails now
     reference_entries = [rep.load_report(r) for r in references]  # fail before the long part
     mask_src = open_masks(masks, seed=cfg.seed, mismatch=cfg.mask_size_mismatch)
     size = mask_src.size or cfg.image_size
@@ -234,7 +236,8 @@ def evaluate(
         "references": [str(r) for r in references],
     }
     rep.write_report(out_dir, metrics=metrics, report=report, rows=rows, references=reference_entries)
-    save_grid(grid.rows(), out_dir / "grid.png")
+    with writing_output(out_dir):
+        save_grid(grid.rows(), out_dir / "grid.png")
     log.info("%s: PSNR %.2f dB, SSIM %.4f over %d pairs in %.1f s (method %.1f ms/pair) -> %s", method.name,
              metrics["overall"]["psnr"], metrics["overall"]["ssim"], n_pairs, total_s,
              report["timing"]["method_ms_per_pair"], out_dir)

@@ -22,6 +22,7 @@ children, e.g. ``reports/baselines``) and writes ``table.md``, ``psnr_by_ratio.p
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -31,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 from inpnet.errors import DataError
 from inpnet.evaluate.plots import plot_metric_by_ratio
-from inpnet.outputs import locks_output
+from inpnet.outputs import locks_output, write_atomic, writing_output
 
 __all__ = [
     "ReportEntry",
@@ -104,24 +105,30 @@ def write_report(
     rows: Sequence[dict],
     references: Sequence[ReportEntry] = (),
 ) -> None:
-    """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "metrics.json", metrics)
-    _write_json(out_dir / "report.json", report)
-    with open(out_dir / "per_image.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``.
+
+    Raises:
+        OutputError: a file cannot be written (named, with the reason); no temporary file stays.
+    """
+    with writing_output(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / "metrics.json", metrics)
+        _write_json(out_dir / "report.json", report)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (round(row[k], 6) if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
-    entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
-        ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
-    ]
-    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting evaluation: {report['method']}"))
-    _write_plots(entries, out_dir / "plots")
+        write_atomic(out_dir / "per_image.csv", table.getvalue().encode())
+        entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
+            ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
+        ]
+        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting evaluation: {report['method']}").encode())
+        _write_plots(entries, out_dir / "plots")
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _write_plots(entries: Sequence[ReportEntry], folder: Path) -> list[Path]:
@@ -294,10 +301,11 @@ def compare_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[st
     if not entries:
         raise DataError("compare: no report folders given; pass --reports DIR (one or more)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = ", ".join(e.name for e in entries)
-    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting comparison: {names}"))
-    _write_plots(entries, out_dir)
+    with writing_output(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting comparison: {names}").encode())
+        _write_plots(entries, out_dir)
     summary = {
         "methods": {e.name: e.metrics for e in entries},
         "baselines": [e.name for e in entries if e.reference],

@@ -32,6 +32,7 @@ from torch import nn
 
 from inpnet.config import ResolvedVariant
 from inpnet.errors import CheckpointError
+from inpnet.outputs import output_error
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,22 @@ def save_checkpoint(
     """
     ckpt_dir = Path(ckpt_dir)
     parent = ckpt_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{ckpt_dir.name}.tmp-{os.getpid()}"
     old = parent / f".{ckpt_dir.name}.old"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, module in modules.items():
-        # save_model drops tied duplicates that plain save_file would reject
-        _st_save_model(module, str(tmp / _weights_file(name)))
-    (tmp / CONFIG_FILE).write_text(json.dumps(variant.model_dump(mode="json"), indent=2, sort_keys=True))
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps({**meta, "weights": sorted(modules)}, indent=2, sort_keys=True))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for name, module in modules.items():
+            # save_model drops tied duplicates that plain save_file would reject
+            _st_save_model(module, str(tmp / _weights_file(name)))
+        (tmp / CONFIG_FILE).write_text(json.dumps(variant.model_dump(mode="json"), indent=2, sort_keys=True))
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps({**meta, "weights": sorted(modules)}, indent=2, sort_keys=True))
+    except OSError as err:  # e.g. disk full: the previous checkpoint stays, no half-written copy
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise output_error(ckpt_dir, err, "cannot write the checkpoint") from None
     if old.exists():
         shutil.rmtree(old)
     if ckpt_dir.exists():
