@@ -5,12 +5,14 @@ One evaluation folder holds:
 
 - ``metrics.json`` (DVC metrics, numbers only)::
 
-    {"overall": {"psnr", "ssim", "fid" (null without weights), "n"},
+    {"overall": {"psnr", "ssim", "fid" (null without weights), "n", "excluded"},
      "patterns": {pattern: {"psnr", "ssim", "n"}},
      "buckets": {pattern: {ratio "%.2f": {"psnr", "ssim", "fid", "kid", "n"}}}}
 
-- ``report.json``: method and settings, FID status and reason, skipped files, timings;
-- ``per_image.csv``: image, pattern, ratio, achieved_ratio, mask, psnr, ssim;
+- ``report.json``: method and settings, FID status and reason, skipped files, excluded
+  pairs with their reasons, timings;
+- ``per_image.csv``: image, pattern, ratio, achieved_ratio, mask, psnr, ssim, excluded (the
+  reason a pair is left out of every mean: an empty or a full hole, an exact match);
 - ``table.md``: the method's rows, plus reference rows (the baselines) when given;
 - ``plots/psnr_by_ratio.png``, ``plots/ssim_by_ratio.png`` and ``grid.png``.
 
@@ -44,7 +46,7 @@ __all__ = [
     "write_report",
 ]
 
-CSV_FIELDS = ("image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim")
+CSV_FIELDS = ("image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim", "excluded")
 PLOT_METRICS = ("psnr", "ssim")
 
 
@@ -59,23 +61,50 @@ class ReportEntry:
     reference: bool = False  # shown as a reference row (a baseline)
 
 
+EXACT_MATCH = "exact match: the output equals the original image, so its PSNR is infinite"
+
+
+def exclusion(row: dict) -> str | None:
+    """Why a per-image row stays out of every mean (its ``excluded`` reason, or an exact match
+    whose infinite PSNR no mean can hold), or None when it counts.
+
+    Raises:
+        DataError: a score is NaN; leaving such a pair out would flatter the method.
+    """
+    if row.get("excluded"):
+        return str(row["excluded"])
+    if row["psnr"] == math.inf:
+        return EXACT_MATCH
+    bad = {k: row[k] for k in PLOT_METRICS if not math.isfinite(row[k])}
+    if bad:
+        raise DataError(f"{row.get('image')} with mask {row.get('mask')}: scores {bad} are not numbers; "
+                        "the method's output holds NaN or infinity")
+    return None
+
+
 def _mean(values: list[float]) -> float:
-    # identical images give an infinite PSNR; cap at 100 dB so every mean stays a number
-    return round(sum(min(v, 100.0) for v in values) / len(values), 6)
+    return round(sum(values) / len(values), 6)
 
 
 def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-bucket, per-pattern and overall means of per-image rows, in the metrics.json layout.
 
+    Rows with an :func:`exclusion` (an empty or a full hole, an exact match) are left out of
+    every mean and counted as ``overall.excluded``; a pattern or bucket with no counted row
+    is absent.
+
     Args:
-        rows: dicts with pattern, ratio ("%.2f"), psnr, ssim.
+        rows: dicts with pattern, ratio ("%.2f"), psnr, ssim, and optionally excluded (a reason).
         fid: ``{"overall": float|None, "buckets": {(pattern, ratio): {"fid": .., "kid": ..}}}``.
     """
     fid = fid or {}
     bucket_fid = fid.get("buckets", {})
     by_bucket: dict[tuple[str, str], list[dict]] = defaultdict(list)
     by_pattern: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
+    counted = [row for row in rows if exclusion(row) is None]
+    if not counted:
+        raise DataError(f"no pair can be scored: all {len(rows)} are excluded ({exclusion(rows[0]) if rows else 'no pairs'})")
+    for row in counted:
         by_bucket[(row["pattern"], row["ratio"])].append(row)
         by_pattern[row["pattern"]].append(row)
 
@@ -86,9 +115,10 @@ def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[s
     for (pattern, ratio), group in sorted(by_bucket.items()):
         extra = bucket_fid.get((pattern, ratio), {})
         buckets.setdefault(pattern, {})[ratio] = {**stats(group), "fid": extra.get("fid"), "kid": extra.get("kid")}
-    overall = stats(list(rows))
+    overall = stats(counted)
     return {
-        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"]},
+        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"],
+                    "excluded": len(rows) - len(counted)},
         "patterns": {p: stats(g) for p, g in sorted(by_pattern.items())},
         "buckets": buckets,
     }
@@ -118,7 +148,8 @@ def write_report(
         writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (round(row[k], 6) if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
+            values = {**row, "excluded": exclusion(row) or ""}
+            writer.writerow({k: (round(values[k], 6) if isinstance(values[k], float) else values[k]) for k in CSV_FIELDS})
         write_atomic(out_dir / "per_image.csv", table.getvalue().encode())
         entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
             ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
@@ -245,6 +276,10 @@ def render_table(entries: Sequence[ReportEntry], *, title: str) -> str:
     if skipped:
         out += ["## Skipped files", ""]
         out += [f"- {name}: `{s['path']}`: {s['reason']}" for name, s in skipped] + [""]
+    excluded = [(e.name, x) for e in entries if not e.reference for x in e.report.get("excluded", [])]
+    if excluded:
+        out += ["## Pairs left out of every mean", ""]
+        out += [f"- {name}: {x['image']} with `{x['mask']}`: {x['reason']}" for name, x in excluded] + [""]
     return "\n".join(out)
 
 
