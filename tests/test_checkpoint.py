@@ -97,3 +97,17 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temp_dir(tmp_
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(OutputError, match=r"a-file/m: cannot write the checkpoint: a file of that name exists"):
         _save(tmp_path / "a-file" / "m", 1)
+
+
+def test_weights_hash_follows_the_weights_not_the_file(tmp_path: Path) -> None:
+    from inpnet.models.build import build_model
+
+    v = tiny_variant()
+    torch.manual_seed(0)  # test-only: model init has no generator argument
+    model = build_model(v.model)
+    target = _save(tmp_path / "inpnet_tiny", 1, model)
+    loaded, _ = ckpt.load_model(target)
+    assert ckpt.weights_sha256(loaded) == ckpt.weights_sha256(model)
+    with torch.no_grad():
+        next(loaded.parameters()).view(-1)[0] += 1e-3
+    assert ckpt.weights_sha256(loaded) != ckpt.weights_sha256(model)

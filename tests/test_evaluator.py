@@ -281,6 +281,11 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "inpnet_tiny" and report["method_settings"]["kind"] == "model"
     assert report["method_settings"]["family"] == "inpnet" and report["pairs"] == 2 * 4
+    from inpnet.registry.tracking import file_sha256
+    from inpnet.train.checkpoint import load_model, weights_sha256
+
+    assert report["method_settings"]["weights_sha256"] == weights_sha256(load_model(ckpt)[0])
+    assert report["masks"]["manifest_sha256"] == file_sha256(bank_dir / "manifest.json")
     assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 8
 
 

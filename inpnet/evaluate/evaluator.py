@@ -186,6 +186,7 @@ def evaluate(
     from inpnet.evaluate.metrics import psnr, quantize, ssim
     from inpnet.evaluate.plots import save_grid, save_png
     from inpnet.models.composite import composite, masked_input
+    from inpnet.registry.tracking import file_sha256
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -261,7 +262,8 @@ def evaluate(
         "method": method.name,
         "method_settings": method.settings(),
         "images": {"source": str(images), "kind": image_src.kind, "count": len(n_images), "size": size},
-        "masks": {"source": str(masks), "kind": mask_src.kind, "pairing": pairing},
+        "masks": {"source": str(masks), "kind": mask_src.kind, "pairing": pairing,
+                  "manifest_sha256": file_sha256(Path(masks) / "manifest.json") if mask_src.kind == "bank" else None},
         "pairs": n_pairs,  # the pairs in the means
         "fid": fid.status(),
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],

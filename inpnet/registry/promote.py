@@ -4,6 +4,8 @@ The comparison reads the ``metrics.*`` and ``mask_bank_sha256`` tags that
 :func:`inpnet.registry.models.register` put on each version. Gates
 (:class:`inpnet.config.PromotionGates`):
 
+* the challenger's metrics come from an evaluation of its own weights (its
+  ``evaluation.weights_sha256`` tag equals its ``weights_sha256``; register checks this);
 * both versions were evaluated on the same mask bank (equal ``mask_bank_sha256``);
 * the challenger beats the champion on the primary metric by at least ``min_improvement``
   (and strictly, when ``min_improvement`` is 0);
@@ -60,12 +62,23 @@ def _patterns(tags: Mapping[str, str]) -> set[str]:
     return {k[len(prefix) :].rsplit(".", 1)[0] for k in tags if k.startswith(prefix) and k.endswith(".psnr")}
 
 
+def _unproven(tags: Mapping[str, str]) -> str | None:
+    """Why a version's metrics cannot be trusted to be its own, or None."""
+    weights, evaluated = tags.get("weights_sha256"), tags.get("evaluation.weights_sha256")
+    if weights and evaluated == weights:
+        return None
+    return (f"challenger has no evaluation of its own weights (weights {weights or 'unknown'}, evaluated weights "
+            f"{evaluated or 'none recorded'}): evaluate its checkpoint and register it again with that metrics.json: fail")
+
+
 def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gates: PromotionGates) -> tuple[bool, list[str]]:
     """Apply the gates to two versions' tags; returns (passes, reasons). Pure, for testing."""
     primary = gates.primary_metric
     new = _metric(challenger, primary)
     if new is None:
         return False, [f"challenger has no recorded {primary} (register it with the evaluator's metrics.json)"]
+    if (unproven := _unproven(challenger)) is not None:
+        return False, [unproven]
     if champion is None:
         return True, [f"no champion yet; challenger {primary} {new:.4f} is recorded"]
     reasons: list[str] = []

@@ -18,6 +18,7 @@ moved aside first and removed after the rename; if a crash falls between the two
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ __all__ = [
     "read_variant",
     "resolve_checkpoint_dir",
     "save_checkpoint",
+    "weights_sha256",
 ]
 
 CONFIG_FILE = "config.json"
@@ -160,6 +162,20 @@ def load_weights_into(module: nn.Module, ckpt_dir: Path, name: str, *, device: s
             f"{path}: weights do not match {type(module).__name__}: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}; was the config changed after training?"
         )
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict: every entry's name, dtype, shape and bytes, by name.
+
+    It depends on the weights only, not on how they were stored, so a checkpoint, the model
+    registered from it and the report of its evaluation can be matched by this hash.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # bytes: bf16 has no numpy dtype
+    return digest.hexdigest()
 
 
 def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, ResolvedVariant]:
