@@ -338,7 +338,8 @@ def test_degenerate_pairs_are_listed_and_left_out_of_every_mean(image_dir: Path,
         rows = {r["image"]: r for r in csv.DictReader(f)}
     assert rows["img1"]["excluded"].startswith("empty hole") and rows["img1"]["psnr"] == ""
     assert rows["img2"]["excluded"].startswith("full hole") and rows["img0"]["excluded"] == ""
-    assert "## Pairs left out of every mean" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "## Pairs left out of every mean" in table and "- telea: 1 pair(s), empty hole: " in table
 
 
 def test_an_exact_match_is_excluded_not_scored_100_db(bank_dir: Path, tmp_path: Path) -> None:

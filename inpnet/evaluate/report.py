@@ -276,10 +276,14 @@ def render_table(entries: Sequence[ReportEntry], *, title: str) -> str:
     if skipped:
         out += ["## Skipped files", ""]
         out += [f"- {name}: `{s['path']}`: {s['reason']}" for name, s in skipped] + [""]
-    excluded = [(e.name, x) for e in entries if not e.reference for x in e.report.get("excluded", [])]
+    excluded: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (method, reason) -> pairs
+    for e in entries:
+        for x in [] if e.reference else e.report.get("excluded", []):
+            excluded[(e.name, x["reason"])].append(x)
     if excluded:
         out += ["## Pairs left out of every mean", ""]
-        out += [f"- {name}: {x['image']} with `{x['mask']}`: {x['reason']}" for name, x in excluded] + [""]
+        out += [f"- {name}: {len(xs)} pair(s), {reason} (e.g. {xs[0]['image']} with `{xs[0]['mask']}`)"
+                for (name, reason), xs in excluded.items()] + [""]
     return "\n".join(out)
 
 
