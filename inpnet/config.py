@@ -480,6 +480,26 @@ def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
         raise ConfigError(_format_errors(err, model, prefix)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice.
+
+    Plain YAML loading keeps the last value silently, so a section written twice in
+    ``params.yaml`` would replace the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue  # '<<' merges may be overridden on purpose; complex keys are rare
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} on line {line} (first on line {seen[key]}); write each key once")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_params(data: dict[str, Any] | None) -> Params:
     """Validate an already-loaded params mapping."""
     return _validate(Params, data or {})
@@ -491,9 +511,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the repository root or pass --params)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if data is None or data == {}:
+        sections = ", ".join(Params.model_fields)
+        raise ConfigError(f"{path}: params file is empty; it needs the sections {sections} (see the repository's params.yaml)")
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     try:

@@ -60,7 +60,7 @@ def evaluate_command(
     o = result.metrics["overall"]
     fid = "n/a" if o["fid"] is None else f"{o['fid']:.2f}"
     typer.echo(f"{result.report['method']}: PSNR {o['psnr']:.2f} dB  SSIM {o['ssim']:.4f}  FID {fid}  "
-               f"({o['n']} pairs, {len(result.report['skipped'])} skipped) -> {out}")
+               f"({o['n']} pairs, {o['excluded']} left out, {len(result.report['skipped'])} files skipped) -> {out}")
 
 
 @app.command("compare")

@@ -37,9 +37,9 @@ def _tracking_uri(explicit: str | None, params: Path) -> str:
 @app.command("register")
 def register_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `inpnet train` (models/<variant>)."),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="The evaluator's metrics.json for this checkpoint (needed to promote)."),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="The evaluator's metrics.json for this checkpoint (needed to promote); its report.json must name these weights."),
     name: Optional[str] = typer.Option(None, "--name", help="Registered model name (default: registry.model_names[family])."),
-    bank: Optional[Path] = typer.Option(None, "--bank", help="Mask bank manifest.json it was evaluated on (default: from report.json beside --metrics)."),
+    bank: Optional[Path] = typer.Option(None, "--bank", help="Mask bank manifest.json it must have been evaluated on (checked against report.json beside --metrics; default: the bank the report names)."),
     shards: Optional[Path] = typer.Option(None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."),
     tag: list[str] = typer.Option([], "--tag", help="Extra version tag KEY=VALUE (repeatable)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),

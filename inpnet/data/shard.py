@@ -37,6 +37,7 @@ from inpnet.data.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, ShardR
 from inpnet.data.tarindex import Member, index_tar, list_key, member_problem, read_labels, sample_key
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
+from inpnet.outputs import locks_output
 
 __all__ = ["Candidate", "ShardJob", "ShardPlan", "ShardSpec", "check_inputs", "plan_shards", "shard_tar", "write_shard"]
 
@@ -258,13 +259,15 @@ def _clean_stale(out: Path, split: str, keep: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
+@locks_output("out_dir")
 def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | Path, cfg: ShardConfig,
               *, map_fn: MapFn | None = None) -> Manifest:
     """Convert ``tar`` into validated shards under ``out_dir``; returns the manifest.
 
     ``map_fn(fn, jobs)`` runs ``fn`` on every job and returns the records in job order
     (a Prefect flow passes one that maps tasks); by default a local pool of
-    ``cfg.workers`` threads or processes (``cfg.task_runner``).
+    ``cfg.workers`` threads or processes (``cfg.task_runner``). ``out_dir`` is locked for
+    the run (:class:`inpnet.outputs.FolderLock`): a second run into it fails at once.
     """
     tar, out = Path(tar), Path(out_dir)
     members = index_tar(tar)

@@ -8,7 +8,8 @@ One documented implementation per metric, used by every report:
   a user would save.
 - PSNR uses data range 1 and the mean squared error over all pixels and channels of an
   image; it equals scikit-image's ``peak_signal_noise_ratio(data_range=1)`` (inf when the
-  images are identical, as there).
+  images are identical, as there; the evaluator leaves such pairs out of every mean rather
+  than cap them at a number).
 - SSIM is Wang et al.'s, the variant LaMa and MAT report: an 11 x 11 Gaussian window with
   sigma 1.5, C1 = (0.01)^2, C2 = (0.03)^2, population (not sample) covariances, computed per
   channel and averaged over channels. Like scikit-image's ``structural_similarity(

@@ -5,12 +5,14 @@ One evaluation folder holds:
 
 - ``metrics.json`` (DVC metrics, numbers only)::
 
-    {"overall": {"psnr", "ssim", "fid" (null without weights), "n"},
+    {"overall": {"psnr", "ssim", "fid" (null without weights), "n", "excluded"},
      "patterns": {pattern: {"psnr", "ssim", "n"}},
      "buckets": {pattern: {ratio "%.2f": {"psnr", "ssim", "fid", "kid", "n"}}}}
 
-- ``report.json``: method and settings, FID status and reason, skipped files, timings;
-- ``per_image.csv``: image, pattern, ratio, achieved_ratio, mask, psnr, ssim;
+- ``report.json``: method and settings, FID status and reason, skipped files, excluded
+  pairs with their reasons, timings;
+- ``per_image.csv``: image, pattern, ratio, achieved_ratio, mask, psnr, ssim, excluded (the
+  reason a pair is left out of every mean: an empty or a full hole, an exact match);
 - ``table.md``: the method's rows, plus reference rows (the baselines) when given;
 - ``plots/psnr_by_ratio.png``, ``plots/ssim_by_ratio.png`` and ``grid.png``.
 
@@ -23,6 +25,7 @@ one output folder.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -32,6 +35,7 @@ from typing import Any, Iterable, Sequence
 
 from inpnet.errors import DataError
 from inpnet.evaluate.plots import plot_metric_by_ratio
+from inpnet.outputs import locks_output, write_atomic, writing_output
 
 __all__ = [
     "ReportEntry",
@@ -46,7 +50,7 @@ __all__ = [
     "write_report",
 ]
 
-CSV_FIELDS = ("image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim")
+CSV_FIELDS = ("image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim", "excluded")
 PLOT_METRICS = ("psnr", "ssim")
 
 
@@ -61,23 +65,50 @@ class ReportEntry:
     reference: bool = False  # shown as a reference row (a baseline)
 
 
+EXACT_MATCH = "exact match: the output equals the original image, so its PSNR is infinite"
+
+
+def exclusion(row: dict) -> str | None:
+    """Why a per-image row stays out of every mean (its ``excluded`` reason, or an exact match
+    whose infinite PSNR no mean can hold), or None when it counts.
+
+    Raises:
+        DataError: a score is NaN; leaving such a pair out would flatter the method.
+    """
+    if row.get("excluded"):
+        return str(row["excluded"])
+    if row["psnr"] == math.inf:
+        return EXACT_MATCH
+    bad = {k: row[k] for k in PLOT_METRICS if not math.isfinite(row[k])}
+    if bad:
+        raise DataError(f"{row.get('image')} with mask {row.get('mask')}: scores {bad} are not numbers; "
+                        "the method's output holds NaN or infinity")
+    return None
+
+
 def _mean(values: list[float]) -> float:
-    # identical images give an infinite PSNR; cap at 100 dB so every mean stays a number
-    return round(sum(min(v, 100.0) for v in values) / len(values), 6)
+    return round(sum(values) / len(values), 6)
 
 
 def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-bucket, per-pattern and overall means of per-image rows, in the metrics.json layout.
 
+    Rows with an :func:`exclusion` (an empty or a full hole, an exact match) are left out of
+    every mean and counted as ``overall.excluded``; a pattern or bucket with no counted row
+    is absent.
+
     Args:
-        rows: dicts with pattern, ratio ("%.2f"), psnr, ssim.
+        rows: dicts with pattern, ratio ("%.2f"), psnr, ssim, and optionally excluded (a reason).
         fid: ``{"overall": float|None, "buckets": {(pattern, ratio): {"fid": .., "kid": ..}}}``.
     """
     fid = fid or {}
     bucket_fid = fid.get("buckets", {})
     by_bucket: dict[tuple[str, str], list[dict]] = defaultdict(list)
     by_pattern: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
+    counted = [row for row in rows if exclusion(row) is None]
+    if not counted:
+        raise DataError(f"no pair can be scored: all {len(rows)} are excluded ({exclusion(rows[0]) if rows else 'no pairs'})")
+    for row in counted:
         by_bucket[(row["pattern"], row["ratio"])].append(row)
         by_pattern[row["pattern"]].append(row)
 
@@ -88,9 +119,10 @@ def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[s
     for (pattern, ratio), group in sorted(by_bucket.items()):
         extra = bucket_fid.get((pattern, ratio), {})
         buckets.setdefault(pattern, {})[ratio] = {**stats(group), "fid": extra.get("fid"), "kid": extra.get("kid")}
-    overall = stats(list(rows))
+    overall = stats(counted)
     return {
-        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"]},
+        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"],
+                    "excluded": len(rows) - len(counted)},
         "patterns": {p: stats(g) for p, g in sorted(by_pattern.items())},
         "buckets": buckets,
     }
@@ -107,24 +139,31 @@ def write_report(
     rows: Sequence[dict],
     references: Sequence[ReportEntry] = (),
 ) -> None:
-    """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "metrics.json", metrics)
-    _write_json(out_dir / "report.json", report)
-    with open(out_dir / "per_image.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``.
+
+    Raises:
+        OutputError: a file cannot be written (named, with the reason); no temporary file stays.
+    """
+    with writing_output(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / "metrics.json", metrics)
+        _write_json(out_dir / "report.json", report)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (round(row[k], 6) if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
-    entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
-        ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
-    ]
-    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting evaluation: {report['method']}"))
-    _write_plots(entries, out_dir / "plots")
+            values = {**row, "excluded": exclusion(row) or ""}
+            writer.writerow({k: (round(values[k], 6) if isinstance(values[k], float) else values[k]) for k in CSV_FIELDS})
+        write_atomic(out_dir / "per_image.csv", table.getvalue().encode())
+        entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
+            ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
+        ]
+        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting evaluation: {report['method']}").encode())
+        _write_plots(entries, out_dir / "plots")
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _write_plots(entries: Sequence[ReportEntry], folder: Path) -> list[Path]:
@@ -269,6 +308,14 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
     if skipped:
         out += ["## Skipped files", ""]
         out += [f"- {name}: `{s['path']}`: {s['reason']}" for name, s in skipped] + [""]
+    excluded: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (method, reason) -> pairs
+    for e in entries:
+        for x in [] if e.reference else e.report.get("excluded", []):
+            excluded[(e.name, x["reason"])].append(x)
+    if excluded:
+        out += ["## Pairs left out of every mean", ""]
+        out += [f"- {name}: {len(xs)} pair(s), {reason} (e.g. {xs[0]['image']} with `{xs[0]['mask']}`)"
+                for (name, reason), xs in excluded.items()] + [""]
     return "\n".join(out)
 
 
@@ -358,6 +405,7 @@ def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = 
     return "\n".join(out).rstrip() + "\n"
 
 
+@locks_output("out_dir")
 def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, reference: str | None = "telea",
                     max_gap_db: float = 1.0) -> dict[str, Any]:
     """One table, two plots and ``compare.json`` across the methods in ``paths``.
@@ -371,12 +419,14 @@ def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, referen
     if not entries:
         raise DataError("compare: no report folders given; pass --reports DIR (one or more)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = ", ".join(e.name for e in entries)
     warnings = quality_warnings(entries, reference=reference, max_gap_db=max_gap_db)
-    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting comparison: {names}", warnings=warnings))
-    (out_dir / "summary.md").write_text(render_summary(entries, warnings=warnings))
-    _write_plots(entries, out_dir)
+    with writing_output(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting comparison: {names}",
+                                                        warnings=warnings).encode())
+        write_atomic(out_dir / "summary.md", render_summary(entries, warnings=warnings).encode())
+        _write_plots(entries, out_dir)
     summary = {
         "methods": {e.name: e.metrics for e in entries},
         "baselines": [e.name for e in entries if e.reference],

@@ -4,6 +4,8 @@ The comparison reads the ``metrics.*`` and ``mask_bank_sha256`` tags that
 :func:`inpnet.registry.models.register` put on each version. Gates
 (:class:`inpnet.config.PromotionGates`):
 
+* the challenger's metrics come from an evaluation of its own weights (its
+  ``evaluation.weights_sha256`` tag equals its ``weights_sha256``; register checks this);
 * both versions were evaluated on the same mask bank (equal ``mask_bank_sha256``);
 * the challenger beats the champion on the primary metric by at least ``min_improvement``
   (and strictly, when ``min_improvement`` is 0);
@@ -74,14 +76,16 @@ def load_reference(folder: str | Path, name: str) -> Reference | None:
         return None
     except (OSError, json.JSONDecodeError) as err:
         raise RegistryError(f"{folder / 'metrics.json'}: unreadable reference metrics ({err})") from None
-    bank = None
-    report_file = folder / "report.json"
-    if report_file.is_file():
-        from inpnet.registry.models import _evaluated_bank
+    try:
+        masks = json.loads((folder / "report.json").read_text()).get("masks", {})
+    except (OSError, json.JSONDecodeError):
+        masks = {}  # no report: the bank is unknown, and the gate will say so
+    bank = masks.get("manifest_sha256")
+    if bank is None and masks.get("source"):  # reports written before the hash was recorded
         from inpnet.registry.tracking import file_sha256
 
-        manifest = _evaluated_bank(folder / "metrics.json")
-        bank = file_sha256(manifest) if manifest is not None and manifest.is_file() else None
+        manifest = Path(masks["source"]) / "manifest.json"
+        bank = file_sha256(manifest) if manifest.is_file() else None
     return Reference(name, metric_tags(metrics), bank)
 
 
@@ -129,6 +133,15 @@ def _patterns(tags: Mapping[str, str]) -> set[str]:
     return {k[len(prefix) :].rsplit(".", 1)[0] for k in tags if k.startswith(prefix) and k.endswith(".psnr")}
 
 
+def _unproven(tags: Mapping[str, str]) -> str | None:
+    """Why a version's metrics cannot be trusted to be its own, or None."""
+    weights, evaluated = tags.get("weights_sha256"), tags.get("evaluation.weights_sha256")
+    if weights and evaluated == weights:
+        return None
+    return (f"challenger has no evaluation of its own weights (weights {weights or 'unknown'}, evaluated weights "
+            f"{evaluated or 'none recorded'}): evaluate its checkpoint and register it again with that metrics.json: fail")
+
+
 def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gates: PromotionGates,
           reference: Reference | None = None) -> tuple[bool, list[str]]:
     """Apply the gates to two versions' tags and the reference; returns (passes, reasons). Pure."""
@@ -136,6 +149,8 @@ def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gat
     new = _metric(challenger, primary)
     if new is None:
         return False, [f"challenger has no recorded {primary} (register it with the evaluator's metrics.json)"]
+    if (unproven := _unproven(challenger)) is not None:
+        return False, [unproven]
     reasons: list[str] = []
     passes = _reference_gate(challenger, reference, gates, reasons)
     if champion is None:

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from inpnet.config import ResolvedVariant, TrackingConfig
-from inpnet.errors import CheckpointError, TrainingInterrupted
+from inpnet.errors import CheckpointError, OutputError, TrainingInterrupted
+from inpnet.outputs import FolderLock
 from inpnet.train import checkpoint as ckpt
 from inpnet.train.batches import BatchStream, LoaderFactory, MaskedBatches, sample_grid
 from inpnet.train.distributed import DistInfo, all_gather_objects, all_reduce_grads, all_reduce_mean, any_rank, destroy, init_distributed
@@ -213,7 +214,8 @@ def train(
     """Train ``variant`` on the shards in ``shards`` (a split folder) and return its checkpoint dir.
 
     Args:
-        out_dir: checkpoints go to ``<out_dir>/<variant.name>/``.
+        out_dir: checkpoints go to ``<out_dir>/<variant.name>/``, locked by rank 0 for the run
+            (:class:`inpnet.outputs.FolderLock`): a second run of the variant fails at once.
         max_steps: overrides ``variant.train.max_steps`` (also the cosine schedule's length).
         resume: continue from the checkpoint in the output folder, exactly where it stopped.
         tracking: MLflow settings; None turns tracking off.
@@ -234,7 +236,9 @@ def train(
     info = init_distributed(device)
     tracker = None
     status = "FAILED"
+    lock = FolderLock(ckpt_dir)
     try:
+        _lock_on_rank_zero(lock, info)
         parts = build_components(variant, info)
         start, run_id, state = 0, None, None
         if resume and _has_checkpoint(ckpt_dir):
@@ -288,7 +292,20 @@ def train(
     finally:
         if tracker is not None:
             tracker.end(status)
+        lock.release()
         destroy(info)
+
+
+def _lock_on_rank_zero(lock: FolderLock, info: DistInfo) -> None:
+    """Rank 0 locks the checkpoint folder (it alone writes there); every rank stops if it cannot."""
+    error: OutputError | None = None
+    if info.is_main:
+        try:
+            lock.acquire()
+        except OutputError as err:
+            error = err
+    if any_rank(error is not None, info):
+        raise error or CheckpointError(f"{lock.folder}: rank 0 could not lock the checkpoint folder (see its error)")
 
 
 def _seed_step_noise(parts: Components, seed: int, info: DistInfo, step: int) -> None:
