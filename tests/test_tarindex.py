@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from places_tar import set_header_field
 
 from inpnet.data import tarindex
 from inpnet.data.tarindex import index_tar, member_problem, read_labels
@@ -35,14 +36,7 @@ def tar_bytes(*members: tuple[str, bytes], fmt: int = tarfile.USTAR_FORMAT, **pa
 
 
 def set_field(raw: bytes, header: int, field: str, value: bytes, *, fix_checksum: bool = True) -> bytes:
-    """``raw`` with ``field`` of the header at byte ``header`` replaced (and its checksum redone)."""
-    start, end = _FIELDS[field]
-    block = bytearray(raw[header : header + 512])
-    block[start:end] = value.ljust(end - start, b"\0")[: end - start]
-    if fix_checksum:
-        block[148:156] = b" " * 8
-        block[148:156] = b"%06o\0 " % sum(block)
-    return raw[:header] + bytes(block) + raw[header + 512 :]
+    return set_header_field(raw, header, *_FIELDS[field], value, fix_checksum=fix_checksum)
 
 
 def write(tmp_path: Path, raw: bytes, name: str = "t.tar") -> Path:
