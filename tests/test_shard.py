@@ -315,7 +315,8 @@ def test_flipped_byte_in_a_finished_shard_is_rewritten(places, reference: Path, 
 
 
 def test_resume_check_sha256_finds_what_the_quick_check_cannot(places, reference: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(manifest_mod, "TAIL_BYTES", 1024)  # the shards here are smaller than the real tail
     out = tmp_path / "train"
     shard_tar(places.tar, places.filelist, "train", out, CFG)
@@ -324,8 +325,13 @@ def test_resume_check_sha256_finds_what_the_quick_check_cannot(places, reference
     before = victim.read_bytes()
     shard_tar(places.tar, places.filelist, "train", out, CFG)
     assert victim.read_bytes() == before
-    shard_tar(places.tar, places.filelist, "train", out, CFG.model_copy(update={"resume_check": "sha256"}))
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data": {"shard": CFG.model_dump()}}))
+    assert _shard_cli(places, places.tar, out, "--params", str(params), "--resume-check", "sha256") == 0
     assert _shard_bytes(out) == _shard_bytes(reference)
+    assert _shard_cli(places, places.tar, out, "--params", str(params), "--resume-check", "sha-256") == 2
+    assert cli_error_lines(capsys.readouterr().err) == [
+        "inpnet: error: data.shard.resume_check: Input should be 'quick' or 'sha256' (got 'sha-256')"]
 
 
 def test_shard_newer_than_the_manifest_is_checked_in_full_not_rewritten(places, reference: Path, tmp_path: Path) -> None:
