@@ -280,3 +280,17 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     assert report["method"] == "inpnet_tiny" and report["method_settings"]["kind"] == "model"
     assert report["method_settings"]["family"] == "inpnet" and report["pairs"] == 2 * 4
     assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 8
+
+
+def test_decompression_bombs_are_skipped_before_decoding(image_dir: Path) -> None:
+    from places_tar import claims_size, jpeg_bytes
+
+    good = jpeg_bytes(np.random.default_rng(0), 40, 40)
+    (image_dir / "bomb.jpg").write_bytes(claims_size(good, 60000, 60000))  # PIL's own limit raises on open
+    (image_dir / "big.jpg").write_bytes(claims_size(good, 8000, 8000))  # under PIL's limit: it would decode 192 MB
+    source = open_images(image_dir, size=SIZE)
+    assert len(list(source)) == 3
+    reasons = {Path(s.path).name: s.reason for s in source.skipped}
+    assert set(reasons) == {"bomb.jpg", "big.jpg"}
+    assert reasons["big.jpg"] == "image is 8000x8000 (64.0 megapixels), over the limit of 50.0; pass a smaller image"
+    assert reasons["bomb.jpg"].startswith("image is over the limit of 50.0 megapixels (Image size (3600000000 pixels)")

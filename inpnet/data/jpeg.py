@@ -20,11 +20,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_MAX_PIXELS", "BadImage", "JpegInfo", "check_jpeg", "decode_rgb", "pixel_problem", "resize_shortest",
-           "verify_decode"]
+if TYPE_CHECKING:
+    import PIL.Image
+
+__all__ = ["DEFAULT_MAX_PIXELS", "BadImage", "JpegInfo", "check_jpeg", "decode_rgb", "open_image", "pixel_problem",
+           "resize_shortest", "verify_decode"]
 
 # Images whose header claims more pixels are refused before decoding: a 634-byte JPEG can
 # claim 60000x60000, which costs ~1 s and 0.7 GB to decode at 1/8 scale (10.8 GB in full).
@@ -117,6 +121,21 @@ def pixel_problem(width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS)
     return f"{width}x{height} ({width * height / 1e6:.1f} megapixels), over the limit of {max_pixels / 1e6:.1f}"
 
 
+def open_image(fp: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
+    """``PIL.Image.open`` (any format) that refuses an image whose header claims more than
+    ``max_pixels``, before decoding: :class:`BadImage` says ``"<w>x<h> (...), over the limit of ..."``."""
+    from PIL import Image
+
+    try:
+        image = Image.open(fp)
+    except Image.DecompressionBombError as err:  # PIL's own, higher limit, checked while opening
+        raise BadImage(f"over the limit of {max_pixels / 1e6:.1f} megapixels ({err})") from None
+    if (problem := pixel_problem(*image.size, max_pixels)) is not None:
+        image.close()
+        raise BadImage(problem)
+    return image
+
+
 def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bool = False, strict: bool = False,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode to uint8 RGB (H, W, 3), at the smallest DCT scale that keeps ``min_*`` pixels.
@@ -149,11 +168,11 @@ def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bo
 def _decode_with_pil(data: bytes, min_height: int, min_width: int, max_pixels: int) -> np.ndarray:
     import io
 
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        if (problem := pixel_problem(*image.size, max_pixels)) is not None:
-            raise BadImage(f"JPEG is {problem}")
+    try:
+        image = open_image(io.BytesIO(data), max_pixels)
+    except BadImage as err:
+        raise BadImage(f"JPEG is {err}") from None
+    with image:
         if min_height and min_width:
             image.draft("RGB", (min_width, min_height))
         return np.asarray(image.convert("RGB"))
