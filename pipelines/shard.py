@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import base_parser, run_entry
+from pipelines.common import base_parser, run_entry, tie_prefect_server
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
@@ -99,6 +99,7 @@ def run_shard(params: str | Path, split: str, *, tar: str | None = None, filelis
     if not use_prefect:
         return shard_tar(tar_path, list_path, split, out_path, cfg).totals
     runner = make_task_runner(cfg, dask_address)
+    tie_prefect_server()  # the `inpnet data shard` path does not go through run_entry
     return shard_flow.with_options(task_runner=runner)(str(tar_path), str(list_path), split, str(out_path), cfg)
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,60 @@ def test_shard_newer_than_the_manifest_is_checked_in_full_not_rewritten(places, 
     os.utime(out / "train-000004.tar", ns=(later, later))  # e.g. restored by a copy after the manifest
     shard_tar(places.tar, places.filelist, "train", out, CFG)
     assert (out / "train-000004.tar").stat().st_mtime_ns == later
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("entry", [
+    ["-c", "import sys; from inpnet.cli import main; sys.exit(main(sys.argv[1:]))", "data", "shard"],
+    ["-m", "pipelines.shard"],
+])
+def test_sigkill_takes_the_temporary_prefect_server_along(places, tmp_path: Path, repo_root: Path, entry: list[str]) -> None:
+    import psutil
+
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data": {"shard": CFG.model_dump()}}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # so Prefect starts its temporary server
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, *entry, "--split", "train", "--tar", str(places.tar), "--filelist",
+                                 str(places.filelist), "--out", str(tmp_path / "out"), "--params", str(params)],
+                                cwd=repo_root, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        server = None
+        for _ in range(2400):
+            children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+            server = next((c for c in children if "uvicorn" in " ".join(_cmdline(c))), None)
+            if server is not None or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert server is not None, (tmp_path / "stderr.txt").read_text()
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(server):
+            server.kill()
+            pytest.fail(f"the temporary Prefect server (pid {server.pid}) outlived a SIGKILL of the command")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _alive(process) -> bool:
+    """Running and not a zombie (an orphan's exit may never be reaped in a container without init)."""
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
