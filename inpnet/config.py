@@ -72,10 +72,14 @@ class FetchConfig(_Section):
 
 
 class SampleConfig(_Section):
-    """The embedded offline sample, built from photographs that scikit-image ships."""
+    """The embedded offline sample, built from photographs that the dependencies ship.
 
-    train_per_category: int = Field(default=24, ge=1)
-    val_per_category: int = Field(default=6, ge=1)
+    Each category's photographs are in one split only (``inpnet.data.sample``): train and
+    val never share a photograph.
+    """
+
+    train_per_category: int = Field(default=24, ge=1)  # crops per train category (8 categories)
+    val_per_category: int = Field(default=12, ge=1)  # crops per val category (3 categories)
     shortest_side: int = Field(default=160, ge=32, le=1024)
     jpeg_quality: int = Field(default=90, ge=50, le=100)
     seed: int = 0
@@ -163,6 +167,9 @@ class InpNetModelConfig(_Section):
         description="one decoder stage per entry, each upsampling 2x (the first makes up the rest of patch_size)",
     )
     drop_path: float = Field(default=0.0, ge=0, lt=1)
+    prefill: Literal["none", "pushpull", "telea"] = Field(
+        default="none", description="hole pre-filled by a cheap fill as input; the network predicts a correction to it"
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "InpNetModelConfig":
@@ -282,6 +289,8 @@ class TrainConfig(_Section):
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
     sample_every: int = Field(default=100, ge=1)
+    val_every: int = Field(default=100, ge=0, description="score the fixed val subset every N steps and at the end; 0 = off")
+    val_images: int = Field(default=16, ge=1, description="size of that subset (first val images, each with a bank mask)")
     loss: LossConfig = LossConfig()
     masks: TrainMasksConfig = TrainMasksConfig()
 
@@ -318,7 +327,7 @@ class EvalConfig(_Section):
     out_dir: str = "reports"
     batch_size: int = Field(default=16, ge=1)
     image_size: int = Field(default=128, ge=16, description="size for plain image folders; with the mask bank its size wins")
-    baselines: tuple[Literal["telea", "navier_stokes", "biharmonic"], ...] = ("telea", "navier_stokes", "biharmonic")
+    baselines: tuple[Literal["flat", "telea", "navier_stokes", "biharmonic"], ...] = ("flat", "telea", "navier_stokes", "biharmonic")
     inpaint_radius: int = Field(default=3, ge=1, description="OpenCV Telea / Navier-Stokes neighbourhood radius (px)")
     workers: int = Field(default=2, ge=1, description="CPU processes for the classical baselines")
     mask_size_mismatch: Literal["resize", "refuse"] = Field(
@@ -335,6 +344,12 @@ class PromotionGates(_Section):
     primary_metric: Literal["psnr", "ssim"] = "psnr"
     min_improvement: float = Field(default=0.0, ge=0, description="challenger must beat the champion by this much on the primary metric")
     max_pattern_psnr_drop: float = Field(default=0.5, ge=0, description="no pattern may lose more PSNR (dB) than this")
+    reference: Literal["flat", "telea", "navier_stokes", "biharmonic"] | None = Field(
+        default="telea", description="classical method every version is judged against, first versions included; None = no absolute gate"
+    )
+    max_gap_to_reference_db: float = Field(
+        default=1.0, ge=0, description="no pattern's PSNR may trail the reference's (same bank) by more than this (dB)"
+    )
 
 
 class RegistryConfig(_Section):
@@ -473,6 +488,26 @@ def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
         raise ConfigError(_format_errors(err, model, prefix)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice.
+
+    Plain YAML loading keeps the last value silently, so a section written twice in
+    ``params.yaml`` would replace the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue  # '<<' merges may be overridden on purpose; complex keys are rare
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} on line {line} (first on line {seen[key]}); write each key once")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_params(data: dict[str, Any] | None) -> Params:
     """Validate an already-loaded params mapping."""
     return _validate(Params, data or {})
@@ -484,9 +519,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the repository root or pass --params)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if data is None or data == {}:
+        sections = ", ".join(Params.model_fields)
+        raise ConfigError(f"{path}: params file is empty; it needs the sections {sections} (see the repository's params.yaml)")
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     try:

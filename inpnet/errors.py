@@ -30,5 +30,14 @@ class RegistryError(InpnetError):
     """A registered model, version or alias is missing or cannot be loaded."""
 
 
+class OutputError(InpnetError):
+    """An output file or folder cannot be created or written (permissions, a read-only or
+    virtual file system, a folder where a file belongs, or a file where a folder belongs)."""
+
+
+class OutputLockedError(OutputError):
+    """Another run holds the exclusive lock of the output folder this one would write."""
+
+
 class TrainingInterrupted(InpnetError):
     """Training stopped on SIGTERM after saving a checkpoint; resume with ``--resume``."""

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from inpnet.data.jpeg import BadImage, open_image
-from inpnet.errors import DataError, MaskError
+from inpnet.errors import DataError, MaskError, OutputError
 from inpnet.evaluate.sources import IMAGE_EXTENSIONS
 from inpnet.models.composite import check_image_mask, composite
+from inpnet.outputs import FolderLock, write_atomic, writing_output
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -245,15 +246,22 @@ def inpaint_files(
     invert_mask: bool = False,
     device: str | torch.device = "cpu",
 ) -> Path:
-    """Inpaint ``image`` with ``mask`` into the PNG file ``out`` (written only on success)."""
+    """Inpaint ``image`` with ``mask`` into the PNG file ``out`` (written only on success).
+
+    Raises:
+        OutputError: ``out`` is a folder or cannot be written (checked before inference).
+    """
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise DataError(f"{out}: output must be a .png file (a lossy format would change known pixels)")
+    if out.is_dir():
+        raise OutputError(f"{out}: a folder of that name exists; pass the path of a .png file (or an image folder for folder mode)")
+    with writing_output(out, "cannot create the folder for the output"):
+        out.parent.mkdir(parents=True, exist_ok=True)
     arr = decode_image(_read(Path(image)), source=str(image))
     hole = None if mask is None else decode_mask(_read(Path(mask)), source=str(mask), invert=invert_mask)
     result = inpaint_array(inpainter, arr, hole, device=device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, encode_png(result))
+    write_atomic(out, encode_png(result))
     return out
 
 
@@ -286,22 +294,19 @@ def inpaint_folder(
         pairs = [(p, by_stem[p.stem]) for p in files]
     else:
         pairs = [(p, None) for p in files]
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".inpnet-", dir=out))
-    try:
-        for img, msk in pairs:
-            inpaint_files(inpainter, img, msk, staging / f"{img.stem}.png", invert_mask=invert_mask, device=device)
-        written = []
-        for img, _ in pairs:
-            os.replace(staging / f"{img.stem}.png", out / f"{img.stem}.png")
-            written.append(out / f"{img.stem}.png")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with FolderLock(out):
+        with writing_output(out):
+            out.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".inpnet-", dir=out))
+        try:
+            for img, msk in pairs:
+                inpaint_files(inpainter, img, msk, staging / f"{img.stem}.png", invert_mask=invert_mask, device=device)
+            written = []
+            with writing_output(out):
+                for img, _ in pairs:
+                    os.replace(staging / f"{img.stem}.png", out / f"{img.stem}.png")
+                    written.append(out / f"{img.stem}.png")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     log.info("inpainted %d images into %s", len(written), out)
     return written
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

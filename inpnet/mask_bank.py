@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from inpnet.data.jpeg import BadImage, open_image
 from inpnet.errors import MaskError
+from inpnet.outputs import locks_output
 
 __all__ = ["BankMask", "encode_mask_png", "load_bank", "read_mask_png", "write_bank"]
 
@@ -113,6 +114,7 @@ def _cell_seed(seed: int, pattern: str, ratio: float, index: int) -> list[int]:
     return [seed, zlib.crc32(pattern.encode()), int(round(ratio * 10000)), index]
 
 
+@locks_output("out_dir")
 def write_bank(
     out_dir: str | Path,
     *,
@@ -129,7 +131,8 @@ def write_bank(
     """Write the bank to ``out_dir`` and return the manifest path.
 
     ``external`` in ``patterns`` (or an ``external_dir``) adds the external cells. Existing
-    PNGs in the cells being written are replaced; other folders are left alone.
+    PNGs in the cells being written are replaced; other folders are left alone. ``out_dir``
+    is locked while it is written (:class:`inpnet.outputs.FolderLock`).
     """
     from inpnet.masks import MAX_RATIO, PATTERNS, hole_ratio, make_mask
 

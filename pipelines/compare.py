@@ -14,17 +14,19 @@ from inpnet.config import Params, load_params
 
 
 @task(name="compare-reports", cache_policy=NO_CACHE)
-def compare_task(folders: list[str], out: str) -> dict:
+def compare_task(folders: list[str], out: str, reference: str | None, max_gap_db: float) -> dict:
     from inpnet.evaluate.report import compare_reports
 
-    return compare_reports(folders, out)
+    return compare_reports(folders, out, reference=reference, max_gap_db=max_gap_db)
 
 
 @flow(name="compare", log_prints=True)
 def compare_flow(params: Params) -> dict:
     folders = [str(report_dir(params, v)) for v in params.pipeline.variants]
     folders += [str(report_dir(params, b, baseline=True)) for b in params.evaluate.baselines]
-    summary = compare_task(folders, str(Path(params.evaluate.out_dir) / "compare"))
+    gates = params.registry.gates
+    summary = compare_task(folders, str(Path(params.evaluate.out_dir) / "compare"), gates.reference,
+                           gates.max_gap_to_reference_db)
     print((Path(params.evaluate.out_dir) / "compare" / "table.md").read_text())
     return summary
 

@@ -2,7 +2,8 @@
 
 Each variant becomes a new version of its family's registered model (alias
 ``challenger``), tagged with its evaluation metrics and the hashes of the shard manifest
-and the mask bank; then ``promote`` moves ``champion`` where the gates in
+and the mask bank (register refuses metrics whose report scored other weights or another
+mask bank than ``masks.out_dir``); then ``promote`` moves ``champion`` where the gates in
 ``registry.gates`` hold. ``reports/registry.json`` summarises the decisions.
 
 A variant whose weights and metrics are byte-identical to what the previous summary
@@ -30,7 +31,16 @@ def _tracking_uri(params: Params) -> str:
     return resolve_tracking_uri(params.registry)
 
 
-@task(name="register-variant", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def _transient(task, task_run, state) -> bool:  # noqa: ANN001
+    """Retry a registration that failed on the store (e.g. a busy sqlite), never one that
+    refused its input (metrics of other weights or another mask bank stay refused)."""
+    from inpnet.config import ConfigError
+    from inpnet.errors import InpnetError
+
+    return not isinstance(getattr(state, "data", None), (InpnetError, ConfigError))
+
+
+@task(name="register-variant", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def register_task(params: Params, variant: str) -> dict:
     from inpnet.registry.models import register
 
@@ -88,9 +98,13 @@ def still_registered(params: Params, version: dict) -> bool:
 
 @task(name="promote-model", cache_policy=NO_CACHE)
 def promote_task(params: Params, name: str) -> dict:
-    from inpnet.registry.promote import promote
+    from inpnet.registry.promote import load_reference, promote
 
-    decision = promote(name, tracking_uri=_tracking_uri(params), gates=params.registry.gates)
+    gates = params.registry.gates
+    reference = None
+    if gates.reference is not None:
+        reference = load_reference(Path(params.evaluate.out_dir) / "baselines" / gates.reference, gates.reference)
+    decision = promote(name, tracking_uri=_tracking_uri(params), gates=gates, reference=reference)
     return {**dataclasses.asdict(decision), "champion": decision.champion}
 
 

@@ -1,7 +1,8 @@
 """DVC stage ``train@<variant>``: train one variant on the training shards.
 
 The task retries once and resumes from the last checkpoint, so a crash costs at most
-``train.checkpoint_every`` steps. MLflow tracks the run at ``registry.tracking_uri``
+``train.checkpoint_every`` steps. Every ``train.val_every`` steps the run scores a fixed
+subset of the val shards with the evaluation mask bank (both are stage deps). MLflow tracks the run at ``registry.tracking_uri``
 (or ``$MLFLOW_TRACKING_URI``).
 """
 
@@ -25,11 +26,16 @@ def tracking_config(params: Params) -> TrackingConfig:
 @task(name="train-variant", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def train_task(params: Params, variant: str) -> str:
     from inpnet.train.trainer import train
+    from inpnet.train.validation import open_val_set
 
     resolved = params.variant(variant)
+    cfg = resolved.train
+    val = open_val_set(Path(params.data.shards_dir) / "val", params.masks.out_dir, image_size=cfg.image_size,
+                       count=cfg.val_images, every=cfg.val_every)
     ckpt = train(
         resolved,
         shards=Path(params.data.shards_dir) / "train",
+        val=val,
         out_dir=Path(resolved.train.out_dir),
         resume=True,  # a retry (or a re-run after a kill) continues from the checkpoint
         tracking=tracking_config(params),

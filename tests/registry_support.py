@@ -76,17 +76,26 @@ def make_checkpoint(out: Path, *, variant: str = "inpnet_tiny", seed: int = 0) -
     return save_checkpoint(out, variant=v, modules={"model": model}, state={"step": 1}, meta={"step": 1})
 
 
-def write_metrics(path: Path, psnr: float, patterns: dict[str, float], *, bank: Path | None = None) -> Path:
-    """An evaluator-shaped metrics.json (+ report.json naming the mask bank, when given)."""
+def write_metrics(path: Path, psnr: float, patterns: dict[str, float], *, checkpoint: Path | None = None,
+                  bank: Path | None = None) -> Path:
+    """An evaluator-shaped metrics.json, and with ``checkpoint`` a report.json that says it
+    scored that checkpoint's weights (on ``bank``, when given), as register requires."""
+    from inpnet.registry.tracking import file_sha256
+    from inpnet.train.checkpoint import load_model, weights_sha256
+
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = {
-        "overall": {"psnr": psnr, "ssim": 0.5, "fid": None, "n": 8},
+        "overall": {"psnr": psnr, "ssim": 0.5, "fid": None, "n": 8, "excluded": 0},
         "patterns": {p: {"psnr": v, "ssim": 0.5, "n": 4} for p, v in patterns.items()},
         "buckets": {},
     }
     path.write_text(json.dumps(metrics))
-    if bank is not None:
-        path.with_name("report.json").write_text(json.dumps({"masks": {"source": str(bank)}}))
+    if checkpoint is not None:
+        model, variant = load_model(checkpoint)
+        report = {"method": variant.name, "method_settings": {"kind": "model", "weights_sha256": weights_sha256(model)},
+                  "masks": {"source": str(bank), "kind": "bank", "manifest_sha256": file_sha256(bank / "manifest.json")}
+                  if bank else {"source": "masks", "kind": "folder", "manifest_sha256": None}}
+        path.with_name("report.json").write_text(json.dumps(report))
     return path
 
 

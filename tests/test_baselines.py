@@ -116,3 +116,15 @@ def test_resolve_method_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     assert m.settings()["version"] == "3" and "extra" not in m.settings()
     image, mask = _batch(b=1, size=16)
     assert torch.allclose(m(image, mask), torch.full_like(image, 0.25))
+
+
+def test_flat_fill_is_the_known_pixels_mean_colour() -> None:
+    from inpnet.evaluate.baselines import inpaint_array
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(size=(12, 10, 3)).astype(np.float32)
+    hole = np.zeros((12, 10), dtype=bool)
+    hole[3:9, 2:7] = True
+    out = inpaint_array("flat", image, hole)
+    assert np.array_equal(out[~hole], image[~hole])
+    np.testing.assert_allclose(out[hole], np.broadcast_to(image[~hole].mean(axis=0), out[hole].shape), atol=1e-6)

@@ -75,3 +75,39 @@ def test_load_model_uses_ema_weights_and_refuses_mismatched_weights(tmp_path: Pa
     assert all(torch.equal(a, b) for a, b in zip(loaded_live.parameters(), live.parameters()))
     with pytest.raises(CheckpointError, match="do not match"):
         ckpt.load_weights_into(torch.nn.Linear(3, 3), target, "model")
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temp_dir(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from inpnet.errors import OutputError
+
+    target = tmp_path / "inpnet_tiny"
+    _save(target, 1)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OutputError, match=r"inpnet_tiny: cannot write the checkpoint: No space left on device"):
+        _save(target, 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["inpnet_tiny"] and ckpt.read_meta(target)["step"] == 1
+    monkeypatch.undo()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(OutputError, match=r"a-file/m: cannot write the checkpoint: a file of that name exists"):
+        _save(tmp_path / "a-file" / "m", 1)
+
+
+def test_weights_hash_follows_the_weights_not_the_file(tmp_path: Path) -> None:
+    from inpnet.models.build import build_model
+
+    v = tiny_variant()
+    torch.manual_seed(0)  # test-only: model init has no generator argument
+    model = build_model(v.model)
+    target = _save(tmp_path / "inpnet_tiny", 1, model)
+    loaded, _ = ckpt.load_model(target)
+    assert ckpt.weights_sha256(loaded) == ckpt.weights_sha256(model)
+    with torch.no_grad():
+        next(loaded.parameters()).view(-1)[0] += 1e-3
+    assert ckpt.weights_sha256(loaded) != ckpt.weights_sha256(model)

@@ -77,3 +77,28 @@ def test_every_params_profile_in_the_repository_parses(repo_root: Path) -> None:
     full = load_params(repo_root / "params-places365.yaml")
     assert full.data.source == "places365" and full.masks.size == 256
     assert all(full.variant(v).train.image_size == 256 for v in full.pipeline.variants)
+
+
+def test_a_section_written_twice_is_refused_with_the_key_and_its_lines(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 0.1\nmasks:\n  size: 32\ntrain:\n  max_steps: 3\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: duplicate key 'train' on line 5 \(first on line 1\)"):
+        load_params(path)
+    path.write_text("train:\n  lr: 0.1\n  lr: 0.2\n")  # nested keys too
+    with pytest.raises(ConfigError, match=r"duplicate key 'lr' on line 3 \(first on line 2\)"):
+        load_params(path)
+
+
+def test_an_empty_params_file_names_the_missing_sections(tmp_path: Path) -> None:
+    for text in ("", "# nothing here\n", "{}\n"):
+        path = tmp_path / "params.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=r"params.yaml: params file is empty; .*data, .*masks, .*train, .*evaluate, .*registry"):
+            load_params(path)
+
+
+def test_yaml_merge_keys_may_still_override(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  <<: {lr: 0.1, max_steps: 5}\n  max_steps: 7\n")
+    params = load_params(path)
+    assert params.train.lr == 0.1 and params.train.max_steps == 7

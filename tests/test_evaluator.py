@@ -80,7 +80,9 @@ def test_end_to_end_cli_writes_every_output(image_dir: Path, bank_dir: Path, tmp
     assert report["masks"]["kind"] == "bank" and report["skipped"] == []
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 12 and set(rows[0]) == {"image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim"}
+    assert len(rows) == 12 and set(rows[0]) == {"image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim",
+                                                "excluded"}
+    assert all(r["excluded"] == "" for r in rows) and report["excluded"] == [] and metrics["overall"]["excluded"] == 0
     # bank pairing: image number k uses mask index k % per_cell in every cell
     assert {(r["image"], r["mask"]) for r in rows if r["pattern"] == "center" and r["ratio"] == "0.10"} == {
         ("img0", "center/0.10/0000.png"), ("img1", "center/0.10/0001.png"), ("img2", "center/0.10/0000.png")}
@@ -279,6 +281,11 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "inpnet_tiny" and report["method_settings"]["kind"] == "model"
     assert report["method_settings"]["family"] == "inpnet" and report["pairs"] == 2 * 4
+    from inpnet.registry.tracking import file_sha256
+    from inpnet.train.checkpoint import load_model, weights_sha256
+
+    assert report["method_settings"]["weights_sha256"] == weights_sha256(load_model(ckpt)[0])
+    assert report["masks"]["manifest_sha256"] == file_sha256(bank_dir / "manifest.json")
     assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 8
 
 
@@ -294,3 +301,78 @@ def test_decompression_bombs_are_skipped_before_decoding(image_dir: Path) -> Non
     assert set(reasons) == {"bomb.jpg", "big.jpg"}
     assert reasons["big.jpg"] == "image is 8000x8000 (64.0 megapixels), over the limit of 50.0; pass a smaller image"
     assert reasons["bomb.jpg"].startswith("image is over the limit of 50.0 megapixels (Image size (3600000000 pixels)")
+
+
+def test_an_unwritable_out_is_a_one_line_error_before_any_work(image_dir: Path, bank_dir: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("x")
+    cases = {tmp_path / "a-file": "the output folder is a file",
+             tmp_path / "a-file" / "ev": "a file of that name exists where a folder is needed"}
+    if Path("/sys/kernel").is_dir():  # even root cannot write /sys (chmod does not stop root)
+        cases[Path("/sys/ev")] = "cannot lock the output folder"
+    for out, reason in cases.items():
+        capsys.readouterr()
+        code = main(["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(bank_dir),
+                     "--out", str(out), "--workers", "1"])
+        lines = cli_error_lines(capsys.readouterr().err)
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"inpnet: error: {out}: ") and reason in lines[0], lines
+
+
+def test_a_report_file_that_cannot_be_written_is_named_and_no_temp_file_stays(image_dir: Path, bank_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    from inpnet.errors import OutputError
+
+    out = tmp_path / "ev"
+    (out / "metrics.json").mkdir(parents=True)  # a folder where the report writes a file
+    with pytest.raises(OutputError, match=r"ev/metrics.json: cannot write: a folder stands where the file would be written; "):
+        evaluate(resolve_method("telea"), image_dir, bank_dir, out_dir=out, cfg=_cfg(), limit=1)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_degenerate_pairs_are_listed_and_left_out_of_every_mean(image_dir: Path, tmp_path: Path) -> None:
+    """An all-known mask once scored 100 dB and lifted the headline to 70.85 dB from 3 pairs."""
+    d = tmp_path / "m"
+    d.mkdir()
+    hole = np.zeros((SIZE, SIZE), np.uint8)
+    hole[8:20, 8:20] = 255
+    for name, mask in {"img0": hole, "img1": np.zeros_like(hole), "img2": np.full_like(hole, 255)}.items():
+        Image.fromarray(mask).save(d / f"{name}.png")  # paired by stem: one partial, one empty, one full hole
+    out = tmp_path / "ev"
+    result = evaluate(resolve_method("telea"), image_dir, d, out_dir=out, cfg=_cfg())
+    overall = result.metrics["overall"]
+    assert overall["n"] == 1 and overall["excluded"] == 2 and overall["psnr"] < 60
+    (scored,) = [r for r in result.rows if not r["excluded"]]
+    assert scored["image"] == "img0" and overall["psnr"] == round(scored["psnr"], 6)
+    assert all(b["n"] == 1 for cells in result.metrics["buckets"].values() for b in cells.values())
+    assert result.metrics["patterns"]["external"]["n"] == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["pairs"] == 1
+    assert {(x["image"], x["reason"].split(":")[0]) for x in report["excluded"]} == {("img1", "empty hole"), ("img2", "full hole")}
+    with open(out / "per_image.csv") as f:
+        rows = {r["image"]: r for r in csv.DictReader(f)}
+    assert rows["img1"]["excluded"].startswith("empty hole") and rows["img1"]["psnr"] == ""
+    assert rows["img2"]["excluded"].startswith("full hole") and rows["img0"]["excluded"] == ""
+    table = (out / "table.md").read_text()
+    assert "## Pairs left out of every mean" in table and "- telea: 1 pair(s), empty hole: " in table
+
+
+def test_an_exact_match_is_excluded_not_scored_100_db(bank_dir: Path, tmp_path: Path) -> None:
+    from inpnet.evaluate.methods import ModelMethod
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((SIZE, SIZE, 3), 90 + i, np.uint8)).save(flat / f"f{i}.png")
+    # a "method" that predicts the right colour: every composite equals the original exactly
+    exact = ModelMethod("exact", lambda image, mask: image.clone(), image_size=None)
+    with pytest.raises(DataError, match="all 8 pairs are left out .*exact match"):
+        evaluate(exact, flat, bank_dir, out_dir=tmp_path / "ev", cfg=_cfg())
+
+
+def test_only_degenerate_masks_is_a_one_line_error(image_dir: Path, tmp_path: Path, capsys) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(d / "empty.png")
+    code = main(["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(d), "--out", str(tmp_path / "o")])
+    lines = cli_error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1 and "all 3 pairs are left out" in lines[0] and "empty hole" in lines[0]

@@ -172,3 +172,28 @@ def test_decompression_bombs_are_project_errors(inpainter: Inpainter, tmp_path: 
     (tmp_path / "bomb.jpg").write_bytes(bomb)
     with pytest.raises(DataError, match="over the limit"):
         inpaint_files(inpainter, tmp_path / "bomb.jpg", None, tmp_path / "out.png")
+
+
+def test_cli_inpaint_into_an_unwritable_out_is_one_line_and_leaves_no_temp_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import cli_error_lines
+    from inpnet.cli import main
+
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    image, hole = image_and_mask(40, 40)
+    img_p, mask_p = _write(tmp_path / "img.png", image), _write(tmp_path / "mask.png", _mask_png(hole))
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    cases = {tmp_path / "folder.png": "a folder of that name exists",
+             tmp_path / "a-file" / "x.png": "a file of that name exists where a folder is needed"}
+    if Path("/sys/kernel").is_dir():  # even root cannot write /sys (chmod does not stop root)
+        cases[Path("/sys/x.png")] = "cannot write"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, reason in cases.items():
+        capsys.readouterr()
+        code = main(["inpaint", "--model", str(ckpt), "--image", str(img_p), "--mask", str(mask_p), "--out", str(out)])
+        lines = cli_error_lines(capsys.readouterr().err)
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"inpnet: error: {out}: ") and reason in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and list((tmp_path / "folder.png").iterdir()) == []
+    assert not Path("/sys/.x.png.tmp").exists()

@@ -10,7 +10,7 @@ from scipy import ndimage
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from inpnet.evaluate.metrics import psnr, quantize, ssim
+from inpnet.evaluate.metrics import hole_psnr, mean_colour_fill, psnr, quantize, ssim
 
 
 def _photos(size: int = 96) -> list[np.ndarray]:
@@ -91,3 +91,22 @@ def test_cuda_matches_cpu() -> None:
     a, b = torch.rand(4, 3, 64, 64, generator=g), torch.rand(4, 3, 64, 64, generator=g)
     assert torch.allclose(ssim(a.cuda(), b.cuda()).cpu(), ssim(a, b), atol=1e-5)
     assert torch.allclose(psnr(a.cuda(), b.cuda()).cpu(), psnr(a, b), atol=1e-4)
+
+
+def test_hole_psnr_counts_only_hole_pixels_and_flat_fill() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 3, 16, 16, generator=g)
+    mask = torch.zeros(3, 1, 16, 16)
+    mask[0, :, 4:8, 4:8] = 1
+    mask[1, :, :, :8] = 1  # mask[2]: no hole
+    pred = target.clone()
+    pred[:, :, 4:8, 4:8] += 0.1  # error inside image 0's hole only; image 1's hole half of it
+    pred[:, :, 12:, 12:] = 0.0  # error outside every hole: ignored
+    got = hole_psnr(pred, target, mask)
+    assert got[0] == pytest.approx(20.0, abs=1e-4)  # mse 0.01 over the hole
+    assert got[1] == pytest.approx(10 * np.log10(1 / (0.01 * 16 / 128)), abs=1e-4)
+    assert torch.isnan(got[2])
+    flat = mean_colour_fill(target, mask)
+    known = target[1][:, :, 8:].mean(dim=(1, 2))  # (3,) the known half's mean colour
+    assert torch.allclose(flat[1, :, 0, 0], known) and torch.equal(flat[1, :, :, 8:], target[1, :, :, 8:])
+    assert torch.equal(flat[2], target[2])

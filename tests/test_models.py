@@ -177,3 +177,72 @@ def test_build_dispatch(params) -> None:
     d = build_discriminator("stylegan2", img_size=32, base_channels=8)  # H7's module, imported lazily
     assert d(torch.rand(4, 3, 32, 32), torch.zeros(4, 1, 32, 32)).shape[0] == 4
     assert type(build_model(params.variant("cmgan_tiny").model)).__name__ == "CMGAN"
+
+
+def test_inpnet_decoder_runs_in_fp32_under_bf16_autocast(params) -> None:
+    """Only the encoder's matmuls may run in bf16: the transposed convolutions (wrong under
+    oneDNN bf16 on AMX CPUs), GroupNorm, head and sigmoid see fp32, and the output is fp32."""
+    model = build_model(params.variant("inpnet_tiny").model).eval()
+    seen: dict[str, torch.dtype] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=name: seen.__setitem__(n, out.dtype))
+             for name, m in model.named_modules() if name.startswith(("stages", "skips", "head"))]
+    image, mask = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 4:28] = 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(image, mask)
+        enc = model.blocks[0].mlp.fc1(torch.zeros(1, model.embed_dim))
+    for h in hooks:
+        h.remove()
+    assert enc.dtype is torch.bfloat16  # autocast is on: the encoder does run in bf16
+    assert seen and set(seen.values()) == {torch.float32}, seen
+    assert out.dtype is torch.float32
+    with torch.no_grad():
+        ref = model(image, mask)
+    assert (out - ref).abs().max() < 0.05  # bf16 encoder, fp32 decoder: close to fp32
+
+
+# ----------------------------------------------------------------------------- pre-fill
+
+
+def test_push_pull_fills_from_known_pixels_only() -> None:
+    from inpnet.models.prefill import push_pull
+
+    image, mask = _batch(b=2)
+    known = 1.0 - mask
+    out = push_pull(image, known)
+    assert torch.equal(out[known.expand_as(image) > 0.5], image[known.expand_as(image) > 0.5])
+    other = torch.where(mask > 0.5, torch.rand(image.shape, generator=torch.Generator().manual_seed(3)), image)
+    assert torch.equal(push_pull(other, known), out)  # hole pixels are never read
+    flat = torch.full((1, 3, 32, 32), 0.25)
+    assert torch.allclose(push_pull(flat, known[:1]), flat)  # a constant image stays constant
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32).contiguous()
+    hole = torch.zeros(1, 1, 32, 32)
+    hole[:, :, 8:24, 12:20] = 1
+    filled = push_pull(ramp, 1.0 - hole)
+    inside = hole.expand_as(ramp) > 0.5
+    assert (filled - ramp)[inside].abs().mean() < 0.06  # close to the ramp, unlike a flat fill (~0.07 off)
+    assert torch.equal(push_pull(image, torch.zeros_like(mask)), torch.full_like(image, 0.5))  # nothing known
+
+
+@pytest.mark.parametrize("kind", ["pushpull", "telea"])
+def test_inpnet_prefill_starts_at_the_fill_and_learns_a_correction(params, kind: str) -> None:
+    from inpnet.models.prefill import prefill
+
+    cfg = params.variant("inpnet_tiny").model.model_copy(update={"prefill": kind})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    image, mask = _batch()
+    base = prefill(kind, torch.where(mask > 0.5, 0.0, image), mask)
+    pred = model(image, mask)
+    hole = mask.expand_as(image) > 0.5
+    assert (pred - base)[hole].abs().max() < 2e-3  # untrained: the classical fill itself
+    other = torch.where(mask > 0.5, torch.rand(image.shape, generator=torch.Generator().manual_seed(5)), image)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(image, mask), model(other, mask))  # hole pixels are never read
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(2):  # the zero head gets a gradient first, then the rest of the network
+        opt.zero_grad()
+        ((model(image, mask) - image) ** 2 * mask).mean().backward()
+        opt.step()
+    assert model.head.weight.abs().sum() > 0 and model.blocks[0].mlp.fc1.weight.grad.abs().sum() > 0

@@ -34,28 +34,34 @@ from registry_support import (
 )
 
 PATTERNS = {"center": 20.0, "edges": 22.0}
+REL = PromotionGates(reference=None)  # the relative gates alone
 
 
 # ------------------------------------------------------------------- gates (fast)
 
 
-def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1") -> dict[str, str]:
-    tags = {"metrics.psnr": str(psnr), **{f"metrics.pattern.{p}.psnr": str(v) for p, v in patterns.items()}}
+def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1", evaluated: str | None = "w1") -> dict[str, str]:
+    tags = {"metrics.psnr": str(psnr), **{f"metrics.pattern.{p}.psnr": str(v) for p, v in patterns.items()},
+            "weights_sha256": "w1"}
+    tags = {**tags, "evaluation.weights_sha256": evaluated} if evaluated else tags
     return {**tags, "mask_bank_sha256": bank} if bank else tags
 
 
 @pytest.mark.parametrize(
     ("challenger", "champion", "gates", "passes", "reason"),
     [
-        (_tags(21, PATTERNS), None, PromotionGates(), True, "no champion yet"),
-        (_tags(21, PATTERNS), _tags(20, PATTERNS), PromotionGates(), True, "pass"),
-        (_tags(20, PATTERNS), _tags(20, PATTERNS), PromotionGates(), False, "needs > 0"),
-        (_tags(20.2, PATTERNS), _tags(20, PATTERNS), PromotionGates(min_improvement=0.5), False, ">= 0.5"),
-        (_tags(21, {"center": 19.0, "edges": 25}), _tags(20, PATTERNS), PromotionGates(), False, "pattern center"),
-        (_tags(21, {"center": 19.6, "edges": 25}), _tags(20, PATTERNS), PromotionGates(), True, "pass"),
-        (_tags(21, {"edges": 25}), _tags(20, PATTERNS), PromotionGates(), False, "pattern center: challenger has no PSNR"),
-        (_tags(21, PATTERNS, bank="b2"), _tags(20, PATTERNS), PromotionGates(), False, "mask banks differ"),
-        ({"variant": "x"}, None, PromotionGates(), False, "no recorded psnr"),
+        (_tags(21, PATTERNS), None, REL, True, "no champion yet"),
+        (_tags(21, PATTERNS), _tags(20, PATTERNS), REL, True, "pass"),
+        (_tags(20, PATTERNS), _tags(20, PATTERNS), REL, False, "needs > 0"),
+        (_tags(20.2, PATTERNS), _tags(20, PATTERNS), PromotionGates(min_improvement=0.5, reference=None), False, ">= 0.5"),
+        (_tags(21, {"center": 19.0, "edges": 25}), _tags(20, PATTERNS), REL, False, "pattern center"),
+        (_tags(21, {"center": 19.6, "edges": 25}), _tags(20, PATTERNS), REL, True, "pass"),
+        (_tags(21, {"edges": 25}), _tags(20, PATTERNS), REL, False, "pattern center: challenger has no PSNR"),
+        (_tags(21, PATTERNS, bank="b2"), _tags(20, PATTERNS), REL, False, "mask banks differ"),
+        ({"variant": "x"}, None, REL, False, "no recorded psnr"),
+        # metrics registered without an evaluation of these weights (or of others) never promote
+        (_tags(30, PATTERNS, evaluated=None), None, REL, False, "no evaluation of its own weights"),
+        (_tags(30, PATTERNS, evaluated="w2"), _tags(20, PATTERNS), REL, False, "evaluated weights w2"),
     ],
 )
 def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # noqa: ANN001
@@ -64,6 +70,65 @@ def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # no
     ok, reasons = judge(challenger, champion, gates)
     assert ok is passes
     assert any(reason in r for r in reasons), reasons
+
+
+def _reference(patterns: dict[str, float], bank: str | None = "b1"):  # noqa: ANN202
+    from inpnet.registry.promote import Reference
+
+    return Reference("telea", _tags(25.0, patterns, bank=None), bank)
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "reference", "passes", "reason"),
+    [
+        # a first version that trails the reference by more than the gap stays challenger
+        (_tags(13.2, {"center": 13.0, "edges": 13.5}), None, _reference(PATTERNS), False,
+         "pattern center: PSNR 13.000 dB trails telea 20.000 by 7.000 dB"),
+        (_tags(21, {"center": 19.5, "edges": 21.5}), None, _reference(PATTERNS), True, "within 1.0 dB of telea"),
+        (_tags(21, {"center": 19.5, "edges": 20.9}), None, _reference(PATTERNS), False, "pattern edges"),
+        # better than the champion does not excuse trailing the reference
+        (_tags(21, {"center": 18.0, "edges": 24}), _tags(17, {"center": 17.5, "edges": 17.5}),
+         _reference(PATTERNS), False, "trails telea"),
+        (_tags(21, PATTERNS), None, None, False, "no telea report"),
+        (_tags(21, PATTERNS), None, _reference(PATTERNS, bank="b9"), False, "another or an unknown mask bank"),
+        (_tags(21, {"edges": 22}), None, _reference(PATTERNS), False, "center: challenger has no PSNR"),
+    ],
+)
+def test_absolute_gate_against_the_reference(challenger, champion, reference, passes, reason) -> None:  # noqa: ANN001
+    from inpnet.registry.promote import judge
+
+    ok, reasons = judge(challenger, champion, PromotionGates(reference="telea", max_gap_to_reference_db=1.0), reference)
+    assert ok is passes
+    assert any(reason in r for r in reasons), reasons
+
+
+def _write_reference(folder: Path, patterns: dict[str, float], bank: Path) -> Path:
+    """A baseline's evaluation folder as the evaluator writes it: metrics.json and report.json."""
+    from inpnet.registry.tracking import file_sha256
+
+    write_metrics(folder / "metrics.json", 22.0, patterns)
+    (folder / "report.json").write_text(json.dumps({"method": "telea", "method_settings": {"kind": "baseline"},
+                                                    "masks": {"source": str(bank), "kind": "bank",
+                                                              "manifest_sha256": file_sha256(bank / "manifest.json")}}))
+    return folder
+
+
+def test_load_reference_reads_metrics_and_bank(tmp_path: Path) -> None:
+    from inpnet.registry.promote import load_reference
+    from inpnet.registry.tracking import file_sha256
+
+    bank = tmp_path / "masks"
+    bank.mkdir()
+    (bank / "manifest.json").write_text("{}")
+    _write_reference(tmp_path / "telea", PATTERNS, bank)
+    ref = load_reference(tmp_path / "telea", "telea")
+    assert ref is not None and ref.mask_bank_sha256 == file_sha256(bank / "manifest.json")
+    assert ref.tags["metrics.pattern.center.psnr"] == repr(20.0)
+    assert load_reference(tmp_path / "none", "telea") is None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text("{")
+    with pytest.raises(RegistryError, match="unreadable reference"):
+        load_reference(tmp_path / "bad", "telea")
 
 
 # ------------------------------------------------------------------------ fixtures
@@ -89,7 +154,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):  # noqa: ANN202
     from inpnet.registry.models import register
 
-    metrics = write_metrics(store["root"] / tag / "metrics.json", psnr, patterns, bank=store["bank"])
+    metrics = write_metrics(store["root"] / tag / "metrics.json", psnr, patterns, checkpoint=store["ckpt"], bank=store["bank"])
     return register(store["ckpt"], metrics, tracking_uri=store["uri"], name=store["name"], **kw)
 
 
@@ -143,7 +208,7 @@ def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: 
     from inpnet.registry.models import client
     from inpnet.registry.promote import promote
 
-    gates = PromotionGates(max_pattern_psnr_drop=0.5)
+    gates = PromotionGates(max_pattern_psnr_drop=0.5, reference=None)
     c = client(store["uri"])
     d1 = promote(store["name"], tracking_uri=store["uri"], gates=gates)
     assert d1.promoted and _alias(store, "champion") == first.version
@@ -200,13 +265,21 @@ def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch:
 
 @pytest.mark.slow
 def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
     from inpnet.cli import main
+    from inpnet.registry.models import client
 
     name = f"{store['name']}-cli"
-    metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, bank=store["bank"])
+    metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, checkpoint=store["ckpt"], bank=store["bank"])
     common = ["--tracking-uri", store["uri"], "--params", str(REPO_ROOT / "params.yaml")]
     assert main(["register", str(store["ckpt"]), "--metrics", str(metrics), "--name", name, "--tag", "k=v", *common]) == 0
-    assert main(["promote", "--name", name, *common]) == 0
+    far_ahead = _write_reference(tmp_path / "telea-far", {"center": 30.0, "edges": 30.0}, store["bank"])
+    close = _write_reference(tmp_path / "telea", {"center": 20.5, "edges": 22.5}, store["bank"])
+    assert main(["promote", "--name", name, "--reference", str(far_ahead), *common]) == 0
+    with pytest.raises(MlflowException):  # the absolute gate kept it a challenger
+        client(store["uri"]).get_model_version_by_alias(name, "champion")
+    assert main(["promote", "--name", name, "--reference", str(close), *common]) == 0
     assert main(["pull", f"models:/{name}@champion", "--out", str(tmp_path / "m"), *common]) == 0
     assert main(["pull", f"models:/{name}@ghost", "--out", str(tmp_path / "n"), *common]) == 2
     assert main(["register", str(tmp_path / "no-ckpt"), *common]) == 2
@@ -244,9 +317,111 @@ def test_against_a_real_mlflow_server(mlflow_server: str, store: dict, tmp_path:
     from inpnet.registry.promote import promote
     from inpnet.registry.pull import pull
 
-    metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, bank=store["bank"])
+    metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, checkpoint=store["ckpt"], bank=store["bank"])
     reg = register(store["ckpt"], metrics, tracking_uri=mlflow_server, name="inpnet-served")
-    assert promote("inpnet-served", tracking_uri=mlflow_server, gates=PromotionGates()).promoted
+    assert promote("inpnet-served", tracking_uri=mlflow_server, gates=PromotionGates(reference=None)).promoted
     out = pull("models:/inpnet-served@champion", tmp_path / "model", tracking_uri=mlflow_server)
     _, info = load_inpainter(out)
     assert info["version"] == reg.version
+
+
+# ------------------------------------------------------------------- provenance
+
+
+@pytest.fixture(scope="module")
+def evaluations(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Real evaluator reports on a tiny bank: Telea, checkpoint A, checkpoint B (other weights)."""
+    from PIL import Image
+
+    from inpnet.config import EvalConfig
+    from inpnet.evaluate.evaluator import evaluate
+    from inpnet.evaluate.methods import resolve_method
+    from inpnet.masks import write_bank
+
+    root = tmp_path_factory.mktemp("provenance")
+    images = root / "images"
+    images.mkdir()
+    for i in range(2):
+        image, _ = image_and_mask(32, 32, seed=i)
+        Image.fromarray(image).save(images / f"im{i}.png")
+    banks = {}
+    for seed in (0, 1):
+        banks[seed] = root / f"bank{seed}"
+        write_bank(banks[seed], size=32, patterns=["center", "edges"], ratios=[0.3], per_cell=1, seed=seed)
+    ckpts = {k: make_checkpoint(root / f"ckpt_{k}", seed=s) for k, s in (("a", 0), ("b", 1))}
+    cfg = EvalConfig(batch_size=4, workers=1, grid_images=1)
+    metrics = {}
+    for name, spec in (("telea", "telea"), ("a", str(ckpts["a"])), ("b", str(ckpts["b"]))):
+        evaluate(resolve_method(spec), images, banks[0], out_dir=root / "reports" / name, cfg=cfg)
+        metrics[name] = root / "reports" / name / "metrics.json"
+    return {"root": root, "ckpt": ckpts, "metrics": metrics, "banks": banks}
+
+
+def test_register_refuses_metrics_that_are_not_of_these_weights_or_this_bank(evaluations: dict) -> None:
+    from inpnet.registry.models import register
+
+    ckpt, metrics, banks = evaluations["ckpt"]["a"], evaluations["metrics"], evaluations["banks"]
+    refused = {
+        "another method": (metrics["telea"], None, r"score the method 'telea' \(baseline\), not the checkpoint"),
+        "another checkpoint": (metrics["b"], None, r"scored the weights \w{16}, but .*ckpt_a holds the weights \w{16}: "
+                                                   "these are another checkpoint's metrics"),
+        "another mask bank": (metrics["a"], banks[1] / "manifest.json", r"evaluated on the masks .*bank0.*not on the mask bank .*bank1"),
+    }
+    for case, (metrics_json, bank, message) in refused.items():
+        with pytest.raises(RegistryError, match=message):
+            register(ckpt, metrics_json, tracking_uri="sqlite:///unused-never-reached.db", name="x", bank_manifest=bank)
+    lonely = evaluations["root"] / "lonely" / "metrics.json"  # metrics without their report
+    lonely.parent.mkdir()
+    lonely.write_bytes(metrics["a"].read_bytes())
+    with pytest.raises(RegistryError, match="no evaluation report beside"):
+        register(ckpt, lonely, tracking_uri="sqlite:///unused-never-reached.db", name="x")
+    old = evaluations["root"] / "old" / "metrics.json"  # a report written before reports named the weights
+    old.parent.mkdir()
+    old.write_bytes(metrics["a"].read_bytes())
+    report = json.loads(metrics["a"].with_name("report.json").read_text())
+    del report["method_settings"]["weights_sha256"]
+    old.with_name("report.json").write_text(json.dumps(report))
+    with pytest.raises(RegistryError, match="records no weights hash"):
+        register(ckpt, old, tracking_uri="sqlite:///unused-never-reached.db", name="x")
+    assert not Path("unused-never-reached.db").exists()
+
+
+def test_cli_register_of_telea_metrics_for_a_checkpoint_is_one_line_exit_2(evaluations: dict,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import cli_error_lines
+    from inpnet.cli import main
+
+    code = main(["register", str(evaluations["ckpt"]["a"]), "--metrics", str(evaluations["metrics"]["telea"]),
+                 "--params", str(REPO_ROOT / "params.yaml"), "--tracking-uri", "sqlite:///unused-never-reached.db"])
+    lines = cli_error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1 and "'telea'" in lines[0], lines
+
+
+@pytest.mark.slow
+def test_register_own_evaluation_then_promote_only_what_was_evaluated(evaluations: dict) -> None:
+    from inpnet.registry.models import client, register
+    from inpnet.registry.promote import promote
+
+    uri, name = os.environ["MLFLOW_TRACKING_URI"], f"inpnet-prov-{uuid.uuid4().hex[:8]}"
+    bank = evaluations["banks"][0] / "manifest.json"
+    reg = register(evaluations["ckpt"]["a"], evaluations["metrics"]["a"], tracking_uri=uri, name=name, bank_manifest=bank)
+    c = client(uri)
+    tags = c.get_model_version(name, reg.version).tags
+    assert tags["weights_sha256"] == tags["evaluation.weights_sha256"]
+    from inpnet.registry.tracking import file_sha256
+
+    assert tags["mask_bank_sha256"] == file_sha256(bank)
+    c.delete_model_version_tag(name, reg.version, "evaluation.weights_sha256")  # as a version registered before the check
+    d = promote(name, tracking_uri=uri, gates=REL)
+    assert not d.promoted and "no evaluation of its own weights" in d.reasons[0]
+    c.set_model_version_tag(name, reg.version, "evaluation.weights_sha256", tags["weights_sha256"])
+    assert promote(name, tracking_uri=uri, gates=REL).promoted
+
+
+def test_the_register_flow_retries_a_store_failure_but_not_a_refusal() -> None:
+    from prefect.states import Failed
+
+    from pipelines.register import _transient
+
+    assert not _transient(None, None, Failed(data=RegistryError("metrics of other weights")))
+    assert _transient(None, None, Failed(data=RuntimeError("database is locked")))

@@ -33,17 +33,26 @@ def _numbers_only(node) -> bool:
 
 def test_aggregate_means_counts_and_layout() -> None:
     m = aggregate(_rows(), {"overall": None, "buckets": {("center", "0.10"): {"fid": 1.5, "kid": 0.01}}})
-    assert m["overall"] == {"psnr": 25.5, "ssim": 0.55, "fid": None, "n": 8}
+    assert m["overall"] == {"psnr": 25.5, "ssim": 0.55, "fid": None, "n": 8, "excluded": 0}
     assert m["patterns"]["center"] == {"psnr": 25.5, "ssim": 0.55, "n": 4}
     assert m["buckets"]["random"]["0.50"] == {"psnr": 20.5, "ssim": 0.55, "n": 2, "fid": None, "kid": None}
     assert m["buckets"]["center"]["0.10"]["fid"] == 1.5
     assert _numbers_only(m)
 
 
-def test_infinite_psnr_is_capped() -> None:
-    rows = [{"pattern": "center", "ratio": "0.00", "psnr": math.inf, "ssim": 1.0},
-            {"pattern": "center", "ratio": "0.00", "psnr": 40.0, "ssim": 1.0}]
-    assert aggregate(rows)["overall"]["psnr"] == 70.0
+def test_excluded_rows_and_exact_matches_stay_out_of_every_mean() -> None:
+    rows = _rows() + [
+        {"pattern": "center", "ratio": "0.10", "psnr": math.inf, "ssim": 1.0},  # exact match: no number can stand for it
+        {"pattern": "center", "ratio": "0.00", "psnr": None, "ssim": None, "excluded": "empty hole: ..."},
+        {"pattern": "edges", "ratio": "0.50", "psnr": None, "ssim": None, "excluded": "full hole: ..."},
+    ]
+    m = aggregate(rows)
+    assert m == {**aggregate(_rows()), "overall": {**aggregate(_rows())["overall"], "excluded": 3}}
+    assert "0.00" not in m["buckets"]["center"] and "edges" not in m["patterns"] and "edges" not in m["buckets"]
+    with pytest.raises(DataError, match="all 1 are excluded"):
+        aggregate(rows[-1:])
+    with pytest.raises(DataError, match=r"im0 .*scores \{'psnr': nan\} are not numbers"):
+        aggregate([{**_rows()[0], "psnr": math.nan}])  # a NaN output is an error, never a quiet exclusion
 
 
 def _write(folder: Path, name: str, offset: float, kind: str = "model") -> Path:
@@ -70,7 +79,7 @@ def test_write_report_files_and_table(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     assert _numbers_only(json.loads((out / "metrics.json").read_text()))
     csv_lines = (out / "per_image.csv").read_text().splitlines()
-    assert csv_lines[0] == "image,pattern,ratio,achieved_ratio,mask,psnr,ssim" and len(csv_lines) == 9
+    assert csv_lines[0] == "image,pattern,ratio,achieved_ratio,mask,psnr,ssim,excluded" and len(csv_lines) == 9
     table = (out / "table.md").read_text()
     assert "| **inpnet_s** | **26.50** |" in table  # the best PSNR is bold
     assert "| telea (reference) | 20.50 |" in table
@@ -123,3 +132,27 @@ def test_save_grid_layout(tmp_path: Path) -> None:
     w, h = Image.open(path).size
     assert h == 18 + 2 * (16 + 4)
     assert w > 6 * 16
+
+
+def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference(tmp_path: Path) -> None:
+    _write(tmp_path / "baselines" / "flat", "flat", -8.0, kind="baseline")
+    _write(tmp_path / "baselines" / "telea", "telea", 0.0, kind="baseline")
+    _write(tmp_path / "broken", "inpnet_s", -9.0)  # a one-colour fill: below flat, far below telea
+    _write(tmp_path / "close", "mae_s", -0.5)  # within 1 dB of telea: no warning
+    _write(tmp_path / "behind", "cmgan_s", -3.0)
+    summary = compare_reports([tmp_path / "baselines", tmp_path / "broken", tmp_path / "close", tmp_path / "behind"],
+                              tmp_path / "cmp", reference="telea", max_gap_db=1.0)
+    warnings = summary["warnings"]
+    assert any(w.startswith("WARNING: inpnet_s is below the flat mean-colour fill in 2 pattern(s)") and
+               "has not learned to inpaint" in w for w in warnings), warnings
+    assert any(w.startswith("WARNING: inpnet_s is more than 1 dB below telea") for w in warnings), warnings
+    assert any(w.startswith("WARNING: cmgan_s is more than 1 dB below telea") and "would not be promoted" in w
+               for w in warnings), warnings
+    assert not any("mae_s" in w for w in warnings) and not any("cmgan_s is below the flat" in w for w in warnings)
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    head = table.split("## Overall")[0]
+    assert "## Warnings" in head and "**WARNING: inpnet_s is below the flat" in head  # above every table
+    summary_md = (tmp_path / "cmp" / "summary.md").read_text()
+    assert summary_md.startswith("Machine: ") and "| inpnet_s |" in summary_md and "WARNING: inpnet_s" in summary_md
+    quiet = compare_reports([tmp_path / "baselines", tmp_path / "close"], tmp_path / "cmp2")
+    assert quiet["warnings"] == [] and "## Warnings" not in (tmp_path / "cmp2" / "table.md").read_text()

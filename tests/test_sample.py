@@ -13,9 +13,11 @@ from PIL import Image
 
 from inpnet.cli import main
 from inpnet.config import SampleConfig, load_params
-from inpnet.data.sample import SAMPLE_CATEGORIES, SAMPLE_FILES, write_sample
+from inpnet.data.sample import SAMPLE_CATEGORIES, SAMPLE_FILES, split_photos, write_sample
 
 CFG = SampleConfig()
+TRAIN_CATS = [c for c in SAMPLE_CATEGORIES if c.split == "train"]
+VAL_CATS = [c for c in SAMPLE_CATEGORIES if c.split == "val"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_file_lists_match_tar_members_and_labels(sample):
 
     train = _files(sample["train"])
     train_lines = lists["places365_train_standard.txt"]
-    assert len(train_lines) == len(train) == CFG.train_per_category * len(SAMPLE_CATEGORIES)
+    assert len(train_lines) == len(train) == CFG.train_per_category * len(TRAIN_CATS)
     for line in train_lines:
         path, label = line.split(" ")
         assert re.fullmatch(r"(/[a-z]/[a-z_]+(?:/[a-z_]+)?)/\d{8}\.jpg", path)
@@ -76,11 +78,12 @@ def test_file_lists_match_tar_members_and_labels(sample):
 
     val = _files(sample["val"])
     val_lines = lists["places365_val.txt"]
-    assert len(val_lines) == len(val) == CFG.val_per_category * len(SAMPLE_CATEGORIES)
+    assert len(val_lines) == len(val) == CFG.val_per_category * len(VAL_CATS)
     assert [line.split(" ")[0] for line in val_lines] == [f"Places365_val_{i:08d}.jpg" for i in range(1, len(val) + 1)]
     assert {"val_large/" + line.split(" ")[0] for line in val_lines} == set(val)
     labels = [int(line.split(" ")[1]) for line in val_lines]
-    assert sorted(labels) == sorted(list(range(len(SAMPLE_CATEGORIES))) * CFG.val_per_category)
+    val_labels = [i for i, c in enumerate(SAMPLE_CATEGORIES) if c.split == "val"]
+    assert sorted(labels) == sorted(val_labels * CFG.val_per_category)
     assert labels != sorted(labels)  # interleaved like the official val set
 
 
@@ -97,6 +100,37 @@ def test_images_decode_with_the_right_shortest_side_and_val_differs(sample):
     assert any(w > h for w, h in sizes) and any(h > w for w, h in sizes)
     assert not set(train.values()) & set(val.values())  # no val image is a train image
     assert len(set(train.values())) == len(train)
+
+
+def test_train_and_val_come_from_disjoint_photographs(sample):
+    """No crop of a val photograph is in train: by construction (each photograph is in one
+    split) and by content (no train image's pixels match any val photograph's region)."""
+    import numpy as np
+
+    photos = split_photos()
+    assert photos["train"] and photos["val"] and not set(photos["train"]) & set(photos["val"])
+    assert len(photos["train"]) + len(photos["val"]) >= 12  # every colour photograph the dependencies ship
+    # the loaded pixels differ too (a photograph listed twice under two names would not)
+    digests = {split: {hashlib.sha256(p.load().tobytes()).hexdigest()
+                       for c in SAMPLE_CATEGORIES if c.split == split for p in c.sources}
+               for split in ("train", "val")}
+    assert not digests["train"] & digests["val"]
+    lists = _lists(sample["filelist"])
+    train_labels = {line.split(" ")[1] for line in lists["places365_train_standard.txt"]}
+    val_labels = {line.split(" ")[1] for line in lists["places365_val.txt"]}
+    assert not train_labels & val_labels  # val categories have no train images
+
+    # content: tiny thumbnails of every val image are far from every train image's
+    def thumbs(path: Path) -> np.ndarray:
+        out = []
+        for data in _files(path).values():
+            with Image.open(io.BytesIO(data)) as im:
+                out.append(np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BOX), dtype=np.float32))
+        return np.stack(out).reshape(len(out), -1)
+
+    train, val = thumbs(sample["train"]), thumbs(sample["val"])
+    d = np.sqrt(((val[:, None, :] - train[None, :, :]) ** 2).mean(axis=2))  # (n_val, n_train) RMS in 0..255
+    assert d.min() > 8.0, d.min()
 
 
 def test_cli_sample_and_params(tmp_path, repo_root):

@@ -44,8 +44,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     ensure_build_model()
     root = tmp_path_factory.mktemp("serve")
     uri, name = os.environ["MLFLOW_TRACKING_URI"], f"inpnet-serve-{uuid.uuid4().hex[:8]}"
-    metrics = write_metrics(root / "metrics.json", 20.0, {"center": 20.0})
-    reg = register(make_checkpoint(root / "ckpt"), metrics, tracking_uri=uri, name=name)
+    ckpt = make_checkpoint(root / "ckpt")
+    reg = register(ckpt, write_metrics(root / "metrics.json", 20.0, {"center": 20.0}, checkpoint=ckpt), tracking_uri=uri, name=name)
     client(uri).set_registered_model_alias(name, CHAMPION, reg.version)
     port = free_port()
     proc = subprocess.Popen(

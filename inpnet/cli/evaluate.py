@@ -60,7 +60,7 @@ def evaluate_command(
     o = result.metrics["overall"]
     fid = "n/a" if o["fid"] is None else f"{o['fid']:.2f}"
     typer.echo(f"{result.report['method']}: PSNR {o['psnr']:.2f} dB  SSIM {o['ssim']:.4f}  FID {fid}  "
-               f"({o['n']} pairs, {len(result.report['skipped'])} skipped) -> {out}")
+               f"({o['n']} pairs, {o['excluded']} left out, {len(result.report['skipped'])} files skipped) -> {out}")
 
 
 @app.command("compare")
@@ -68,13 +68,18 @@ def compare_command(
     report_dirs: Optional[list[Path]] = typer.Argument(None, help="Report folders (or folders of report folders)."),
     reports: list[Path] = typer.Option([], "--reports", help="Report folder, repeatable; same as the positional folders."),
     out: Path = typer.Option(..., "--out", help="Folder for table.md, psnr_by_ratio.png, ssim_by_ratio.png, compare.json."),
+    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help=PARAMS_HELP + " Its registry.gates (reference, max_gap_to_reference_db) decide the warnings."),
 ) -> None:
-    """One table and plots across methods; baselines appear as reference rows."""
+    """One table and plots across methods; baselines appear as reference rows; warnings head it."""
+    from inpnet.config import load_params
     from inpnet.errors import DataError
     from inpnet.evaluate.report import compare_reports
 
+    gates = load_params(params).registry.gates
     paths = [*(report_dirs or []), *reports]
     if not paths:
         raise DataError("compare: no report folders given; pass them as arguments or with --reports DIR")
-    summary = compare_reports(paths, out)
+    summary = compare_reports(paths, out, reference=gates.reference, max_gap_db=gates.max_gap_to_reference_db)
     typer.echo(f"compared {len(summary['methods'])} methods (best PSNR: {summary['best']['psnr']}) -> {out}")
+    for warning in summary["warnings"]:
+        typer.echo(warning, err=True)

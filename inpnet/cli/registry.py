@@ -37,9 +37,9 @@ def _tracking_uri(explicit: str | None, params: Path) -> str:
 @app.command("register")
 def register_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `inpnet train` (models/<variant>)."),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="The evaluator's metrics.json for this checkpoint (needed to promote)."),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="The evaluator's metrics.json for this checkpoint (needed to promote); its report.json must name these weights."),
     name: Optional[str] = typer.Option(None, "--name", help="Registered model name (default: registry.model_names[family])."),
-    bank: Optional[Path] = typer.Option(None, "--bank", help="Mask bank manifest.json it was evaluated on (default: from report.json beside --metrics)."),
+    bank: Optional[Path] = typer.Option(None, "--bank", help="Mask bank manifest.json it must have been evaluated on (checked against report.json beside --metrics; default: the bank the report names)."),
     shards: Optional[Path] = typer.Option(None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."),
     tag: list[str] = typer.Option([], "--tag", help="Extra version tag KEY=VALUE (repeatable)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
@@ -65,14 +65,19 @@ def register_cmd(
 @app.command("promote")
 def promote_cmd(
     name: str = typer.Option(..., "--name", help="Registered model name, e.g. inpnet."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Evaluation folder of the reference method (registry.gates.reference) for the absolute gate (default: <evaluate.out_dir>/baselines/<reference>)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Make `challenger` the `champion` if it passes the gates in registry.gates."""
-    from inpnet.registry.promote import promote
+    from inpnet.registry.promote import load_reference, promote
 
-    gates = _registry_cfg(params).registry.gates
-    d = promote(name, tracking_uri=_tracking_uri(tracking_uri, params), gates=gates)
+    p = _registry_cfg(params)
+    gates = p.registry.gates
+    ref = None
+    if gates.reference is not None:
+        ref = load_reference(reference or Path(p.evaluate.out_dir) / "baselines" / gates.reference, gates.reference)
+    d = promote(name, tracking_uri=_tracking_uri(tracking_uri, params), gates=gates, reference=ref)
     verdict = "promoted to champion" if d.promoted else f"not promoted (champion stays {d.champion_before})"
     typer.echo(f"{name} version {d.challenger}: {verdict}")
     for reason in d.reasons:

@@ -34,11 +34,14 @@ def train_command(
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not track the run in MLflow."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else registry.tracking_uri in params)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    val_shards: Optional[Path] = typer.Option(None, "--val-shards", help="Val shard folder scored every train.val_every steps (default: <data.shards_dir>/val; validation is off with a warning when it does not exist)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Evaluation mask bank paired with the val images (default: masks.out_dir)."),
 ) -> None:
     """Train VARIANT and write its checkpoint (safetensors + config + resumable state)."""
     from inpnet.config import TrackingConfig, load_params, resolve_tracking_uri
     from inpnet.errors import DataError
     from inpnet.train.trainer import train
+    from inpnet.train.validation import open_val_set
 
     p = load_params(params)
     resolved = p.variant(variant)
@@ -49,9 +52,13 @@ def train_command(
     if not no_mlflow:
         uri = resolve_tracking_uri(p.registry, tracking_uri)
         tracking = TrackingConfig(tracking_uri=uri, experiment=p.registry.experiment)
+    val = open_val_set(val_shards or Path(p.data.shards_dir) / "val", masks or Path(p.masks.out_dir),
+                       image_size=resolved.train.image_size, count=resolved.train.val_images,
+                       every=resolved.train.val_every, required=val_shards is not None or masks is not None)
     ckpt_dir = train(
         resolved,
         shards=split,
+        val=val,
         out_dir=Path(out) if out else Path(resolved.train.out_dir),
         max_steps=max_steps,
         resume=resume,

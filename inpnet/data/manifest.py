@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from inpnet.errors import DataError
+from inpnet.outputs import fsync_dir, write_atomic
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "TAIL_BYTES", "Manifest", "ShardRecord", "load_manifest", "shard_mismatch",
-           "tail_sha256", "write_json_atomic"]
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "TAIL_BYTES", "Manifest", "ShardRecord", "fsync_dir", "load_manifest",
+           "shard_mismatch", "tail_sha256", "write_json_atomic"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -110,29 +111,8 @@ def shard_mismatch(path: Path, record: ShardRecord, *, written_ns: int, full: bo
 
 def write_json_atomic(path: Path, data: Any) -> Path:
     """Write JSON under a temporary name, fsync, rename: readers see all of it or nothing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    return write_atomic(path, text.encode("utf-8"), durable=True)
 
 
 def load_manifest(split_dir: str | Path) -> Manifest:

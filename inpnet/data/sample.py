@@ -1,4 +1,4 @@
-"""The embedded offline sample: the three Places365 files, built from photographs scikit-image ships.
+"""The embedded offline sample: the three Places365 files, built from photographs the dependencies ship.
 
 It has the official names and layout, so every later stage runs on it exactly as on the
 real dataset:
@@ -10,15 +10,39 @@ real dataset:
   ``places365_train_standard.txt`` (``/a/airfield/00000001.jpg 0``) and
   ``places365_val.txt`` (``Places365_val_00000001.jpg 0``), flat, no folder.
 
-Images are crops at several positions, scales and aspect ratios of a few colour photographs,
-resized so the shortest side is ``cfg.shortest_side`` (Places365 "large" has 512). Train and
-val crops of a category are distinct boxes. The bytes are the same on every run: crops come
+Images are crops at several positions, scales and aspect ratios of the colour photographs
+that the locked dependencies ship (scikit-image's ``skimage.data``, scikit-learn's
+``load_sample_images`` files, matplotlib's sample data), resized so the shortest side is
+``cfg.shortest_side`` (Places365 "large" has 512). **Train and val come from disjoint
+photographs**: every photograph belongs to exactly one category and every category to
+exactly one split (:data:`SAMPLE_CATEGORIES` lists which photo is in which split), so a val
+score measures inpainting of scenes the model never saw, not recall of training photos. The
+two views of scikit-image's stereo motorcycle are one scene and stay together in train.
+
+| split | category | photograph(s) |
+|---|---|---|
+| train | /b/biology_laboratory | skimage ``immunohistochemistry`` |
+| train | /b/botanical_garden | scikit-learn ``flower.jpg`` |
+| val | /c/coffee_shop | skimage ``coffee`` |
+| train | /g/garage/indoor | skimage ``stereo_motorcycle`` (left and right views) |
+| train | /h/hospital_room | skimage ``retina`` |
+| val | /o/office | matplotlib ``grace_hopper.jpg`` |
+| val | /p/pagoda | scikit-learn ``china.jpg`` |
+| train | /p/pet_shop | skimage ``chelsea`` |
+| train | /s/science_museum | skimage ``astronaut`` |
+| train | /s/sky | skimage ``hubble_deep_field`` |
+| train | /t/tower | skimage ``rocket`` |
+
+The grey photographs scikit-image ships (camera, coins, moon, ...) are left out: they would
+teach the models a colour statistics no real photograph has. Crops within a category are
+distinct boxes. The bytes are the same on every run: crops come
 from generators seeded by ``cfg.seed``, JPEG settings are fixed, and the tars are plain
 ustar with sorted members, integer mtime, uid/gid 0 and no compression.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
@@ -26,6 +50,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -33,7 +58,7 @@ from PIL import Image
 from inpnet.config import SampleConfig
 from inpnet.errors import DataError
 
-__all__ = ["SAMPLE_CATEGORIES", "SAMPLE_FILES", "write_sample"]
+__all__ = ["SAMPLE_CATEGORIES", "SAMPLE_FILES", "split_photos", "write_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +74,70 @@ _ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3)  # width / height, landscap
 _MIN_SCALE = 0.4  # smallest crop, as a fraction of the largest box of that aspect
 
 
-def _skimage(name: str, index: int | None = None) -> Callable[[], np.ndarray]:
+@dataclass(frozen=True)
+class _Photo:
+    """One photograph a dependency ships: ``name`` says where it comes from."""
+
+    name: str
+    load: Callable[[], np.ndarray]
+
+
+def _skimage(name: str, index: int | None = None) -> _Photo:
     def load() -> np.ndarray:
         from skimage import data
 
         image = getattr(data, name)()
         return image[index] if index is not None else image
 
-    return load
+    return _Photo(f"skimage.data.{name}" + (f"[{index}]" if index is not None else ""), load)
+
+
+def _package_file(package: str, relative: str) -> _Photo:
+    """A JPEG inside an installed package, found without importing the package."""
+
+    def load() -> np.ndarray:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(f"sample photograph {package}/{relative}: package {package!r} is not installed; "
+                            "run `uv sync --locked`")
+        path = Path(next(iter(spec.submodule_search_locations))) / relative
+        if not path.is_file():
+            raise DataError(f"sample photograph {path} is missing from the installed {package}")
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
+    return _Photo(f"{package}/{relative}", load)
 
 
 @dataclass(frozen=True)
 class _Category:
     path: str  # Places365 category path, e.g. "/g/garage/indoor"
-    sources: tuple[Callable[[], np.ndarray], ...]  # photographs bundled with scikit-image (no download)
+    split: Literal["train", "val"]  # every photograph of a category is in this split only
+    sources: tuple[_Photo, ...]  # photographs bundled with the locked dependencies (no download)
 
 
 # Real Places365 category names, sorted as in categories_places365.txt; labels are positions here.
 SAMPLE_CATEGORIES: tuple[_Category, ...] = (
-    _Category("/c/coffee_shop", (_skimage("coffee"),)),
-    _Category("/g/garage/indoor", (_skimage("stereo_motorcycle", 0), _skimage("stereo_motorcycle", 1))),
-    _Category("/p/pet_shop", (_skimage("chelsea"),)),
-    _Category("/s/science_museum", (_skimage("astronaut"),)),
-    _Category("/s/sky", (_skimage("hubble_deep_field"),)),
-    _Category("/t/tower", (_skimage("rocket"),)),
+    _Category("/b/biology_laboratory", "train", (_skimage("immunohistochemistry"),)),
+    _Category("/b/botanical_garden", "train", (_package_file("sklearn", "datasets/images/flower.jpg"),)),
+    _Category("/c/coffee_shop", "val", (_skimage("coffee"),)),
+    _Category("/g/garage/indoor", "train", (_skimage("stereo_motorcycle", 0), _skimage("stereo_motorcycle", 1))),
+    _Category("/h/hospital_room", "train", (_skimage("retina"),)),
+    _Category("/o/office", "val", (_package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),)),
+    _Category("/p/pagoda", "val", (_package_file("sklearn", "datasets/images/china.jpg"),)),
+    _Category("/p/pet_shop", "train", (_skimage("chelsea"),)),
+    _Category("/s/science_museum", "train", (_skimage("astronaut"),)),
+    _Category("/s/sky", "train", (_skimage("hubble_deep_field"),)),
+    _Category("/t/tower", "train", (_skimage("rocket"),)),
 )
+
+
+def split_photos() -> dict[str, list[str]]:
+    """Which photograph is in which split: {"train": [names], "val": [names]}."""
+    out: dict[str, list[str]] = {"train": [], "val": []}
+    for category in SAMPLE_CATEGORIES:
+        out[category.split] += [photo.name for photo in category.sources]
+    return out
 
 
 def write_sample(out_dir: str | Path, cfg: SampleConfig) -> dict[str, Path]:
@@ -89,14 +153,17 @@ def write_sample(out_dir: str | Path, cfg: SampleConfig) -> dict[str, Path]:
     val_items: list[tuple[int, bytes]] = []
     for label, category in enumerate(SAMPLE_CATEGORIES):
         rng = np.random.default_rng([cfg.seed, label])
-        photos = [_as_rgb(load(), category.path) for load in category.sources]
-        boxes = _distinct_boxes(photos, cfg.train_per_category + cfg.val_per_category, cfg.shortest_side, rng)
+        photos = [_as_rgb(photo.load(), photo.name) for photo in category.sources]
+        count = cfg.train_per_category if category.split == "train" else cfg.val_per_category
+        boxes = _distinct_boxes(photos, count, cfg.shortest_side, rng)
         jpegs = [_encode(_crop_resize(photos[src], box, cfg.shortest_side), cfg.jpeg_quality) for src, box in boxes]
-        for number, data in enumerate(jpegs[: cfg.train_per_category], start=1):
+        if category.split == "val":
+            val_items += [(label, data) for data in jpegs]
+            continue
+        for number, data in enumerate(jpegs, start=1):
             name = f"{category.path}/{number:08d}.jpg"
             train_members[f"data_large{name}"] = data
             train_lines.append(f"{name} {label}")
-        val_items += [(label, data) for data in jpegs[cfg.train_per_category:]]
 
     # the official val set interleaves categories; a seeded permutation does the same
     order = np.random.default_rng([cfg.seed, len(SAMPLE_CATEGORIES)]).permutation(len(val_items))
@@ -116,14 +183,14 @@ def write_sample(out_dir: str | Path, cfg: SampleConfig) -> dict[str, Path]:
     for key, members, with_dirs in (("train", train_members, True), ("val", val_members, True),
                                     ("filelist", list_members, False)):
         paths[key] = _write_tar(out_dir / SAMPLE_FILES[key], members, with_dirs=with_dirs)
-    log.info("sample: %d train and %d val images in %d categories under %s",
+    log.info("sample: %d train and %d val images from disjoint photographs (%d categories) under %s",
              len(train_members), len(val_members), len(SAMPLE_CATEGORIES), out_dir)
     return paths
 
 
 def _as_rgb(image: np.ndarray, where: str) -> np.ndarray:
     if image.dtype != np.uint8:
-        raise DataError(f"sample source for {where} is {image.dtype}, expected uint8; check the scikit-image version")
+        raise DataError(f"sample photograph {where} is {image.dtype}, expected uint8; check the installed version")
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
     return np.ascontiguousarray(image[:, :, :3])

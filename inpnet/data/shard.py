@@ -7,9 +7,10 @@ convert in parallel (threads, processes, or Prefect tasks via ``map_fn``). Each 
 written as ``.<name>.tmp``, fsynced and renamed; a small record of it goes to
 ``.partial/`` and the manifest is written last. A re-run converts only shards without a
 record or whose file no longer matches it (:func:`inpnet.data.manifest.shard_mismatch`:
-size, mtime and the last 64 KiB, or the full sha256 with ``resume_check: sha256``), and because a shard's bytes depend only on its member range, the tar and the
-settings (fixed header fields, integer mtimes, tar order), the result is byte-identical to
-an uninterrupted run.
+size, mtime and the last 64 KiB, or the full sha256 with ``resume_check: sha256``), and
+because a shard's bytes depend only on its member range, the tar and the settings (fixed
+header fields, integer mtimes, tar order), the result is byte-identical to an
+uninterrupted run.
 
 Shard count: ``ceil(samples / samples_per_shard)`` rounded up to a multiple of
 ``shard_multiple`` (ranks x loader workers), candidates spread evenly (sizes differ by at
@@ -41,6 +42,7 @@ from inpnet.data.manifest import (FORMAT_VERSION, MANIFEST_NAME, Manifest, Shard
 from inpnet.data.tarindex import Member, display_name, index_tar, list_key, member_problem, read_labels, sample_key
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
+from inpnet.outputs import locks_output
 
 __all__ = ["Candidate", "ShardJob", "ShardPlan", "ShardSpec", "check_inputs", "plan_shards", "shard_tar", "write_shard"]
 
@@ -300,13 +302,15 @@ def _clean_stale(out: Path, split: str, keep: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
+@locks_output("out_dir")
 def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | Path, cfg: ShardConfig,
               *, map_fn: MapFn | None = None) -> Manifest:
     """Convert ``tar`` into validated shards under ``out_dir``; returns the manifest.
 
     ``map_fn(fn, jobs)`` runs ``fn`` on every job and returns the records in job order
     (a Prefect flow passes one that maps tasks); by default a local pool of
-    ``cfg.workers`` threads or processes (``cfg.task_runner``).
+    ``cfg.workers`` threads or processes (``cfg.task_runner``). ``out_dir`` is locked for
+    the run (:class:`inpnet.outputs.FolderLock`): a second run into it fails at once.
     """
     tar, out = Path(tar), Path(out_dir)
     members = index_tar(tar)

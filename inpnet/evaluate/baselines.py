@@ -31,14 +31,16 @@ __all__ = ["BASELINES", "BaselineInpainter", "inpaint_array"]
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("telea", "navier_stokes", "biharmonic")
+# "flat": every hole pixel the mean colour of the image's known pixels; the floor any
+# method that looks at the image must clear (the compare report flags models below it)
+BASELINES = ("flat", "telea", "navier_stokes", "biharmonic")
 
 
 def inpaint_array(name: str, image: np.ndarray, hole: np.ndarray, *, radius: int = 3) -> np.ndarray:
     """Inpaint one image with a classical method.
 
     Args:
-        name: ``telea``, ``navier_stokes`` or ``biharmonic``.
+        name: ``flat``, ``telea``, ``navier_stokes`` or ``biharmonic``.
         image: (H, W, 3) float in [0, 1].
         hole: (H, W) bool, True = missing.
         radius: neighbourhood radius in pixels for the OpenCV methods.
@@ -57,6 +59,8 @@ def inpaint_array(name: str, image: np.ndarray, hole: np.ndarray, *, radius: int
     if hole.all():
         # nothing to propagate from: a flat mid-grey is the honest answer
         filled = np.full_like(image, 0.5)
+    elif name == "flat":
+        filled = np.broadcast_to(image[~hole].mean(axis=0), image.shape)  # (3,) -> (H, W, 3)
     elif name == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 

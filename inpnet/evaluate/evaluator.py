@@ -7,6 +7,11 @@ kept per image, per pattern x ratio bucket, per pattern and overall; FID (and KI
 only when Inception weights are configured, otherwise they are null with the reason in
 ``report.json`` and ``table.md``. See :mod:`inpnet.evaluate.sources` for how images and masks
 are read and paired, and :mod:`inpnet.evaluate.report` for the files written.
+
+A pair that cannot measure inpainting is left out of every mean (overall, per pattern, per
+bucket) and listed with its reason in ``report.json``, ``per_image.csv`` and ``table.md``: a
+mask with no hole pixel or no known pixel (the method is not even run), and an exact match,
+whose infinite PSNR no mean can hold (a cap such as 100 dB would inflate the headline).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from inpnet.config import ConfigError, EvalConfig
 from inpnet.errors import DataError
 from inpnet.evaluate.sources import EvalImage, EvalMask, Skipped, open_images, open_masks
+from inpnet.outputs import locks_output, writing_output
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +94,7 @@ class _GridPicker:
                 for pattern, kept in self.kept.items()}
 
 
-def _iter_pairs(images, masks, size: int, limit: int | None, skipped: list[Skipped]):
+def _iter_pairs(images, masks, size: int, limit: int | None, skipped: list[Skipped], seen: set[int]):
     """(image, mask) pairs in a fixed order: image by image, cell by cell."""
     count = 0
     for image in images:
@@ -100,7 +106,38 @@ def _iter_pairs(images, masks, size: int, limit: int | None, skipped: list[Skipp
                 if all(s.path != m.path for s in skipped):
                     skipped.append(m)
                 continue
+            seen.add(image.number)
             yield _Pair(image, m)
+
+
+EMPTY_HOLE = "empty hole: the mask has no hole pixel, so there is nothing to inpaint"
+FULL_HOLE = "full hole: the mask has no known pixel, so there is nothing to inpaint from"
+
+
+def _degenerate(hole: np.ndarray) -> str | None:
+    """Why a mask cannot measure inpainting (its pair is left out of every mean), or None."""
+    if not hole.any():
+        return EMPTY_HOLE
+    if hole.all():
+        return FULL_HOLE
+    return None
+
+
+def _row(pair: _Pair, masks: str | Path, psnr: float | None, ssim: float | None, excluded: str | None) -> dict:
+    """One per_image.csv row; an excluded pair carries its reason and no scores."""
+    return {"image": pair.image.name, "pattern": pair.mask.pattern, "ratio": _ratio_key(pair.mask.ratio),
+            "achieved_ratio": round(pair.mask.achieved, 4), "mask": _display_path(pair.mask.path, masks),
+            "psnr": None if excluded else psnr, "ssim": None if excluded else ssim, "excluded": excluded}
+
+
+def _scorable(pairs, masks: str | Path, rows: list[dict]):
+    """The pairs worth running the method on; an empty or full hole goes to ``rows`` as excluded."""
+    for pair in pairs:
+        reason = _degenerate(pair.mask.hole)
+        if reason is None:
+            yield pair
+        else:
+            rows.append(_row(pair, masks, None, None, reason))
 
 
 def _batches(pairs, batch_size: int):
@@ -114,6 +151,7 @@ def _batches(pairs, batch_size: int):
         yield batch
 
 
+@locks_output("out_dir")
 def evaluate(
     method: "Method",
     images: str | Path,
@@ -133,7 +171,8 @@ def evaluate(
         images: a val shard folder or a folder of images (see :mod:`inpnet.evaluate.sources`).
         masks: the mask bank or a folder of external masks.
         out_dir: receives metrics.json, report.json, per_image.csv, table.md, plots/, grid.png
-            (and outputs/<pattern>/<ratio>/<name>.png with ``save_outputs``).
+            (and outputs/<pattern>/<ratio>/<name>.png with ``save_outputs``); created and
+            locked before any work, so an unwritable or busy folder fails at once.
         cfg: the ``evaluate`` section of params.
         limit: evaluate only the first N readable images.
         references: report folders of other methods (e.g. the baselines) shown as reference
@@ -147,9 +186,12 @@ def evaluate(
     from inpnet.evaluate.metrics import psnr, quantize, ssim
     from inpnet.evaluate.plots import save_grid, save_png
     from inpnet.models.composite import composite, masked_input
+    from inpnet.registry.tracking import file_sha256
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    with writing_output(out_dir, "cannot create the report folder"):
+        out_dir.mkdir(parents=True, exist_ok=True)  # before the long part: an unwritable --out fails now
     reference_entries = [rep.load_report(r) for r in references]  # fail before the long part
     mask_src = open_masks(masks, seed=cfg.seed, mismatch=cfg.mask_size_mismatch)
     size = mask_src.size or cfg.image_size
@@ -169,6 +211,7 @@ def evaluate(
     skipped: list[Skipped] = []
     rows: list[dict] = []
     method_s = 0.0
+    n_run = 0
     n_images: set[int] = set()
     out_root = out_dir / "outputs"
     # A baseline's workers hold the CPU cores; torch's own threads for the metrics would only
@@ -176,13 +219,15 @@ def evaluate(
     single = device == "cpu" and method.settings().get("kind") == "baseline"
     with _torch_threads(1 if single else None):
         try:
-            for batch in _batches(_iter_pairs(image_src, mask_src, size, limit, skipped), cfg.batch_size):
+            pairs = _iter_pairs(image_src, mask_src, size, limit, skipped, n_images)
+            for batch in _batches(_scorable(pairs, masks, rows), cfg.batch_size):
                 image = torch.stack([p.image.image for p in batch])  # (B, 3, S, S)
                 hole = torch.from_numpy(np.stack([p.mask.hole for p in batch]))  # (B, S, S) bool
                 mask = hole[:, None].float()  # (B, 1, S, S)
                 t0 = time.perf_counter()
                 pred = method(image, mask)
                 method_s += time.perf_counter() - t0
+                n_run += len(batch)
                 output = quantize(composite(image, mask, pred.to(image.dtype).cpu()).clamp(0, 1))
                 out_d, img_d = output.to(device), image.to(device)
                 scores_p = psnr(out_d, img_d).cpu().tolist()
@@ -190,39 +235,44 @@ def evaluate(
                 fid.update(batch, img_d, out_d)
                 masked = masked_input(image, mask, fill=0.5)
                 for i, p in enumerate(batch):
-                    n_images.add(p.image.number)
-                    ratio = _ratio_key(p.mask.ratio)
-                    rows.append({
-                        "image": p.image.name, "pattern": p.mask.pattern, "ratio": ratio,
-                        "achieved_ratio": round(p.mask.achieved, 4), "mask": _display_path(p.mask.path, masks),
-                        "psnr": scores_p[i], "ssim": scores_s[i],
-                    })
+                    row = _row(p, masks, scores_p[i], scores_s[i], None)
+                    rows.append(_row(p, masks, None, None, reason) if (reason := rep.exclusion(row)) else row)
                     grid.offer(p, masked[i], output[i])
                     if save_outputs:
-                        save_png(output[i], out_root / p.mask.pattern / ratio / f"{p.image.name}.png")
+                        save_png(output[i], out_root / p.mask.pattern / row["ratio"] / f"{p.image.name}.png")
         finally:
             method.close()
     skipped = list(image_src.skipped) + skipped
     if not rows:
         listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5]) or "no image/mask pairs"
         raise DataError(f"nothing could be evaluated with --images {images} and --masks {masks} ({listed})")
+    excluded = [{k: r[k] for k in ("image", "pattern", "ratio", "mask")} | {"reason": r["excluded"]}
+                for r in rows if r["excluded"]]
+    if len(excluded) == len(rows):
+        raise DataError(f"nothing could be scored with --images {images} and --masks {masks}: all {len(rows)} pairs "
+                        f"are left out ({excluded[0]['mask']}: {excluded[0]['reason']}); use masks with a partial hole")
+    if excluded:
+        log.warning("%d of %d pairs left out of every mean (e.g. %s: %s); see report.json", len(excluded), len(rows),
+                    excluded[0]["mask"], excluded[0]["reason"])
 
     metrics = rep.aggregate(rows, fid.compute())
     total_s = time.perf_counter() - started
-    n_pairs = len(rows)
+    n_pairs = metrics["overall"]["n"]
     report = {
         "method": method.name,
         "method_settings": method.settings(),
         "images": {"source": str(images), "kind": image_src.kind, "count": len(n_images), "size": size},
-        "masks": {"source": str(masks), "kind": mask_src.kind, "pairing": pairing},
-        "pairs": n_pairs,
+        "masks": {"source": str(masks), "kind": mask_src.kind, "pairing": pairing,
+                  "manifest_sha256": file_sha256(Path(masks) / "manifest.json") if mask_src.kind == "bank" else None},
+        "pairs": n_pairs,  # the pairs in the means
         "fid": fid.status(),
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        "excluded": excluded,
         "timing": {
             "total_s": round(total_s, 3),
             "method_s": round(method_s, 3),
-            "method_ms_per_pair": round(1000 * method_s / n_pairs, 3),
-            "pairs_per_s": round(n_pairs / total_s, 3),
+            "method_ms_per_pair": round(1000 * method_s / n_run, 3),
+            "pairs_per_s": round(n_run / total_s, 3),
         },
         "settings": {
             "batch_size": cfg.batch_size, "limit": limit, "device": device, "save_outputs": save_outputs,
@@ -231,7 +281,8 @@ def evaluate(
         "references": [str(r) for r in references],
     }
     rep.write_report(out_dir, metrics=metrics, report=report, rows=rows, references=reference_entries)
-    save_grid(grid.rows(), out_dir / "grid.png")
+    with writing_output(out_dir):
+        save_grid(grid.rows(), out_dir / "grid.png")
     log.info("%s: PSNR %.2f dB, SSIM %.4f over %d pairs in %.1f s (method %.1f ms/pair) -> %s", method.name,
              metrics["overall"]["psnr"], metrics["overall"]["ssim"], n_pairs, total_s,
              report["timing"]["method_ms_per_pair"], out_dir)

@@ -108,17 +108,21 @@ def resolve_method(spec: str, device: str = "cpu", *, radius: int = 3, workers: 
 
 
 def _checkpoint_method(path: Path, device: str) -> Method:
-    from inpnet.train.checkpoint import load_model
+    from inpnet.train.checkpoint import load_model, weights_sha256
 
     model, variant = load_model(path, ema=True, device=device)
-    info = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family}
+    # the weights' hash lets `inpnet register` check that a report scored this very checkpoint
+    info = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family,
+            "weights_sha256": weights_sha256(model)}
     return ModelMethod(variant.name, model, device=device, image_size=variant.model.img_size, info=info)
 
 
 def _registry_method(uri: str, device: str) -> Method:
     from inpnet.registry.models import load_inpainter
+    from inpnet.train.checkpoint import weights_sha256
 
     model, info = load_inpainter(uri, device=device)
     facts = {k: v for k, v in dict(info or {}).items() if isinstance(v, (str, int, float, bool)) or v is None}
+    facts["weights_sha256"] = weights_sha256(model.model)  # the network inside the tiling Inpainter
     # the registry's Inpainter tiles any image size onto the model's grid, so no size constraint
     return ModelMethod(uri, model, device=device, image_size=None, info={"registry_uri": uri, **facts})

@@ -8,7 +8,8 @@ One documented implementation per metric, used by every report:
   a user would save.
 - PSNR uses data range 1 and the mean squared error over all pixels and channels of an
   image; it equals scikit-image's ``peak_signal_noise_ratio(data_range=1)`` (inf when the
-  images are identical, as there).
+  images are identical, as there; the evaluator leaves such pairs out of every mean rather
+  than cap them at a number).
 - SSIM is Wang et al.'s, the variant LaMa and MAT report: an 11 x 11 Gaussian window with
   sigma 1.5, C1 = (0.01)^2, C2 = (0.03)^2, population (not sample) covariances, computed per
   channel and averaged over channels. Like scikit-image's ``structural_similarity(
@@ -26,7 +27,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SSIM_SIGMA", "SSIM_WINDOW", "psnr", "quantize", "ssim"]
+__all__ = ["SSIM_SIGMA", "SSIM_WINDOW", "hole_psnr", "mean_colour_fill", "psnr", "quantize", "ssim"]
 
 SSIM_SIGMA = 1.5
 SSIM_WINDOW = 11  # scikit-image: 2 * int(3.5 * sigma + 0.5) + 1 with its default truncate=3.5
@@ -50,6 +51,30 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     diff = pred.float() - target.float()
     mse = diff.square_().mean(dim=(1, 2, 3), dtype=torch.float64) if diff.device.type != "mps" else diff.square_().mean(dim=(1, 2, 3))
     return (10.0 * torch.log10(1.0 / mse)).to(torch.float32)  # (B,)
+
+
+def hole_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB over the hole pixels only (mask == 1): -> (B,), NaN without a hole.
+
+    The full-image PSNR of a composite mixes the (exact) known pixels into the mean; this
+    is what the method itself contributed, the figure training-time validation and the
+    "it learns" tests compare against a flat fill.
+    """
+    _check(pred, target, "hole_psnr")
+    hole = (mask > 0.5).to(torch.float64)  # (B, 1, H, W)
+    sq = (pred.double() - target.double()).square_() * hole  # (B, C, H, W)
+    count = hole.sum(dim=(1, 2, 3)) * pred.shape[1]  # (B,)
+    mse = sq.sum(dim=(1, 2, 3)) / count
+    out = 10.0 * torch.log10(1.0 / mse)
+    return torch.where(count > 0, out, torch.full_like(out, float("nan"))).to(torch.float32)
+
+
+def mean_colour_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The flat reference a learned model must beat: every hole pixel set to the mean colour
+    of the image's known pixels. (B,3,H,W), (B,1,H,W) -> (B,3,H,W)."""
+    known = (mask <= 0.5).to(image.dtype)  # (B, 1, H, W)
+    mean = (image * known).sum(dim=(2, 3), keepdim=True) / known.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+    return torch.where(mask > 0.5, mean.expand_as(image), image)
 
 
 @functools.lru_cache(maxsize=8)

@@ -5,23 +5,27 @@ One evaluation folder holds:
 
 - ``metrics.json`` (DVC metrics, numbers only)::
 
-    {"overall": {"psnr", "ssim", "fid" (null without weights), "n"},
+    {"overall": {"psnr", "ssim", "fid" (null without weights), "n", "excluded"},
      "patterns": {pattern: {"psnr", "ssim", "n"}},
      "buckets": {pattern: {ratio "%.2f": {"psnr", "ssim", "fid", "kid", "n"}}}}
 
-- ``report.json``: method and settings, FID status and reason, skipped files, timings;
-- ``per_image.csv``: image, pattern, ratio, achieved_ratio, mask, psnr, ssim;
+- ``report.json``: method and settings, FID status and reason, skipped files, excluded
+  pairs with their reasons, timings;
+- ``per_image.csv``: image, pattern, ratio, achieved_ratio, mask, psnr, ssim, excluded (the
+  reason a pair is left out of every mean: an empty or a full hole, an exact match);
 - ``table.md``: the method's rows, plus reference rows (the baselines) when given;
 - ``plots/psnr_by_ratio.png``, ``plots/ssim_by_ratio.png`` and ``grid.png``.
 
 :func:`compare_reports` reads several such folders (a folder of report folders counts as its
 children, e.g. ``reports/baselines``) and writes ``table.md``, ``psnr_by_ratio.png``,
-``ssim_by_ratio.png`` and ``compare.json`` into one output folder.
+``ssim_by_ratio.png``, ``compare.json`` and ``summary.md`` (the README's quickstart table) into
+one output folder.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -31,6 +35,7 @@ from typing import Any, Iterable, Sequence
 
 from inpnet.errors import DataError
 from inpnet.evaluate.plots import plot_metric_by_ratio
+from inpnet.outputs import locks_output, write_atomic, writing_output
 
 __all__ = [
     "ReportEntry",
@@ -38,11 +43,14 @@ __all__ = [
     "compare_reports",
     "load_report",
     "load_reports",
+    "machine_description",
+    "quality_warnings",
+    "render_summary",
     "render_table",
     "write_report",
 ]
 
-CSV_FIELDS = ("image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim")
+CSV_FIELDS = ("image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim", "excluded")
 PLOT_METRICS = ("psnr", "ssim")
 
 
@@ -57,23 +65,50 @@ class ReportEntry:
     reference: bool = False  # shown as a reference row (a baseline)
 
 
+EXACT_MATCH = "exact match: the output equals the original image, so its PSNR is infinite"
+
+
+def exclusion(row: dict) -> str | None:
+    """Why a per-image row stays out of every mean (its ``excluded`` reason, or an exact match
+    whose infinite PSNR no mean can hold), or None when it counts.
+
+    Raises:
+        DataError: a score is NaN; leaving such a pair out would flatter the method.
+    """
+    if row.get("excluded"):
+        return str(row["excluded"])
+    if row["psnr"] == math.inf:
+        return EXACT_MATCH
+    bad = {k: row[k] for k in PLOT_METRICS if not math.isfinite(row[k])}
+    if bad:
+        raise DataError(f"{row.get('image')} with mask {row.get('mask')}: scores {bad} are not numbers; "
+                        "the method's output holds NaN or infinity")
+    return None
+
+
 def _mean(values: list[float]) -> float:
-    # identical images give an infinite PSNR; cap at 100 dB so every mean stays a number
-    return round(sum(min(v, 100.0) for v in values) / len(values), 6)
+    return round(sum(values) / len(values), 6)
 
 
 def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-bucket, per-pattern and overall means of per-image rows, in the metrics.json layout.
 
+    Rows with an :func:`exclusion` (an empty or a full hole, an exact match) are left out of
+    every mean and counted as ``overall.excluded``; a pattern or bucket with no counted row
+    is absent.
+
     Args:
-        rows: dicts with pattern, ratio ("%.2f"), psnr, ssim.
+        rows: dicts with pattern, ratio ("%.2f"), psnr, ssim, and optionally excluded (a reason).
         fid: ``{"overall": float|None, "buckets": {(pattern, ratio): {"fid": .., "kid": ..}}}``.
     """
     fid = fid or {}
     bucket_fid = fid.get("buckets", {})
     by_bucket: dict[tuple[str, str], list[dict]] = defaultdict(list)
     by_pattern: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
+    counted = [row for row in rows if exclusion(row) is None]
+    if not counted:
+        raise DataError(f"no pair can be scored: all {len(rows)} are excluded ({exclusion(rows[0]) if rows else 'no pairs'})")
+    for row in counted:
         by_bucket[(row["pattern"], row["ratio"])].append(row)
         by_pattern[row["pattern"]].append(row)
 
@@ -84,9 +119,10 @@ def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[s
     for (pattern, ratio), group in sorted(by_bucket.items()):
         extra = bucket_fid.get((pattern, ratio), {})
         buckets.setdefault(pattern, {})[ratio] = {**stats(group), "fid": extra.get("fid"), "kid": extra.get("kid")}
-    overall = stats(list(rows))
+    overall = stats(counted)
     return {
-        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"]},
+        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"],
+                    "excluded": len(rows) - len(counted)},
         "patterns": {p: stats(g) for p, g in sorted(by_pattern.items())},
         "buckets": buckets,
     }
@@ -103,24 +139,31 @@ def write_report(
     rows: Sequence[dict],
     references: Sequence[ReportEntry] = (),
 ) -> None:
-    """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "metrics.json", metrics)
-    _write_json(out_dir / "report.json", report)
-    with open(out_dir / "per_image.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``.
+
+    Raises:
+        OutputError: a file cannot be written (named, with the reason); no temporary file stays.
+    """
+    with writing_output(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / "metrics.json", metrics)
+        _write_json(out_dir / "report.json", report)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (round(row[k], 6) if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
-    entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
-        ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
-    ]
-    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting evaluation: {report['method']}"))
-    _write_plots(entries, out_dir / "plots")
+            values = {**row, "excluded": exclusion(row) or ""}
+            writer.writerow({k: (round(values[k], 6) if isinstance(values[k], float) else values[k]) for k in CSV_FIELDS})
+        write_atomic(out_dir / "per_image.csv", table.getvalue().encode())
+        entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
+            ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
+        ]
+        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting evaluation: {report['method']}").encode())
+        _write_plots(entries, out_dir / "plots")
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _write_plots(entries: Sequence[ReportEntry], folder: Path) -> list[Path]:
@@ -207,13 +250,41 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> l
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_table(entries: Sequence[ReportEntry], *, title: str) -> str:
-    """Markdown: data notes, overall, per pattern, per pattern x ratio, FID notes, skipped files.
+def quality_warnings(entries: Sequence[ReportEntry], *, reference: str | None = "telea",
+                     max_gap_db: float = 1.0) -> list[str]:
+    """Plain sentences about learned models a reader must not miss: PSNR below the flat
+    (mean-colour) fill in any pattern, or more than ``max_gap_db`` below ``reference``."""
+    refs = {e.name: e for e in entries if e.reference}
+    out: list[str] = []
+    for e in entries:
+        if e.reference:
+            continue
+        for base, gap, verdict in (("flat", 0.0, "it has not learned to inpaint"),
+                                   (reference, max_gap_db, "it would not be promoted")):
+            ref = refs.get(base) if base else None
+            if ref is None:
+                continue
+            worse = []
+            for pattern, values in sorted(e.metrics.get("patterns", {}).items()):
+                mine, theirs = values.get("psnr"), ref.metrics.get("patterns", {}).get(pattern, {}).get("psnr")
+                if mine is not None and theirs is not None and theirs - mine > gap:
+                    worse.append(f"{pattern} {mine:.2f} vs {theirs:.2f} dB")
+            if worse:
+                what = "below the flat mean-colour fill" if base == "flat" else f"more than {gap:g} dB below {base}"
+                out.append(f"WARNING: {e.name} is {what} in {len(worse)} pattern(s) ({'; '.join(worse)}): {verdict}.")
+    return out
+
+
+def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequence[str] = ()) -> str:
+    """Markdown: warnings, data notes, overall, per pattern, per pattern x ratio, FID notes, skipped files.
 
     The best value of each column (within a pattern for the ratio tables) is bold; reference
     rows are labelled ``(reference)``; FID/KID tables appear only when some value exists.
     """
-    out = [f"# {title}", "", *_notes(entries), ""]
+    out = [f"# {title}", ""]
+    if warnings:
+        out += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
+    out += [*_notes(entries), ""]
     overall = {m: (lambda e, m=m: e.metrics["overall"].get(m)) for m in ("psnr", "ssim", "fid")}
     cols = [_cells(entries, overall["psnr"], 2), _cells(entries, overall["ssim"], 4),
             _cells(entries, overall["fid"], 2, lower_is_better=True)]
@@ -237,6 +308,14 @@ def render_table(entries: Sequence[ReportEntry], *, title: str) -> str:
     if skipped:
         out += ["## Skipped files", ""]
         out += [f"- {name}: `{s['path']}`: {s['reason']}" for name, s in skipped] + [""]
+    excluded: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (method, reason) -> pairs
+    for e in entries:
+        for x in [] if e.reference else e.report.get("excluded", []):
+            excluded[(e.name, x["reason"])].append(x)
+    if excluded:
+        out += ["## Pairs left out of every mean", ""]
+        out += [f"- {name}: {len(xs)} pair(s), {reason} (e.g. {xs[0]['image']} with `{xs[0]['mask']}`)"
+                for (name, reason), xs in excluded.items()] + [""]
     return "\n".join(out)
 
 
@@ -282,26 +361,79 @@ def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:
 # ----------------------------------------------------------------------------- compare
 
 
-def compare_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
+SUMMARY_PATTERNS = ("free_form", "external")  # irregular holes: the headline of summary.md
+
+
+def machine_description() -> str:
+    """The CPU model and its bf16 support, as ``lscpu`` would name them (Linux; else the platform)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{model}, {', '.join(bf16) if bf16 else 'no native bf16'}"
+
+
+def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = ()) -> str:
+    """The quickstart summary: overall PSNR/SSIM and, per irregular-hole pattern, PSNR by ratio.
+
+    The README embeds this file between ``<!-- summary:start -->`` and ``<!-- summary:end -->``;
+    ``.ci/check_readme.py`` fails when the two disagree by more than noise.
+    """
+    out = [f"Machine: {machine_description()}.", ""]
+    rows = [[e.name + (" (reference)" if e.reference else ""), _fmt(e.metrics["overall"].get("psnr"), 2),
+             _fmt(e.metrics["overall"].get("ssim"), 3)] for e in entries]
+    out += _table(["method", "PSNR (dB)", "SSIM"], rows) + [""]
+    for pattern in SUMMARY_PATTERNS:
+        ratios = sorted({r for e in entries for r in e.metrics.get("buckets", {}).get(pattern, {})}, key=float)
+        if not ratios:
+            continue
+        rows = [[e.name + (" (reference)" if e.reference else ""),
+                 *(_fmt(e.metrics["buckets"].get(pattern, {}).get(r, {}).get("psnr"), 2) for r in ratios)]
+                for e in entries]
+        out += [f"PSNR (dB) by hole ratio, pattern `{pattern}`:", "", *_table(["method", *ratios], rows), ""]
+    out += [f"- **{w}**" for w in warnings]
+    return "\n".join(out).rstrip() + "\n"
+
+
+@locks_output("out_dir")
+def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, reference: str | None = "telea",
+                    max_gap_db: float = 1.0) -> dict[str, Any]:
     """One table, two plots and ``compare.json`` across the methods in ``paths``.
 
     ``compare.json``: ``{"methods": {name: metrics.json of that method}, "baselines": [names],
-    "best": {"psnr": name, "ssim": name}, "reports": {name: folder}}``.
+    "best": {"psnr": name, "ssim": name}, "reports": {name: folder}, "warnings": [sentences]}``;
+    the warnings (:func:`quality_warnings`, against ``reference`` and ``max_gap_db``, as the
+    promotion gate judges) also head ``table.md``.
     """
     entries = load_reports(paths)
     if not entries:
         raise DataError("compare: no report folders given; pass --reports DIR (one or more)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = ", ".join(e.name for e in entries)
-    (out_dir / "table.md").write_text(render_table(entries, title=f"Inpainting comparison: {names}"))
-    _write_plots(entries, out_dir)
+    warnings = quality_warnings(entries, reference=reference, max_gap_db=max_gap_db)
+    with writing_output(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting comparison: {names}",
+                                                        warnings=warnings).encode())
+        write_atomic(out_dir / "summary.md", render_summary(entries, warnings=warnings).encode())
+        _write_plots(entries, out_dir)
     summary = {
         "methods": {e.name: e.metrics for e in entries},
         "baselines": [e.name for e in entries if e.reference],
         "best": {m: max(entries, key=lambda e, m=m: e.metrics["overall"].get(m) or -math.inf).name
                  for m in PLOT_METRICS},
         "reports": {e.name: str(e.path) for e in entries},
+        "warnings": warnings,
     }
     _write_json(out_dir / "compare.json", summary)
     return summary

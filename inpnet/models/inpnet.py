@@ -27,6 +27,17 @@ a training step on a CPU for little gain. A 1x1 head fuses its features with the
 input (so known pixels next to the hole are at hand) and ends in a sigmoid: output always
 in (0, 1) and, unlike a clamp, never a zero gradient for out-of-range values.
 
+Pre-fill (``prefill``, an option). With ``pushpull`` or ``telea`` the hole is first filled
+by that cheap classical method (:mod:`inpnet.models.prefill`, from known pixels only) and
+the network sees the filled image plus the mask; its head predicts a correction in logit
+space, ``sigmoid(logit(fill) + head)``, and starts at zero, so the untrained model *is* the
+classical fill and training only has to improve on it. On small budgets that is what puts
+a ViT ahead of Telea instead of 5-10 dB behind it.
+
+Precision. Under autocast only the encoder runs in bf16/fp16; the decoder (skip
+projections, transposed convolutions, GroupNorm, head, sigmoid) runs in fp32 and the
+output is fp32 (see ``forward`` for why).
+
 Cost (``bench/train.py`` measures it): at 128 px with the ``inpnet_s`` encoder the decoder
 adds about 8% FLOPs and, measured as single-thread CPU time, 1.2-1.25x a plain timm ViT
 training step with the same encoder.
@@ -43,6 +54,7 @@ from inpnet.config import InpNetModelConfig
 from inpnet.models.blocks import LayerNorm, init_vit_weights, make_patch_embed, make_vit_block, sincos_pos_embed_2d
 from inpnet.models.composite import check_image_mask, masked_input
 from inpnet.models.patches import grid_of, pad_to_multiple
+from inpnet.models.prefill import Prefill, prefill
 
 __all__ = ["InpNet", "default_skip_depths"]
 
@@ -127,9 +139,11 @@ class InpNet(nn.Module):
         skip_depths: tuple[int, ...] | None = None,
         decoder_channels: tuple[int, ...] = (96, 48, 24, 12),
         drop_path: float = 0.0,
+        prefill: Prefill = "none",
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.prefill = prefill
         self.embed_dim = embed_dim
         n_stages = len(decoder_channels)
         first_scale = patch_size // 2 ** (n_stages - 1)
@@ -165,6 +179,9 @@ class InpNet(nn.Module):
         c = decoder_channels[-1]
         self.head = nn.Conv2d(c + 4, 3, kernel_size=1)
         init_vit_weights(self)
+        if prefill != "none":  # start exactly at the pre-fill: a zero correction
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @classmethod
     def from_config(cls, cfg: InpNetModelConfig) -> "InpNet":
@@ -208,8 +225,24 @@ class InpNet(nn.Module):
         check_image_mask(image, mask)
         hole = (mask > 0.5).to(image.dtype)
         visible = masked_input(image, hole)  # hole pixels never reach the network
+        if self.prefill != "none":
+            visible = prefill(self.prefill, visible, hole)  # (B, 3, H, W): the hole filled from known pixels
+        base = visible
         visible, hole, (h, w) = pad_to_multiple(visible, hole, self.patch_size)
         x_in = torch.cat([visible, hole], dim=1)  # (B, 4, H', W')
-        tokens, skips, grid = self.encode(x_in)
-        logits = self.decode(tokens, skips, grid, x_in)
-        return torch.sigmoid(logits[..., :h, :w])
+        tokens, skips, grid = self.encode(x_in)  # under autocast: bf16/fp16 matmuls
+        # The decoder always runs in the weights' precision (fp32 in training), autocast or
+        # not: under CPU bf16 autocast oneDNN's bf16 transposed convolution on AMX CPUs
+        # returns wrong values (pytorch/pytorch#148973), and with it InP-Net stopped learning
+        # (hole MSE flat at ~0.04) while fp32 learned. The decoder's GroupNorm, 1x1 head and
+        # sigmoid are the other parts that bf16 hurts most; together they are ~8% of the
+        # FLOPs. See tests/test_precision.py.
+        dtype = self.head.weight.dtype
+        with torch.autocast(device_type=x_in.device.type, enabled=False):
+            logits = self.decode(
+                tokens.to(dtype), {d: t.to(dtype) for d, t in skips.items()}, grid, x_in.to(dtype)
+            )
+            logits = logits[..., :h, :w]
+            if self.prefill != "none":
+                logits = logits + torch.logit(base.to(dtype), eps=1e-3)  # a correction to the fill
+            return torch.sigmoid(logits)

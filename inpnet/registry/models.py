@@ -7,8 +7,10 @@ pulled folder needs only the third-party libraries listed in its ``requirements.
 
 There is one registered model name per family (``RegistryConfig.model_names``); each new
 version gets the alias ``challenger`` and tags that say where it came from (variant, shard
-manifest hash, mask bank hash, git commit) and how it scored (``metrics.*``), which is what
-:mod:`inpnet.registry.promote` compares.
+manifest hash, mask bank hash, git commit, ``weights_sha256``) and how it scored
+(``metrics.*``, and ``evaluation.weights_sha256``: the weights the evaluation scored), which
+is what :mod:`inpnet.registry.promote` compares. Registering refuses metrics whose
+``report.json`` scored another method, other weights or another mask bank.
 """
 
 from __future__ import annotations
@@ -288,7 +290,9 @@ def register(
         ckpt_dir: training checkpoint folder (read with ``inpnet.train.checkpoint.load_model``,
             EMA weights when present).
         metrics_json: the evaluator's ``metrics.json`` for this checkpoint (tags ``metrics.*``);
-            promotion needs it.
+            promotion needs it. The ``report.json`` beside it must show that it scored these
+            very weights (``method_settings.weights_sha256``) on the mask bank
+            ``bank_manifest`` (when given); otherwise nothing is registered.
         tracking_uri: MLflow tracking/registry URI.
         name: registered model name; default ``model_names[family]`` or the family itself.
         model_names: family -> registered name (``RegistryConfig.model_names``).
@@ -296,19 +300,26 @@ def register(
         tags: extra version tags.
         shard_manifest, bank_manifest: manifests whose SHA-256 is recorded
             (``shard_manifest_sha256``, ``mask_bank_sha256``); the bank hash is what promotion
-            uses to refuse comparisons across different holes.
+            uses to refuse comparisons across different holes. Without ``bank_manifest`` the
+            bank hash the evaluation recorded is used.
+
+    Raises:
+        RegistryError: the metrics are not an evaluation of this checkpoint's weights (another
+            method, other weights, another mask bank, or no report.json to tell).
     """
     import mlflow
     import safetensors.torch
 
     from inpnet.registry.tracking import file_sha256, git_commit
-    from inpnet.train.checkpoint import load_model, read_meta
+    from inpnet.train.checkpoint import load_model, read_meta, weights_sha256
 
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         raise CheckpointError(f"{ckpt_dir}: checkpoint folder not found (train the variant first)")
     metrics = _read_metrics(metrics_json)
     model, variant = load_model(ckpt_dir, ema=True, device="cpu")
+    weights = weights_sha256(model)
+    evaluated = _evaluation_of(Path(metrics_json), ckpt_dir, weights, bank_manifest) if metrics_json is not None else {}
     family = variant.model.family
     name = name or dict(model_names or {}).get(family, family)
     training = _training_run_tags(read_meta(ckpt_dir).get("mlflow_run_id"), tracking_uri)
@@ -320,7 +331,10 @@ def register(
         # the training run knows which shards and code it saw; fall back to what is here now
         "git_commit": training.get("git_commit") or git_commit() or "unknown",
         "shard_manifest_sha256": training.get("shard_manifest_sha256") or (file_sha256(shard_manifest) if shard_manifest else None),
-        "mask_bank_sha256": file_sha256(bank) if (bank := bank_manifest or _evaluated_bank(metrics_json)) else None,
+        "mask_bank_sha256": evaluated.get("mask_bank_sha256") or (file_sha256(bank_manifest) if bank_manifest else None),
+        "weights_sha256": weights,
+        # what the evaluation scored; promotion requires it to equal weights_sha256
+        "evaluation.weights_sha256": evaluated.get("weights_sha256"),
     }
     version_tags = {**{k: str(v) for k, v in provenance.items() if v}, **metric_tags(metrics), **dict(tags or {})}
     code_file = Path(__file__).with_name("pyfunc_model.py")
@@ -358,12 +372,41 @@ def register(
     return RegisteredVersion(name=name, version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
 
 
-def _evaluated_bank(metrics_json: str | Path | None) -> Path | None:
-    """The mask bank manifest named by the evaluator's report.json beside ``metrics.json``."""
-    if metrics_json is None:
-        return None
-    source = _read_json(Path(metrics_json).with_name("report.json")).get("masks", {}).get("source")
-    return Path(source) / "manifest.json" if source else None
+def _evaluation_of(metrics_json: Path, ckpt_dir: Path, weights: str, bank_manifest: str | Path | None) -> dict[str, str | None]:
+    """What the ``report.json`` beside ``metrics_json`` evaluated, checked against the checkpoint.
+
+    Returns ``{"weights_sha256", "mask_bank_sha256"}`` as the report recorded them.
+
+    Raises:
+        RegistryError: no readable report, or it scored another method, other weights or
+            another mask bank than ``bank_manifest``.
+    """
+    from inpnet.registry.tracking import file_sha256
+
+    path = metrics_json.with_name("report.json")
+    redo = (f"evaluate the checkpoint itself (`inpnet evaluate --method {ckpt_dir} --out DIR ...`) "
+            "and register it with DIR/metrics.json")
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: no evaluation report beside {metrics_json}, so nothing shows whose metrics these are; {redo}") from None
+    except (OSError, ValueError) as err:
+        raise RegistryError(f"{path}: unreadable evaluation report ({err}); {redo}") from None
+    settings = report.get("method_settings") or {}
+    if settings.get("kind") != "model":
+        raise RegistryError(f"{metrics_json}: these metrics score the method {report.get('method')!r} "
+                            f"({settings.get('kind', 'of unknown kind')}), not the checkpoint {ckpt_dir}; {redo}")
+    scored = settings.get("weights_sha256")
+    if scored != weights:
+        what = f"scored the weights {scored[:16]}" if scored else "records no weights hash (made before reports had one)"
+        raise RegistryError(f"{path}: the evaluation of {report.get('method')!r} {what}, but {ckpt_dir} holds the weights "
+                            f"{weights[:16]}: these are another checkpoint's metrics; {redo}")
+    masks = report.get("masks") or {}
+    bank = masks.get("manifest_sha256")
+    if bank_manifest is not None and (given := file_sha256(bank_manifest)) != bank:
+        raise RegistryError(f"{path}: evaluated on the masks {masks.get('source')!r} (manifest sha256 {bank}), not on the "
+                            f"mask bank {bank_manifest} (sha256 {given or 'missing: no such file'}); {redo} on that bank")
+    return {"weights_sha256": scored, "mask_bank_sha256": bank}
 
 
 def _training_run_tags(run_id: str | None, tracking_uri: str | None) -> dict[str, str]:

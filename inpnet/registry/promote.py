@@ -4,12 +4,20 @@ The comparison reads the ``metrics.*`` and ``mask_bank_sha256`` tags that
 :func:`inpnet.registry.models.register` put on each version. Gates
 (:class:`inpnet.config.PromotionGates`):
 
+* the challenger's metrics come from an evaluation of its own weights (its
+  ``evaluation.weights_sha256`` tag equals its ``weights_sha256``; register checks this);
 * both versions were evaluated on the same mask bank (equal ``mask_bank_sha256``);
 * the challenger beats the champion on the primary metric by at least ``min_improvement``
   (and strictly, when ``min_improvement`` is 0);
-* no pattern the champion was scored on loses more than ``max_pattern_psnr_drop`` dB.
+* no pattern the champion was scored on loses more than ``max_pattern_psnr_drop`` dB;
+* the absolute gate, which first versions must pass too: in no pattern does the challenger
+  trail the reference method (``gates.reference``, e.g. ``telea``, scored on the same mask
+  bank, read from its ``metrics.json`` and ``report.json``) by more than
+  ``max_gap_to_reference_db`` dB. A missing or foreign-bank reference fails the gate: a
+  gate that cannot be checked does not pass.
 
-Without a champion, the first version whose primary metric is recorded becomes champion.
+Without a champion, the first version that records its primary metric and passes the
+absolute gate becomes champion; one that fails it stays ``challenger``.
 The decision and its reasons are written as ``promotion.*`` tags on the challenger version.
 Re-running is safe: a challenger that already is champion is reported as such and nothing
 changes; a rejected one is judged again with the same result.
@@ -17,17 +25,19 @@ changes; a rejected one is judged again with the same result.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from inpnet.config import PromotionGates
 from inpnet.errors import RegistryError
 from inpnet.registry.models import CHALLENGER, CHAMPION, client, resolve_version
 
-__all__ = ["Decision", "judge", "promote"]
+__all__ = ["Decision", "Reference", "judge", "load_reference", "promote"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,69 @@ class Decision:
         return self.challenger if self.promoted else self.champion_before
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A reference method's scores as ``metrics.*`` tags, and the bank they were scored on."""
+
+    name: str
+    tags: Mapping[str, str]
+    mask_bank_sha256: str | None
+
+
+def load_reference(folder: str | Path, name: str) -> Reference | None:
+    """The reference report in ``folder`` (``metrics.json`` + ``report.json``), None if absent."""
+    from inpnet.registry.models import metric_tags
+
+    folder = Path(folder)
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as err:
+        raise RegistryError(f"{folder / 'metrics.json'}: unreadable reference metrics ({err})") from None
+    try:
+        masks = json.loads((folder / "report.json").read_text()).get("masks", {})
+    except (OSError, json.JSONDecodeError):
+        masks = {}  # no report: the bank is unknown, and the gate will say so
+    bank = masks.get("manifest_sha256")
+    if bank is None and masks.get("source"):  # reports written before the hash was recorded
+        from inpnet.registry.tracking import file_sha256
+
+        manifest = Path(masks["source"]) / "manifest.json"
+        bank = file_sha256(manifest) if manifest.is_file() else None
+    return Reference(name, metric_tags(metrics), bank)
+
+
+def _reference_gate(challenger: Mapping[str, str], reference: Reference | None, gates: PromotionGates,
+                    reasons: list[str]) -> bool:
+    if gates.reference is None:
+        return True
+    if reference is None:
+        reasons.append(f"absolute gate: no {gates.reference} report to compare with (run the baselines stage, "
+                       f"`inpnet evaluate --method {gates.reference}`): fail")
+        return False
+    bank = challenger.get("mask_bank_sha256")
+    if not bank or bank != reference.mask_bank_sha256:
+        reasons.append(f"absolute gate: {reference.name} was scored on another or an unknown mask bank "
+                       f"({reference.mask_bank_sha256} vs {bank}): fail")
+        return False
+    passes = True
+    for pattern in sorted(_patterns(reference.tags)):
+        ref, new = _metric(reference.tags, f"pattern.{pattern}.psnr"), _metric(challenger, f"pattern.{pattern}.psnr")
+        if ref is None:
+            continue
+        if new is None:
+            passes = False
+            reasons.append(f"absolute gate: pattern {pattern}: challenger has no PSNR recorded: fail")
+        elif ref - new > gates.max_gap_to_reference_db:
+            passes = False
+            reasons.append(f"absolute gate: pattern {pattern}: PSNR {new:.3f} dB trails {reference.name} {ref:.3f} by "
+                           f"{ref - new:.3f} dB (max gap {gates.max_gap_to_reference_db}): fail")
+    if passes:
+        reasons.append(f"absolute gate: within {gates.max_gap_to_reference_db} dB of {reference.name} in every pattern: pass")
+    return passes
+
+
 def _metric(tags: Mapping[str, str], key: str) -> float | None:
     value = tags.get(f"metrics.{key}")
     try:
@@ -60,16 +133,28 @@ def _patterns(tags: Mapping[str, str]) -> set[str]:
     return {k[len(prefix) :].rsplit(".", 1)[0] for k in tags if k.startswith(prefix) and k.endswith(".psnr")}
 
 
-def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gates: PromotionGates) -> tuple[bool, list[str]]:
-    """Apply the gates to two versions' tags; returns (passes, reasons). Pure, for testing."""
+def _unproven(tags: Mapping[str, str]) -> str | None:
+    """Why a version's metrics cannot be trusted to be its own, or None."""
+    weights, evaluated = tags.get("weights_sha256"), tags.get("evaluation.weights_sha256")
+    if weights and evaluated == weights:
+        return None
+    return (f"challenger has no evaluation of its own weights (weights {weights or 'unknown'}, evaluated weights "
+            f"{evaluated or 'none recorded'}): evaluate its checkpoint and register it again with that metrics.json: fail")
+
+
+def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gates: PromotionGates,
+          reference: Reference | None = None) -> tuple[bool, list[str]]:
+    """Apply the gates to two versions' tags and the reference; returns (passes, reasons). Pure."""
     primary = gates.primary_metric
     new = _metric(challenger, primary)
     if new is None:
         return False, [f"challenger has no recorded {primary} (register it with the evaluator's metrics.json)"]
-    if champion is None:
-        return True, [f"no champion yet; challenger {primary} {new:.4f} is recorded"]
+    if (unproven := _unproven(challenger)) is not None:
+        return False, [unproven]
     reasons: list[str] = []
-    passes = True
+    passes = _reference_gate(challenger, reference, gates, reasons)
+    if champion is None:
+        return passes, [f"no champion yet; challenger {primary} {new:.4f} is recorded", *reasons]
     bank_new, bank_old = challenger.get("mask_bank_sha256"), champion.get("mask_bank_sha256")
     if not bank_new or bank_new != bank_old:
         passes = False
@@ -96,8 +181,9 @@ def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gat
     return passes, reasons
 
 
-def promote(name: str, *, tracking_uri: str | None, gates: PromotionGates) -> Decision:
-    """Compare ``name@challenger`` with ``name@champion`` and move ``champion`` if the gates hold."""
+def promote(name: str, *, tracking_uri: str | None, gates: PromotionGates,
+            reference: Reference | None = None) -> Decision:
+    """Compare ``name@challenger`` with ``name@champion`` and the reference; move ``champion`` if the gates hold."""
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
@@ -109,7 +195,7 @@ def promote(name: str, *, tracking_uri: str | None, gates: PromotionGates) -> De
     if champion is not None and champion.version == challenger.version:
         log.info("%s version %s is already the champion; nothing to do", name, challenger.version)
         return Decision(name, str(challenger.version), str(champion.version), True, ["already champion"])
-    passes, reasons = judge(challenger.tags, champion.tags if champion else None, gates)
+    passes, reasons = judge(challenger.tags, champion.tags if champion else None, gates, reference)
     before = str(champion.version) if champion else None
     tags = {
         "promotion.decision": "promoted" if passes else "rejected",

@@ -18,12 +18,13 @@ moved aside first and removed after the rename; if a crash falls between the two
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_model as _st_load_model
@@ -32,6 +33,7 @@ from torch import nn
 
 from inpnet.config import ResolvedVariant
 from inpnet.errors import CheckpointError
+from inpnet.outputs import output_error
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ __all__ = [
     "read_variant",
     "resolve_checkpoint_dir",
     "save_checkpoint",
+    "weights_sha256",
 ]
 
 CONFIG_FILE = "config.json"
@@ -74,18 +77,22 @@ def save_checkpoint(
     """
     ckpt_dir = Path(ckpt_dir)
     parent = ckpt_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{ckpt_dir.name}.tmp-{os.getpid()}"
     old = parent / f".{ckpt_dir.name}.old"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, module in modules.items():
-        # save_model drops tied duplicates that plain save_file would reject
-        _st_save_model(module, str(tmp / _weights_file(name)))
-    (tmp / CONFIG_FILE).write_text(json.dumps(variant.model_dump(mode="json"), indent=2, sort_keys=True))
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps({**meta, "weights": sorted(modules)}, indent=2, sort_keys=True))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for name, module in modules.items():
+            # save_model drops tied duplicates that plain save_file would reject
+            _st_save_model(module, str(tmp / _weights_file(name)))
+        (tmp / CONFIG_FILE).write_text(json.dumps(variant.model_dump(mode="json"), indent=2, sort_keys=True))
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps({**meta, "weights": sorted(modules)}, indent=2, sort_keys=True))
+    except OSError as err:  # e.g. disk full: the previous checkpoint stays, no half-written copy
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise output_error(ckpt_dir, err, "cannot write the checkpoint") from None
     if old.exists():
         shutil.rmtree(old)
     if ckpt_dir.exists():
@@ -157,17 +164,40 @@ def load_weights_into(module: nn.Module, ckpt_dir: Path, name: str, *, device: s
         )
 
 
-def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, ResolvedVariant]:
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict: every entry's name, dtype, shape and bytes, by name.
+
+    It depends on the weights only, not on how they were stored, so a checkpoint, the model
+    registered from it and the report of its evaluation can be matched by this hash.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # bytes: bf16 has no numpy dtype
+    return digest.hexdigest()
+
+
+def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
+               which: Literal["last", "best"] = "last") -> tuple[nn.Module, ResolvedVariant]:
     """Rebuild the model from ``config.json`` and load its weights, in eval mode.
 
     Args:
         ema: prefer the EMA weights when the checkpoint has them (falls back to live weights).
+        which: ``last`` (the weights at the final step) or ``best`` (the eval weights at the
+            best validation during training, ``best.safetensors``).
     """
     from inpnet.models.build import build_model
 
     ckpt_dir = resolve_checkpoint_dir(Path(ckpt_dir))
     variant = read_variant(ckpt_dir)
     model = build_model(variant.model, pretrained=False)  # weights come from the checkpoint
+    if which == "best":
+        if not (ckpt_dir / _weights_file("best")).is_file():
+            raise CheckpointError(f"{ckpt_dir}: no best weights (best.safetensors); the run had no validation "
+                                  "(train.val_every: 0 or no val shards)")
+        load_weights_into(model, ckpt_dir, "best", device="cpu")
+        return model.to(device).eval(), variant
     name = "model_ema" if ema and (ckpt_dir / _weights_file("model_ema")).is_file() else "model"
     load_weights_into(model, ckpt_dir, name, device="cpu")
     return model.to(device).eval(), variant

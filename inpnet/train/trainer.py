@@ -5,11 +5,15 @@ optimisers, precision, EMA and the step object from a :class:`ResolvedVariant`, 
 optimiser steps until ``max_steps``: masks from :class:`inpnet.masks.MaskMixture` with an
 explicit seeded generator per rank, learning rate from a pure warm-up + cosine schedule,
 metrics and sample grids to MLflow, checkpoints every ``checkpoint_every`` steps, at the
-end and on SIGTERM. Rank-zero decisions come from :class:`DistInfo.is_main` only.
+end and on SIGTERM. Every ``val_every`` steps rank 0 scores a fixed val subset
+(:class:`inpnet.train.validation.ValSet`), logs ``val/hole_psnr`` and ``val/ssim`` and keeps
+the best-scoring weights as ``best.safetensors`` beside the last ones. Rank-zero decisions
+come from :class:`DistInfo.is_main` only.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import threading
@@ -24,12 +28,14 @@ import torch
 from torch import nn
 
 from inpnet.config import ResolvedVariant, TrackingConfig
-from inpnet.errors import CheckpointError, TrainingInterrupted
+from inpnet.errors import CheckpointError, OutputError, TrainingInterrupted
+from inpnet.outputs import FolderLock
 from inpnet.train import checkpoint as ckpt
 from inpnet.train.batches import BatchStream, LoaderFactory, MaskedBatches, sample_grid
 from inpnet.train.distributed import DistInfo, all_gather_objects, all_reduce_grads, all_reduce_mean, any_rank, destroy, init_distributed
 from inpnet.train.optim import EMA, Precision, adamw, lr_at, resolve_precision, set_lr
 from inpnet.train.steps import AdversarialStep, ReconstructionStep, TrainStep, Updater
+from inpnet.train.validation import ValSet
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,13 @@ class Components:
     disc: nn.Module | None = None
     ema: EMA | None = None
     forward_model: nn.Module | None = None  # DDP-wrapped and/or compiled view of ``model``
+    best: nn.Module | None = None  # rank 0: a copy of the eval weights at the best validation
+    best_scores: dict[str, float] | None = None  # {"step", "hole_psnr", "ssim", ...} of ``best``
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What evaluation and export use: the EMA weights when there are any."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
@@ -125,6 +138,8 @@ def _save(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, *, step: 
         modules["model_ema"] = parts.ema.module
     if parts.disc is not None:
         modules["disc"] = parts.disc
+    if parts.best is not None:
+        modules["best"] = parts.best
     state = {
         "step": step,
         "world_size": info.world_size,
@@ -133,7 +148,8 @@ def _save(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, *, step: 
         "ranks": rank_states,
     }
     meta = {"step": step, "max_steps": max_steps, "finished": step >= max_steps, "variant": variant.name,
-            "world_size": info.world_size, "precision": parts.precision.name, "mlflow_run_id": run_id}
+            "world_size": info.world_size, "precision": parts.precision.name, "mlflow_run_id": run_id,
+            "best": parts.best_scores}
     ckpt.save_checkpoint(ckpt_dir, variant=variant, modules=modules, state=state, meta=meta)
 
 
@@ -153,12 +169,17 @@ def _restore(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, info: 
         ckpt.load_weights_into(parts.ema.module, ckpt_dir, "model_ema" if has_ema else "model", device=info.device)
     if parts.disc is not None:
         ckpt.load_weights_into(parts.disc, ckpt_dir, "disc", device=info.device)
+    meta = ckpt.read_meta(ckpt_dir)
+    if "best" in meta.get("weights", []) and meta.get("best"):
+        parts.best = copy.deepcopy(parts.eval_model).eval()
+        ckpt.load_weights_into(parts.best, ckpt_dir, "best", device=info.device)
+        parts.best_scores = meta["best"]
     state = ckpt.load_state(ckpt_dir, map_location=info.device)
     for name, upd in parts.step.updaters.items():
         upd.optimizer.load_state_dict(state["optimizers"][name])
         if upd.scaler is not None and name in state["scalers"]:
             upd.scaler.load_state_dict(state["scalers"][name])
-    return state, ckpt.read_meta(ckpt_dir)
+    return state, meta
 
 
 @contextmanager
@@ -188,16 +209,19 @@ def train(
     tracking: TrackingConfig | None = None,
     device: str | None = None,
     loader_factory: LoaderFactory | None = None,
+    val: ValSet | None = None,
 ) -> Path:
     """Train ``variant`` on the shards in ``shards`` (a split folder) and return its checkpoint dir.
 
     Args:
-        out_dir: checkpoints go to ``<out_dir>/<variant.name>/``.
+        out_dir: checkpoints go to ``<out_dir>/<variant.name>/``, locked by rank 0 for the run
+            (:class:`inpnet.outputs.FolderLock`): a second run of the variant fails at once.
         max_steps: overrides ``variant.train.max_steps`` (also the cosine schedule's length).
         resume: continue from the checkpoint in the output folder, exactly where it stopped.
         tracking: MLflow settings; None turns tracking off.
         device: "cpu" or "cuda"; None picks CUDA when available.
         loader_factory: a ``make_loader``-compatible callable (tests and benchmarks).
+        val: the fixed val pairs scored every ``train.val_every`` steps (None: no validation).
 
     Raises:
         TrainingInterrupted: SIGTERM arrived; a checkpoint was saved first.
@@ -212,7 +236,9 @@ def train(
     info = init_distributed(device)
     tracker = None
     status = "FAILED"
+    lock = FolderLock(ckpt_dir)
     try:
+        _lock_on_rank_zero(lock, info)
         parts = build_components(variant, info)
         start, run_id, state = 0, None, None
         if resume and _has_checkpoint(ckpt_dir):
@@ -254,7 +280,7 @@ def train(
         try:
             with _sigterm_flag() as sigterm:
                 status = _loop(variant, parts, batches, tracker, info, ckpt_dir=ckpt_dir,
-                               start=start, total=total, sigterm=sigterm, progress=tqdm)
+                               start=start, total=total, sigterm=sigterm, progress=tqdm, val=val)
         finally:
             batches.close()
         if status == "KILLED":
@@ -266,7 +292,20 @@ def train(
     finally:
         if tracker is not None:
             tracker.end(status)
+        lock.release()
         destroy(info)
+
+
+def _lock_on_rank_zero(lock: FolderLock, info: DistInfo) -> None:
+    """Rank 0 locks the checkpoint folder (it alone writes there); every rank stops if it cannot."""
+    error: OutputError | None = None
+    if info.is_main:
+        try:
+            lock.acquire()
+        except OutputError as err:
+            error = err
+    if any_rank(error is not None, info):
+        raise error or CheckpointError(f"{lock.folder}: rank 0 could not lock the checkpoint folder (see its error)")
 
 
 def _seed_step_noise(parts: Components, seed: int, info: DistInfo, step: int) -> None:
@@ -277,8 +316,22 @@ def _seed_step_noise(parts: Components, seed: int, info: DistInfo, step: int) ->
         model.seed_noise((seed * 1_000_003 + step) * max(info.world_size, 1) + info.rank)
 
 
+def _validate(parts: Components, val: ValSet, tracker: Any, info: DistInfo, step: int, batch_size: int) -> dict[str, float]:
+    """Score the eval weights on ``val``, log them, and keep a copy when they are the best so far."""
+    scores = val.score(parts.eval_model, parts.precision, batch_size=batch_size, device=info.device)
+    tracker.log_metrics({f"val/{k}": v for k, v in scores.items()}, step)
+    if parts.best_scores is None or scores["hole_psnr"] > parts.best_scores["hole_psnr"]:
+        parts.best = copy.deepcopy(parts.eval_model).eval()
+        parts.best_scores = {"step": step, **scores}
+    log.info("step %d: val hole PSNR %.2f dB, SSIM %.4f (flat fill %.2f dB; best %.2f dB at step %d)", step,
+             scores["hole_psnr"], scores["ssim"], scores["flat_hole_psnr"], parts.best_scores["hole_psnr"],
+             parts.best_scores["step"])
+    return scores
+
+
 def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, tracker: Any, info: DistInfo, *,
-          ckpt_dir: Path, start: int, total: int, sigterm: threading.Event, progress: Any) -> str:
+          ckpt_dir: Path, start: int, total: int, sigterm: threading.Event, progress: Any,
+          val: ValSet | None = None) -> str:
     """Optimiser steps ``start``..``total``; returns the MLflow status (FINISHED or KILLED)."""
     cfg = variant.train
     dev = info.device
@@ -288,6 +341,7 @@ def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, t
              variant.name, start, total, dev, info.world_size, parts.precision.name)
     images, t0 = 0, time.perf_counter()
     step = start
+    postfix: dict[str, str] = {}
     parts.model.train()
     if parts.disc is not None:
         parts.disc.train()
@@ -314,10 +368,15 @@ def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, t
                 metrics = {f"train/{k}": v for k, v in zip(keys, mean, strict=True)}
                 metrics.update({"train/lr": lr, "train/images_per_s": ips, "train/epoch": batches.stream.epoch})
                 tracker.log_metrics(metrics, step)
-                bar.set_postfix(loss=f"{metrics.get('train/total', float('nan')):.4f}", img_s=f"{ips:.1f}")
+                postfix.update(loss=f"{metrics.get('train/total', float('nan')):.4f}", img_s=f"{ips:.1f}")
+                bar.set_postfix(postfix)
                 images, t0 = 0, time.perf_counter()
             if info.is_main and (step % cfg.sample_every == 0 or step == total):
                 _log_samples(parts, micro[0], tracker, step)
+            if val is not None and cfg.val_every and info.is_main and (step % cfg.val_every == 0 or step == total):
+                scores = _validate(parts, val, tracker, info, step, cfg.batch_size)
+                postfix["val_psnr"] = f"{scores['hole_psnr']:.2f}"
+                bar.set_postfix(postfix)
             stop = any_rank(sigterm.is_set(), info)
             if step % cfg.checkpoint_every == 0 or step == total or stop:
                 ranks = all_gather_objects(_rank_state(batches, info), info)
@@ -336,7 +395,7 @@ def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, t
 @torch.no_grad()
 def _log_samples(parts: Components, batch: tuple[torch.Tensor, torch.Tensor], tracker: Any, step: int) -> None:
     """Sample grid of the step's first micro-batch, from the EMA model when there is one."""
-    model = parts.ema.module if parts.ema is not None else parts.model
+    model = parts.eval_model
     image, mask = batch
     was_training = model.training
     model.eval()

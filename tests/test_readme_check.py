@@ -1,0 +1,64 @@
+"""The CI check that the README's quickstart figures are the ones the run produced."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _check():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("check_readme", REPO / ".ci" / "check_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+SUMMARY = """Machine: AMD EPYC, no native bf16.
+
+| method | PSNR (dB) | SSIM |
+|---|---:|---:|
+| inpnet_s | 21.34 | 0.711 |
+| telea (reference) | 22.87 | 0.784 |
+
+PSNR (dB) by hole ratio, pattern `free_form`:
+
+| method | 0.10 | 0.30 |
+|---|---:|---:|
+| inpnet_s | 30.10 | 22.00 |
+| telea (reference) | 30.37 | 22.61 |
+"""
+
+
+def _files(tmp_path: Path, readme_summary: str, run_summary: str = SUMMARY) -> list[str]:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\ntext 12.5 dB outside\n\n<!-- summary:start -->\n{readme_summary}<!-- summary:end -->\n")
+    (tmp_path / "summary.md").write_text(run_summary)
+    return [str(readme), str(tmp_path / "summary.md")]
+
+
+def test_same_figures_pass_and_noise_is_tolerated(tmp_path: Path) -> None:
+    assert _check()(_files(tmp_path, SUMMARY)) == 0
+    assert _check()(_files(tmp_path, SUMMARY.replace("22.00", "22.20"))) == 0  # within 0.3 dB
+
+
+@pytest.mark.parametrize("edit", [("22.00", "23.00"), ("| telea (reference) | 30.37 | 22.61 |\n", "")])
+def test_a_changed_or_missing_cell_on_the_same_cpu_fails(tmp_path: Path, edit: tuple[str, str],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert _check()(_files(tmp_path, SUMMARY.replace(*edit))) == 1
+    assert "free_form" in capsys.readouterr().out
+
+
+def test_another_cpu_kind_reports_but_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = SUMMARY.replace("AMD EPYC, no native bf16", "Intel Xeon, amx_bf16, avx512_bf16").replace("22.00", "24.00")
+    assert _check()(_files(tmp_path, SUMMARY, other)) == 0
+    assert "another CPU kind" in capsys.readouterr().out
+
+
+def test_readme_without_the_section_fails(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# no summary here\n")
+    (tmp_path / "summary.md").write_text(SUMMARY)
+    assert _check()([str(tmp_path / "README.md"), str(tmp_path / "summary.md")]) == 1
