@@ -99,6 +99,14 @@ class ShardConfig(_Section):
         description="structure: marker/segment/end-of-image check at ~1 GB/s; decode: adds a strict 1/8-scale decode (~60 MB/s per worker)",
     )
     retries: int = Field(default=2, ge=0, description="Prefect retries of a failed shard task")
+    max_pixels: int = Field(
+        default=50_000_000, ge=1,
+        description="refuse images whose header claims more pixels (a 600-byte JPEG can claim 60000x60000)",
+    )
+    resume_check: Literal["quick", "sha256"] = Field(
+        default="quick",
+        description="how a re-run trusts a finished shard: quick = size, mtime and the last 64 KiB; sha256 = the whole file",
+    )
 
 
 class DataConfig(_Section):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inpnet.data.jpeg import BadImage, open_image
 from inpnet.errors import DataError, MaskError, OutputError
 from inpnet.evaluate.sources import IMAGE_EXTENSIONS
 from inpnet.models.composite import check_image_mask, composite
@@ -191,25 +192,30 @@ def inpaint_array(
 
 
 def decode_image(data: bytes, *, source: str) -> np.ndarray:
-    """(H, W, 3) uint8 from encoded image bytes; :class:`DataError` naming ``source`` if corrupt."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 from encoded image bytes; :class:`DataError` naming ``source`` if corrupt
+    or over :data:`~inpnet.data.jpeg.DEFAULT_MAX_PIXELS` (checked before decoding)."""
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(io.BytesIO(data)) as img:
             img.load()
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except BadImage as err:
+        raise DataError(f"{source}: image is {err}; pass a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{source}: not a readable image ({err}); pass a PNG or JPEG file") from None
 
 
 def decode_mask(data: bytes, *, source: str, invert: bool = False) -> np.ndarray:
     """(H, W) bool, True = hole, from an 8-bit mask image (255 = hole, or 0 = hole if ``invert``)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(io.BytesIO(data)) as img:
             img.load()
             gray = np.asarray(img.convert("L"), dtype=np.uint8)
+    except BadImage as err:
+        raise MaskError(f"{source}: mask is {err}; pass a smaller mask") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise MaskError(f"{source}: not a readable mask image ({err}); pass an 8-bit PNG, 255 = hole") from None
     hole = gray >= 128

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from inpnet.data.jpeg import BadImage, open_image
 from inpnet.errors import MaskError
 from inpnet.outputs import locks_output
 
@@ -72,7 +73,7 @@ def read_mask_png(
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             if img.mode.startswith("I"):
                 hole = np.asarray(img) >= 32768
@@ -80,6 +81,8 @@ def read_mask_png(
                 hole = np.asarray(img) >= 0.5
             else:
                 hole = np.asarray(img.convert("L")) >= 128
+    except BadImage as err:
+        raise MaskError(f"{path}: mask is {err}; pass a smaller mask") from None
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise MaskError(f"{path}: cannot read mask ({err}); expected an 8-bit PNG with 255 = hole") from None
     if hole.size == 0:

@@ -39,9 +39,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from inpnet.config import TrainMasksConfig
+from inpnet.data.jpeg import BadImage, open_image
 from inpnet.errors import MaskError
 
 __all__ = ["ObjectMaskSampler", "exclude_covered_objects", "load_instance_map", "object_hole"]
@@ -56,8 +56,10 @@ def load_instance_map(path: Path, size: int | None = None) -> np.ndarray:
     to (size, size).
     """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             arr = np.asarray(im)
+    except BadImage as err:
+        raise MaskError(f"{path}: instance map is {err}; pass a smaller map") from None
     except (OSError, ValueError) as err:
         raise MaskError(f"{path}: cannot read instance map ({err}); expected an 8/16-bit or RGB PNG") from None
     if arr.ndim == 3:

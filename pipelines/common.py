@@ -3,16 +3,25 @@
 Each DVC stage runs ``python -m pipelines.<flow>``, which parses ``params.yaml`` once and
 runs one Prefect flow. Prefect needs an API: with ``PREFECT_API_URL`` set, the flows talk to
 that server (fast: no start-up per stage); without it, Prefect starts a temporary local
-server for the process (12-17 s on a 2-core machine).
+server for the process (12-17 s on a 2-core machine), which :func:`tie_prefect_server`
+makes die with the process, however it ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # Applied before prefect is imported by the flow modules: these are process-wide defaults
 # for the entry point, never set by library code.
@@ -33,6 +42,61 @@ def prepare_environment() -> None:
 prepare_environment()
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def tie_prefect_server() -> None:
+    """Make the temporary Prefect API server this process may start stop when the process dies.
+
+    Prefect starts it with a plain ``Popen`` and stops it in an ``atexit`` hook, which a
+    SIGKILL (or the OOM killer) never runs: the server is orphaned and keeps listening. Here
+    the ``Popen`` of ``prefect.server.api.server`` gets a ``preexec_fn`` that asks Linux to send
+    the child SIGTERM when its parent dies (``PR_SET_PDEATHSIG``). The kernel ties that signal
+    to the *thread* that forked the child, so it is only set when the server is started from
+    the main thread (Prefect's first API call in a flow run is made there). No-op with
+    ``PREFECT_API_URL`` set (no temporary server) or off Linux; safe to call more than once.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api import server
+
+    if not isinstance(server.subprocess, _PopenDyingWithParent):
+        server.subprocess = _PopenDyingWithParent(server.subprocess)
+
+
+class _PopenDyingWithParent:
+    """Stands in for the ``subprocess`` module in one module: ``Popen`` from the main thread
+    starts children that get SIGTERM when this process dies; everything else is the module's."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def Popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:  # noqa: N802 - the name it replaces
+        if threading.current_thread() is threading.main_thread() and kwargs.get("preexec_fn") is None:
+            kwargs["preexec_fn"] = _die_with_parent(os.getpid())
+        else:
+            logger.debug("Prefect server started outside the main thread: it will not stop if this process is killed")
+        return self._module.Popen(*args, **kwargs)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+
+    def preexec() -> None:  # in the child, between fork and exec
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml to read (default: %(default)s)")
@@ -49,6 +113,7 @@ def run_entry(main: Callable[[argparse.Namespace], object], parser: argparse.Arg
     setup_logging()
     args = parser.parse_args(argv)
     try:
+        tie_prefect_server()
         main(args)
     except (InpnetError, ConfigError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)

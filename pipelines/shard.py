@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import base_parser, run_entry
+from pipelines.common import base_parser, run_entry, tie_prefect_server
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from inpnet.config import ConfigError, DataConfig, ShardConfig, load_params
+from inpnet.config import ConfigError, DataConfig, ShardConfig, load_params, parse_params
 from inpnet.data.manifest import ShardRecord
 from inpnet.data.shard import ShardJob, check_inputs, shard_tar
 
@@ -87,16 +87,19 @@ def resolve_paths(data: DataConfig, split: str, tar: str | None, filelist: str |
 
 def run_shard(params: str | Path, split: str, *, tar: str | None = None, filelist: str | None = None, out: str | None = None,
               resize: int | None = None, workers: int | None = None, task_runner: str | None = None,
-              dask_address: str | None = None, use_prefect: bool = True) -> dict[str, Any]:
+              dask_address: str | None = None, resume_check: str | None = None, use_prefect: bool = True) -> dict[str, Any]:
     """Parse ``params``, apply the command-line overrides, and shard one split."""
     data = load_params(params).data
-    overrides = {k: v for k, v in {"resize": resize, "workers": workers, "task_runner": task_runner}.items() if v is not None}
-    cfg = ShardConfig.model_validate({**data.shard.model_dump(), **overrides})
+    overrides = {k: v for k, v in {"resize": resize, "workers": workers, "task_runner": task_runner,
+                                   "resume_check": resume_check}.items() if v is not None}
+    # validated like params.yaml, so a bad override is a one-line ConfigError naming data.shard.<key>
+    cfg = parse_params({"data": {"shard": {**data.shard.model_dump(), **overrides}}}).data.shard
     tar_path, list_path, out_path = resolve_paths(data, split, tar, filelist, out)
     check_inputs(tar_path, list_path, split)  # bad input: one line, before Prefect starts
     if not use_prefect:
         return shard_tar(tar_path, list_path, split, out_path, cfg).totals
     runner = make_task_runner(cfg, dask_address)
+    tie_prefect_server()  # the `inpnet data shard` path does not go through run_entry
     return shard_flow.with_options(task_runner=runner)(str(tar_path), str(list_path), split, str(out_path), cfg)
 
 
@@ -109,12 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="parallel shard tasks (default: data.shard.workers)")
     parser.add_argument("--task-runner", choices=["threads", "processes", "dask"], help="default: data.shard.task_runner")
     parser.add_argument("--dask-address", help="scheduler of an existing Dask cluster (task runner dask)")
+    parser.add_argument("--resume-check", choices=["quick", "sha256"], help="how finished shards are trusted (default: data.shard.resume_check)")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     run_shard(args.params, args.split, tar=args.tar, filelist=args.filelist, out=args.out, resize=args.resize,
-              workers=args.workers, task_runner=args.task_runner, dask_address=args.dask_address)
+              workers=args.workers, task_runner=args.task_runner, dask_address=args.dask_address, resume_check=args.resume_check)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,25 @@ from PIL import Image
 CATEGORIES = ("/a/airfield", "/b/bazaar/indoor", "/c/coast")
 
 
+def set_header_field(raw: bytes, header: int, start: int, end: int, value: bytes, *, fix_checksum: bool = True) -> bytes:
+    """``raw`` with bytes ``start:end`` of the tar header at byte ``header`` replaced by ``value``
+    (NUL-padded or cut to fit) and, by default, the header checksum recomputed."""
+    block = bytearray(raw[header : header + 512])
+    block[start:end] = value.ljust(end - start, b"\0")[: end - start]
+    if fix_checksum:
+        block[148:156] = b" " * 8
+        block[148:156] = b"%06o\0 " % sum(block)
+    return raw[:header] + bytes(block) + raw[header + 512 :]
+
+
+def claims_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with its frame header (SOF) claiming ``width`` x ``height``: a decompression bomb."""
+    pos = 2
+    while jpeg[pos + 1] not in (0xC0, 0xC1, 0xC2):
+        pos += 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+    return jpeg[: pos + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[pos + 9 :]
+
+
 def jpeg_bytes(rng: np.random.Generator, width: int, height: int, **save: object) -> bytes:
     """A smooth random photo-like JPEG (upsampled noise, so it compresses like a photo)."""
     small = (rng.random((max(2, height // 8), max(2, width // 8), 3)) * 255).astype(np.uint8)

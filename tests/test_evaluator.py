@@ -289,6 +289,20 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 8
 
 
+def test_decompression_bombs_are_skipped_before_decoding(image_dir: Path) -> None:
+    from places_tar import claims_size, jpeg_bytes
+
+    good = jpeg_bytes(np.random.default_rng(0), 40, 40)
+    (image_dir / "bomb.jpg").write_bytes(claims_size(good, 60000, 60000))  # PIL's own limit raises on open
+    (image_dir / "big.jpg").write_bytes(claims_size(good, 8000, 8000))  # under PIL's limit: it would decode 192 MB
+    source = open_images(image_dir, size=SIZE)
+    assert len(list(source)) == 3
+    reasons = {Path(s.path).name: s.reason for s in source.skipped}
+    assert set(reasons) == {"bomb.jpg", "big.jpg"}
+    assert reasons["big.jpg"] == "image is 8000x8000 (64.0 megapixels), over the limit of 50.0; pass a smaller image"
+    assert reasons["bomb.jpg"].startswith("image is over the limit of 50.0 megapixels (Image size (3600000000 pixels)")
+
+
 def test_an_unwritable_out_is_a_one_line_error_before_any_work(image_dir: Path, bank_dir: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a-file").write_text("x")

@@ -158,6 +158,22 @@ def test_every_family_tiles_odd_sizes(variant: str) -> None:
     assert out.shape == image.shape and np.array_equal(out[~hole], image[~hole])
 
 
+@pytest.mark.parametrize("side", [8000, 60000])  # under and over PIL's own decompression-bomb limit
+def test_decompression_bombs_are_project_errors(inpainter: Inpainter, tmp_path: Path, side: int) -> None:
+    from places_tar import claims_size, jpeg_bytes
+
+    from inpnet.inpaint import decode_image, decode_mask
+
+    bomb = claims_size(jpeg_bytes(np.random.default_rng(0), 40, 40), side, side)
+    with pytest.raises(DataError, match=r"bomb.jpg: image is .*over the limit of 50.0"):
+        decode_image(bomb, source="bomb.jpg")
+    with pytest.raises(MaskError, match=r"bomb.jpg: mask is .*over the limit"):
+        decode_mask(bomb, source="bomb.jpg")
+    (tmp_path / "bomb.jpg").write_bytes(bomb)
+    with pytest.raises(DataError, match="over the limit"):
+        inpaint_files(inpainter, tmp_path / "bomb.jpg", None, tmp_path / "out.png")
+
+
 def test_cli_inpaint_into_an_unwritable_out_is_one_line_and_leaves_no_temp_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

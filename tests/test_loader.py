@@ -122,3 +122,37 @@ def test_decode_request_uses_dct_scaling() -> None:
     Image.fromarray(small).resize((200, 120)).save(buf, "JPEG")
     out = decode_crop(buf.getvalue(), center_box(120, 200), 48)
     assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+
+
+def _hand_made_shard(root: Path, jpeg: bytes, settings: dict) -> Path:
+    """A one-sample split folder written without the shard stage's checks (e.g. an older version's)."""
+    from inpnet.data.manifest import Manifest, ShardRecord
+    from inpnet.data.tarwriter import TarWriter
+
+    root.mkdir(parents=True)
+    writer = TarWriter(root / "val-000000.tar", fsync=False)
+    writer.add("k0.cls", b"3")
+    writer.add("k0.jpg", jpeg)
+    writer.add("k0.json", b"{}")
+    sha = writer.close()
+    size = (root / "val-000000.tar").stat().st_size
+    record = ShardRecord(index=0, name="val-000000.tar", member_start=0, member_end=1, first_member="m", last_member="m",
+                         samples=1, bytes=size, sha256=sha)
+    Manifest(split="val", fingerprint="f", source={}, settings=settings, shards=[record], rejected=[]).write(root)
+    return root
+
+
+def test_decompression_bomb_in_a_shard_is_a_data_error_before_decoding(tmp_path: Path) -> None:
+    from places_tar import claims_size, jpeg_bytes
+
+    good = jpeg_bytes(np.random.default_rng(0), 64, 48)
+    bomb = _hand_made_shard(tmp_path / "bomb", claims_size(good, 60000, 60000), {})
+    with pytest.raises(DataError, match=r"sample 'k0' is unreadable \(JPEG is 60000x60000 \(3600.0 megapixels\), over the limit"):
+        list(iter_eval_images(bomb, image_size=16))
+    with pytest.raises(DataError, match=r"60000x60000"):
+        next(iter(make_loader(bomb, image_size=16, batch_size=1, train=True)))
+    # the limit the shards were written with (manifest settings) is the one the loader keeps
+    strict = _hand_made_shard(tmp_path / "strict", good, {"max_pixels": 64 * 48 - 1})
+    with pytest.raises(DataError, match=r"64x48 .* over the limit of 0.0"):
+        list(iter_eval_images(strict, image_size=16))
+    assert len(list(iter_eval_images(_hand_made_shard(tmp_path / "ok", good, {"max_pixels": 64 * 48}), image_size=16))) == 1

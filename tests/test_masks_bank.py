@@ -112,3 +112,13 @@ def test_cli_bank_and_show(tmp_path: Path, repo_root: Path, capsys: pytest.Captu
     assert main(["masks", "show", str(out)]) == 0
     assert "edges" in capsys.readouterr().out
     assert main([*args[:-2], "--ratios", "0.1,0.95", "--params", params]) == 2
+
+
+def test_decompression_bomb_mask_is_a_mask_error(tmp_path: Path) -> None:
+    from places_tar import claims_size, jpeg_bytes
+
+    for side in (8000, 60000):
+        path = tmp_path / f"m{side}.jpg"
+        path.write_bytes(claims_size(jpeg_bytes(np.random.default_rng(0), 40, 40), side, side))
+        with pytest.raises(MaskError, match=rf"m{side}.jpg: mask is .*over the limit of 50.0"):
+            read_mask_png(path)

@@ -99,3 +99,14 @@ def test_sampler_without_keys_warns_and_from_config(tmp_path: Path, caplog: pyte
     (tmp_path / "empty").mkdir()
     with pytest.raises(MaskError, match="no .png"):
         ObjectMaskSampler(tmp_path / "empty")
+
+
+def test_decompression_bomb_instance_map_is_a_mask_error(tmp_path: Path) -> None:
+    from places_tar import claims_size, jpeg_bytes
+
+    from inpnet.object_masks import load_instance_map
+
+    path = tmp_path / "map.jpg"
+    path.write_bytes(claims_size(jpeg_bytes(np.random.default_rng(0), 40, 40), 60000, 60000))
+    with pytest.raises(MaskError, match=r"map.jpg: instance map is over the limit of 50.0 megapixels"):
+        load_instance_map(path)

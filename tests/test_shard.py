@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import webdataset as wds
-from places_tar import build_train_tar, build_val_tar, filelist_tar
+from conftest import cli_error_lines
+from places_tar import build_train_tar, build_val_tar, claims_size, filelist_tar, set_header_field
 
 from inpnet.cli import main
 from inpnet.config import ShardConfig
 from inpnet.data import shard as shard_mod
-from inpnet.data.jpeg import BadImage, check_jpeg, verify_decode
+from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, BadImage, check_jpeg, verify_decode
+from inpnet.data import manifest as manifest_mod
 from inpnet.data.manifest import load_manifest
 from inpnet.data.shard import shard_tar
+from inpnet.data.tarindex import index_tar
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
 
@@ -201,3 +208,194 @@ def test_prefect_flow_matches_plain_run(places, reference: Path, tmp_path: Path,
                  "--out", str(out), "--params", str(params)])
     assert code == 0
     assert _shard_bytes(out) == _shard_bytes(reference)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _shard_cli(places, tar: Path, out: Path, *extra: str, filelist: Path | None = None) -> int:
+    return main(["data", "shard", "--no-prefect", "--split", "train", "--tar", str(tar),
+                 "--filelist", str(filelist or places.filelist), "--out", str(out), *extra])
+
+
+def _header_of(tar: Path, name: str) -> int:
+    return next(m.offset - 512 for m in index_tar(tar) if m.name == name)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("size_field", "expected"), [
+    (b"-0000001000\0", r"size field b'-0000001000\\x00' is not an octal number"),
+    (b"\x80" + (2**80).to_bytes(11, "big"), r"size field says 1208925819614629174706176 bytes, which runs past the end"),
+    (b"\x80" + (8 << 30).to_bytes(11, "big"), r"size field says 8589934592 bytes, which runs past the end"),
+])
+def test_hostile_size_field_is_a_one_line_error(places, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                size_field: bytes, expected: str) -> None:
+    name = next(iter(places.good))
+    raw = places.tar.read_bytes()
+    header = _header_of(places.tar, name)
+    tar = tmp_path / "hostile.tar"
+    tar.write_bytes(set_header_field(raw, header, 124, 136, size_field))
+    assert _shard_cli(places, tar, tmp_path / "out") == 2
+    [line] = cli_error_lines(capsys.readouterr().err)
+    assert re.search(rf"hostile.tar: corrupt tar header at byte {header}: .*{expected}", line), line
+
+
+def test_tar_cut_inside_a_header_is_an_error(places, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = places.tar.read_bytes()
+    header = _header_of(places.tar, "data_large/c/coast/00000015.jpg")
+    tar = tmp_path / "cut.tar"
+    tar.write_bytes(raw[: header + 200])
+    assert _shard_cli(places, tar, tmp_path / "out") == 2
+    [line] = cli_error_lines(capsys.readouterr().err)
+    assert f"cut.tar: truncated tar: it ends at byte {header + 200}, 200 bytes into the header at byte {header}" in line
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_non_utf8_member_name_is_rejected_with_the_reason(places, tmp_path: Path) -> None:
+    name = "data_large/a/airfield/00000001.jpg"
+    tar = tmp_path / "names.tar"
+    tar.write_bytes(set_header_field(places.tar.read_bytes(), _header_of(places.tar, name), 0, 100,
+                                     b"data_large/a/airfield/caf\xe9.jpg"))
+    manifest = shard_tar(tar, places.filelist, "train", tmp_path / "out", CFG)
+    reasons = {r["member"]: r["reason"] for r in manifest.rejected}
+    assert reasons["data_large/a/airfield/caf\\xe9.jpg"] == "name is not valid UTF-8: 'data_large/a/airfield/caf\\xe9.jpg'"
+    assert manifest.totals["samples"] == len(places.good) - 1
+    json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))  # valid UTF-8 JSON
+
+
+def test_non_ascii_digit_label_names_the_list_line(places, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = places.filelist.read_text().splitlines()
+    lines[3] = lines[3].rsplit(" ", 1)[0] + " ²"
+    filelist = tmp_path / "places365_train_standard.txt"
+    filelist.write_text("\n".join(lines) + "\n")
+    assert _shard_cli(places, places.tar, tmp_path / "out", filelist=filelist) == 2
+    [line] = cli_error_lines(capsys.readouterr().err)
+    assert f"{filelist}: line 4 is not '<path> <class index>'" in line
+
+
+def test_decompression_bomb_is_refused_by_max_pixels(tmp_path: Path) -> None:
+    places = build_train_tar(tmp_path / "raw", n_good=6, bad=False)
+    with tarfile.open(places.tar) as tar:
+        first = tar.getmembers()[1]
+        good = tar.extractfile(first).read()
+    bomb = claims_size(good, 60000, 60000)
+    raw = places.tar.read_bytes()
+    raw = raw[: first.offset_data] + bomb + raw[first.offset_data + len(bomb) :]  # same size: only the SOF changed
+    places.tar.write_bytes(raw)
+    manifest = shard_tar(places.tar, places.filelist, "train", tmp_path / "out", CFG)
+    [reject] = manifest.rejected
+    assert reject["member"] == first.name
+    assert reject["reason"] == "JPEG is 60000x60000 (3600.0 megapixels), over the limit of 50.0 (data.shard.max_pixels)"
+    small = shard_tar(places.tar, places.filelist, "train", tmp_path / "small", CFG.model_copy(update={"max_pixels": 72 * 56 - 1}))
+    assert small.totals["samples"] == 0 and small.settings["max_pixels"] == 72 * 56 - 1
+    assert ShardConfig().max_pixels == DEFAULT_MAX_PIXELS  # the decode paths without a config use the same limit
+
+
+def _flip(path: Path, at: int, *, keep_mtime: bool = False) -> None:
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_flipped_byte_in_a_finished_shard_is_rewritten(places, reference: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "train"
+    shutil.copytree(reference, out)
+    victim = out / "train-000002.tar"
+    _flip(victim, victim.stat().st_size // 2)
+    untouched = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar") if p != victim}
+    with caplog.at_level(logging.WARNING, logger="inpnet.data.shard"):
+        manifest = shard_tar(places.tar, places.filelist, "train", out, CFG)
+    assert f"{victim}: its sha256 differs from the manifest; writing it again" in caplog.text
+    assert _shard_bytes(out) == _shard_bytes(reference)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar") if p != victim} == untouched
+    assert manifest.to_dict() == load_manifest(reference).to_dict()  # per-shard rejections kept
+
+
+def test_resume_check_sha256_finds_what_the_quick_check_cannot(places, reference: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(manifest_mod, "TAIL_BYTES", 1024)  # the shards here are smaller than the real tail
+    out = tmp_path / "train"
+    shard_tar(places.tar, places.filelist, "train", out, CFG)
+    victim = out / "train-000001.tar"
+    _flip(victim, 600, keep_mtime=True)  # before the tail, mtime restored: invisible to the quick check
+    before = victim.read_bytes()
+    shard_tar(places.tar, places.filelist, "train", out, CFG)
+    assert victim.read_bytes() == before
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data": {"shard": CFG.model_dump()}}))
+    assert _shard_cli(places, places.tar, out, "--params", str(params), "--resume-check", "sha256") == 0
+    assert _shard_bytes(out) == _shard_bytes(reference)
+    assert _shard_cli(places, places.tar, out, "--params", str(params), "--resume-check", "sha-256") == 2
+    assert cli_error_lines(capsys.readouterr().err) == [
+        "inpnet: error: data.shard.resume_check: Input should be 'quick' or 'sha256' (got 'sha-256')"]
+
+
+def test_shard_newer_than_the_manifest_is_checked_in_full_not_rewritten(places, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "train"
+    shutil.copytree(reference, out)
+    later = (out / "manifest.json").stat().st_mtime_ns + 10**9
+    os.utime(out / "train-000004.tar", ns=(later, later))  # e.g. restored by a copy after the manifest
+    shard_tar(places.tar, places.filelist, "train", out, CFG)
+    assert (out / "train-000004.tar").stat().st_mtime_ns == later
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("entry", [
+    ["-c", "import sys; from inpnet.cli import main; sys.exit(main(sys.argv[1:]))", "data", "shard"],
+    ["-m", "pipelines.shard"],
+])
+def test_sigkill_takes_the_temporary_prefect_server_along(places, tmp_path: Path, repo_root: Path, entry: list[str]) -> None:
+    import psutil
+
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data": {"shard": CFG.model_dump()}}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # so Prefect starts its temporary server
+    with open(tmp_path / "stderr.txt", "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, *entry, "--split", "train", "--tar", str(places.tar), "--filelist",
+                                 str(places.filelist), "--out", str(tmp_path / "out"), "--params", str(params)],
+                                cwd=repo_root, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        server = None
+        for _ in range(2400):
+            children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+            server = next((c for c in children if "uvicorn" in " ".join(_cmdline(c))), None)
+            if server is not None or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert server is not None, (tmp_path / "stderr.txt").read_text()
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(server):
+            server.kill()
+            pytest.fail(f"the temporary Prefect server (pid {server.pid}) outlived a SIGKILL of the command")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _alive(process) -> bool:
+    """Running and not a zombie (an orphan's exit may never be reaped in a container without init)."""
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []

@@ -24,6 +24,9 @@ def shard_command(
         None, "--task-runner", help="threads | processes | dask (default: data.shard.task_runner)."
     ),
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Scheduler address of an existing Dask cluster."),
+    resume_check: Optional[str] = typer.Option(
+        None, "--resume-check", help="quick | sha256: how finished shards are trusted on a re-run (default: data.shard.resume_check)."
+    ),
     no_prefect: bool = typer.Option(False, "--no-prefect", help="Run in a local thread/process pool instead of a Prefect flow."),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
@@ -32,6 +35,6 @@ def shard_command(
 
     totals = run_shard(params, split, tar=str(tar) if tar else None, filelist=str(filelist) if filelist else None,
                        out=str(out) if out else None, resize=resize, workers=workers, task_runner=task_runner,
-                       dask_address=dask_address, use_prefect=not no_prefect)
+                       dask_address=dask_address, resume_check=resume_check, use_prefect=not no_prefect)
     typer.echo(f"{totals['samples']} samples in {totals['shards']} shards ({totals['bytes'] / 1e6:.1f} MB), "
                f"{totals['rejected']} members rejected (see manifest.json)")

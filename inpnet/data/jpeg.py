@@ -20,10 +20,20 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["BadImage", "JpegInfo", "check_jpeg", "decode_rgb", "resize_shortest", "verify_decode"]
+if TYPE_CHECKING:
+    import PIL.Image
+
+__all__ = ["DEFAULT_MAX_PIXELS", "BadImage", "JpegInfo", "check_jpeg", "decode_rgb", "open_image", "pixel_problem",
+           "resize_shortest", "verify_decode"]
+
+# Images whose header claims more pixels are refused before decoding: a 634-byte JPEG can
+# claim 60000x60000, which costs ~1 s and 0.7 GB to decode at 1/8 scale (10.8 GB in full).
+# The shard stage takes its limit from ``data.shard.max_pixels`` (same default).
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 class BadImage(ValueError):
@@ -104,15 +114,46 @@ def _check_scans(data: bytes, pos: int, end: int) -> None:
         pos = at + 2 + length
 
 
-def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bool = False, strict: bool = False) -> np.ndarray:
+def pixel_problem(width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why an image of ``width`` x ``height`` is refused before decoding, else None."""
+    if width * height <= max_pixels:
+        return None
+    return f"{width}x{height} ({width * height / 1e6:.1f} megapixels), over the limit of {max_pixels / 1e6:.1f}"
+
+
+def open_image(fp: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
+    """``PIL.Image.open`` (any format) that refuses an image whose header claims more than
+    ``max_pixels``, before decoding: :class:`BadImage` says ``"<w>x<h> (...), over the limit of ..."``."""
+    from PIL import Image
+
+    try:
+        image = Image.open(fp)
+    except Image.DecompressionBombError as err:  # PIL's own, higher limit, checked while opening
+        raise BadImage(f"over the limit of {max_pixels / 1e6:.1f} megapixels ({err})") from None
+    if (problem := pixel_problem(*image.size, max_pixels)) is not None:
+        image.close()
+        raise BadImage(problem)
+    return image
+
+
+def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bool = False, strict: bool = False,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode to uint8 RGB (H, W, 3), at the smallest DCT scale that keeps ``min_*`` pixels.
 
     libjpeg-turbo scales by 1/8..8/8 during the inverse DCT, so a downscaled decode skips
     most of the pixel work. CMYK and other colour spaces libjpeg cannot turn into RGB fall
-    back to PIL. ``strict`` turns libjpeg's corrupt-data warnings into errors.
+    back to PIL. ``strict`` turns libjpeg's corrupt-data warnings into errors. An image
+    whose header claims more than ``max_pixels`` raises :class:`BadImage` before any decoding.
     """
     import simplejpeg
 
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        pass  # not a JPEG libjpeg can read; the decode below says why
+    else:
+        if (problem := pixel_problem(width, height, max_pixels)) is not None:
+            raise BadImage(f"JPEG is {problem}")
     try:
         return simplejpeg.decode_jpeg(
             data, colorspace="rgb", fastdct=fast, fastupsample=fast,
@@ -121,29 +162,33 @@ def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bo
     except ValueError as err:
         if "colorspace" not in str(err).lower() and "color space" not in str(err).lower():
             raise
-    return _decode_with_pil(data, min_height, min_width)
+    return _decode_with_pil(data, min_height, min_width, max_pixels)
 
 
-def _decode_with_pil(data: bytes, min_height: int, min_width: int) -> np.ndarray:
+def _decode_with_pil(data: bytes, min_height: int, min_width: int, max_pixels: int) -> np.ndarray:
     import io
 
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
+    try:
+        image = open_image(io.BytesIO(data), max_pixels)
+    except BadImage as err:
+        raise BadImage(f"JPEG is {err}") from None
+    with image:
         if min_height and min_width:
             image.draft("RGB", (min_width, min_height))
         return np.asarray(image.convert("RGB"))
 
 
-def verify_decode(data: bytes) -> None:
+def verify_decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Strict 1/8-scale decode; raises :class:`BadImage` on any libjpeg error or warning."""
     try:
-        decode_rgb(data, min_height=1, min_width=1, fast=True, strict=True)
+        decode_rgb(data, min_height=1, min_width=1, fast=True, strict=True, max_pixels=max_pixels)
+    except BadImage:
+        raise
     except (ValueError, OSError) as err:
         raise BadImage(f"JPEG does not decode: {err}") from None
 
 
-def resize_shortest(data: bytes, side: int, quality: int) -> tuple[bytes, JpegInfo]:
+def resize_shortest(data: bytes, side: int, quality: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, JpegInfo]:
     """Re-encode with shortest side ``side`` (never upscaled: smaller images keep their bytes)."""
     import cv2
     import simplejpeg
@@ -152,11 +197,13 @@ def resize_shortest(data: bytes, side: int, quality: int) -> tuple[bytes, JpegIn
     shortest = min(info.width, info.height)
     try:
         if shortest <= side:
-            decode_rgb(data, min_height=1, min_width=1, fast=True, strict=True)
+            decode_rgb(data, min_height=1, min_width=1, fast=True, strict=True, max_pixels=max_pixels)
             return data, info
         scale = side / shortest
         width, height = max(1, round(info.width * scale)), max(1, round(info.height * scale))
-        pixels = decode_rgb(data, min_height=height, min_width=width, strict=True)
+        pixels = decode_rgb(data, min_height=height, min_width=width, strict=True, max_pixels=max_pixels)
+    except BadImage:
+        raise
     except (ValueError, OSError) as err:
         raise BadImage(f"JPEG does not decode: {err}") from None
     pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)

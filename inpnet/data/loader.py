@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inpnet.data.jpeg import decode_rgb, scaled_request
+from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, decode_rgb, scaled_request
 from inpnet.data.manifest import load_manifest
 from inpnet.data.tarindex import index_tar
 from inpnet.errors import DataError
@@ -45,12 +45,17 @@ Box = tuple[int, int, int, int]  # top, left, height, width in original pixels
 
 def shard_urls(shards: str | Path) -> list[str]:
     """The shard paths of a split folder, in manifest order (every listed shard must exist)."""
+    return _split(shards)[0]
+
+
+def _split(shards: str | Path) -> tuple[list[str], int]:
+    """Shard paths, and the pixel limit the shards were written with (images above it are refused)."""
     manifest = load_manifest(shards)
     urls = [str(Path(shards) / s.name) for s in manifest.shards]
     missing = [u for u in urls if not Path(u).is_file()]
     if missing:
         raise DataError(f"{shards}: {len(missing)} shards listed in manifest.json are missing (e.g. {missing[0]}); re-run the shard stage")
-    return urls
+    return urls, int(manifest.settings.get("max_pixels", DEFAULT_MAX_PIXELS))
 
 
 # ------------------------------------------------------------------- geometry, decoding
@@ -77,13 +82,14 @@ def center_box(height: int, width: int) -> Box:
 
 
 def decode_crop(data: bytes, box: Box | None, size: int, *, rng: np.random.Generator | None = None,
-                scale: tuple[float, float] = (0.25, 1.0), fast: bool = False) -> np.ndarray:
+                scale: tuple[float, float] = (0.25, 1.0), fast: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a JPEG, crop and resize to (size, size, 3) uint8.
 
     ``box=None`` draws a random resized crop from ``rng`` (training); pass
     :func:`center_box` for evaluation. The decode happens at the smallest power-of-two
     DCT scale at which the crop keeps ``size`` pixels; ``fast`` (training) also takes
-    libjpeg's fast integer DCT and bilinear resizing.
+    libjpeg's fast integer DCT and bilinear resizing. An image over ``max_pixels`` raises
+    :class:`~inpnet.data.jpeg.BadImage` before any decoding.
     """
     import cv2
     import simplejpeg
@@ -91,13 +97,13 @@ def decode_crop(data: bytes, box: Box | None, size: int, *, rng: np.random.Gener
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
-        height, width = decode_rgb(data).shape[:2]  # a colour space libjpeg cannot convert; rare
+        height, width = decode_rgb(data, max_pixels=max_pixels).shape[:2]  # a colour space libjpeg cannot convert; rare
     if box is None:
         assert rng is not None, "a random crop needs rng"
         box = random_resized_box(height, width, rng, scale)
     top, left, h, w = box
     min_h, min_w = scaled_request(height, width, h, w, size)
-    pixels = decode_rgb(data, min_height=min_h, min_width=min_w, fast=fast)
+    pixels = decode_rgb(data, min_height=min_h, min_width=min_w, fast=fast, max_pixels=max_pixels)
     fy, fx = pixels.shape[0] / height, pixels.shape[1] / width
     y0, x0 = round(top * fy), round(left * fx)
     y1, x1 = max(y0 + 1, round((top + h) * fy)), max(x0 + 1, round((left + w) * fx))
@@ -179,7 +185,7 @@ def _shuffle(samples: Iterable[dict[str, Any]], *, bufsize: int, seed: int, epoc
 
 
 def _decode(samples: Iterable[dict[str, Any]], *, size: int, train: bool, seed: int, epoch: int, rank: int,
-            scale: tuple[float, float]) -> Iterator[dict[str, Any]]:
+            scale: tuple[float, float], max_pixels: int) -> Iterator[dict[str, Any]]:
     import cv2
 
     worker, _ = _worker()
@@ -188,11 +194,11 @@ def _decode(samples: Iterable[dict[str, Any]], *, size: int, train: bool, seed: 
         data = sample["jpg"]
         try:
             if train:
-                image = decode_crop(data, None, size, rng=rng, scale=scale, fast=True)
+                image = decode_crop(data, None, size, rng=rng, scale=scale, fast=True, max_pixels=max_pixels)
                 if rng.random() < 0.5:
                     image = cv2.flip(image, 1)  # SIMD; a numpy [:, ::-1] copy is 4x slower
             else:
-                image = decode_crop(data, _eval_box(data), size)
+                image = decode_crop(data, _eval_box(data), size, max_pixels=max_pixels)
             label = int(sample["cls"])
         except (ValueError, OSError, KeyError) as err:
             raise DataError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r} is unreadable ({err}); re-run the shard stage") from None
@@ -208,7 +214,7 @@ def _eval_box(data: bytes) -> Box:
 
 
 def _pipeline(urls: list[str], *, size: int, train: bool, rank: int, world_size: int, seed: int, epoch: int,
-              resampled: bool, shuffle_buffer: int, scale: tuple[float, float]) -> Any:
+              resampled: bool, shuffle_buffer: int, scale: tuple[float, float], max_pixels: int) -> Any:
     import webdataset as wds
 
     if resampled:
@@ -221,7 +227,7 @@ def _pipeline(urls: list[str], *, size: int, train: bool, rank: int, world_size:
     stages: list[Any] = [_Restartable(source), _tar_samples]
     if train:
         stages.append(partial(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch, rank=rank))
-    stages.append(partial(_decode, size=size, train=train, seed=seed, epoch=epoch, rank=rank, scale=scale))
+    stages.append(partial(_decode, size=size, train=train, seed=seed, epoch=epoch, rank=rank, scale=scale, max_pixels=max_pixels))
     return wds.DataPipeline(*stages)
 
 
@@ -292,7 +298,7 @@ def make_loader(shards: str | Path, *, image_size: int, batch_size: int, train: 
     """
     if not 0 <= rank < world_size:
         raise DataError(f"rank {rank} is outside world_size {world_size}")
-    urls = shard_urls(shards)
+    urls, max_pixels = _split(shards)
     streams = world_size * max(1, num_workers)
     if not resampled and world_size > 1 and len(urls) % streams:
         raise DataError(
@@ -300,7 +306,7 @@ def make_loader(shards: str | Path, *, image_size: int, batch_size: int, train: 
             f" (DDP would hang on unequal batch counts); re-shard with data.shard.shard_multiple = {streams} or use resampled=True"
         )
     dataset = _pipeline(urls, size=image_size, train=train, rank=rank, world_size=world_size, seed=seed, epoch=epoch,
-                        resampled=resampled, shuffle_buffer=shuffle_buffer, scale=crop_scale)
+                        resampled=resampled, shuffle_buffer=shuffle_buffer, scale=crop_scale, max_pixels=max_pixels)
     context = None
     if num_workers:
         import multiprocessing
@@ -315,7 +321,8 @@ def make_loader(shards: str | Path, *, image_size: int, batch_size: int, train: 
 
 def iter_eval_images(shards: str | Path, *, image_size: int) -> Iterator[tuple[str, torch.Tensor]]:
     """``(key, (3, S, S) float [0,1])`` for every sample once, in manifest and tar order."""
-    pipeline = _pipeline(shard_urls(shards), size=image_size, train=False, rank=0, world_size=1, seed=0, epoch=0,
-                         resampled=False, shuffle_buffer=0, scale=(1.0, 1.0))
+    urls, max_pixels = _split(shards)
+    pipeline = _pipeline(urls, size=image_size, train=False, rank=0, world_size=1, seed=0, epoch=0,
+                         resampled=False, shuffle_buffer=0, scale=(1.0, 1.0), max_pixels=max_pixels)
     for sample in pipeline:
         yield sample["key"], _to_unit(torch.from_numpy(sample["image"]))

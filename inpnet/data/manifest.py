@@ -8,7 +8,9 @@ inputs and settings, so a re-run can tell finished work from work done with othe
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,12 @@ from typing import Any
 from inpnet.errors import DataError
 from inpnet.outputs import fsync_dir, write_atomic
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "ShardRecord", "fsync_dir", "load_manifest", "write_json_atomic"]
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "TAIL_BYTES", "Manifest", "ShardRecord", "fsync_dir", "load_manifest",
+           "shard_mismatch", "tail_sha256", "write_json_atomic"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+TAIL_BYTES = 1 << 16  # the quick resume check hashes this much of a shard's end
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class ShardRecord:
     bytes: int
     sha256: str
     rejected: list[dict[str, str]] = field(default_factory=list)
+    tail_sha256: str = ""  # of the last TAIL_BYTES; "" in manifests written before it was recorded
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
@@ -71,6 +76,37 @@ class Manifest:
 
     def write(self, split_dir: str | Path) -> Path:
         return write_json_atomic(Path(split_dir) / MANIFEST_NAME, self.to_dict())
+
+
+def tail_sha256(path: Path) -> str:
+    """sha256 of the last :data:`TAIL_BYTES` of ``path`` (all of it when smaller)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - TAIL_BYTES))
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def shard_mismatch(path: Path, record: ShardRecord, *, written_ns: int, full: bool = False) -> str | None:
+    """Why the file at ``path`` is not the shard ``record`` describes, else None.
+
+    The quick check compares the size and the hash of the last :data:`TAIL_BYTES`, and
+    trusts the rest only if the file has not been modified since ``written_ns`` (when the
+    record was written, after the shard). A later mtime (an edit, or a copy that did not
+    keep times), a record without a tail hash, or ``full=True`` compares the sha256 of
+    the whole file instead, so a byte changed anywhere is found.
+    """
+    try:
+        stat = path.stat()
+        if stat.st_size != record.bytes:
+            return f"it has {stat.st_size} bytes, the manifest says {record.bytes}"
+        if full or not record.tail_sha256 or stat.st_mtime_ns > written_ns:
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            return None if digest == record.sha256 else "its sha256 differs from the manifest"
+        return None if tail_sha256(path) == record.tail_sha256 else f"its last {TAIL_BYTES} bytes differ from the manifest"
+    except FileNotFoundError:
+        return "it is missing"
+    except OSError as err:
+        return f"it cannot be read ({err.strerror})"
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

@@ -6,9 +6,11 @@ range, reading member data with ``pread`` at the offsets the index recorded, so 
 convert in parallel (threads, processes, or Prefect tasks via ``map_fn``). Each shard is
 written as ``.<name>.tmp``, fsynced and renamed; a small record of it goes to
 ``.partial/`` and the manifest is written last. A re-run converts only shards without a
-record, and because a shard's bytes depend only on its member range, the tar and the
-settings (fixed header fields, integer mtimes, tar order), the result is byte-identical to
-an uninterrupted run.
+record or whose file no longer matches it (:func:`inpnet.data.manifest.shard_mismatch`:
+size, mtime and the last 64 KiB, or the full sha256 with ``resume_check: sha256``), and
+because a shard's bytes depend only on its member range, the tar and the settings (fixed
+header fields, integer mtimes, tar order), the result is byte-identical to an
+uninterrupted run.
 
 Shard count: ``ceil(samples / samples_per_shard)`` rounded up to a multiple of
 ``shard_multiple`` (ranks x loader workers), candidates spread evenly (sizes differ by at
@@ -18,6 +20,8 @@ little short; training with DDP should use the loader's resampled mode.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from inpnet.config import ShardConfig
-from inpnet.data.jpeg import BadImage, JpegInfo, check_jpeg, resize_shortest, verify_decode
-from inpnet.data.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, ShardRecord, fsync_dir, load_manifest, write_json_atomic
-from inpnet.data.tarindex import Member, index_tar, list_key, member_problem, read_labels, sample_key
+from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, BadImage, JpegInfo, check_jpeg, pixel_problem, resize_shortest, verify_decode
+from inpnet.data.manifest import (FORMAT_VERSION, MANIFEST_NAME, Manifest, ShardRecord, fsync_dir, load_manifest, shard_mismatch,
+                                  tail_sha256, write_json_atomic)
+from inpnet.data.tarindex import Member, display_name, index_tar, list_key, member_problem, read_labels, sample_key
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
 from inpnet.outputs import locks_output
@@ -77,6 +82,7 @@ class ShardSpec:
     verify: str = "structure"
     resize: int | None = None
     jpeg_quality: int = 95
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class ShardPlan:
 
 
 def _reject(member: Member | Candidate, reason: str) -> dict[str, Any]:
-    return {"ordinal": member.ordinal, "member": member.name, "reason": reason}
+    return {"ordinal": member.ordinal, "member": display_name(member.name), "reason": reason}
 
 
 def plan_shards(members: Sequence[Member], labels: dict[str, int], *, split: str, samples_per_shard: int,
@@ -147,11 +153,13 @@ def check_inputs(tar: str | Path, filelist: str | Path, split: str, probe: int =
 
 
 def _prepare(data: bytes, spec: ShardSpec) -> tuple[bytes, JpegInfo]:
-    if spec.resize is not None:
-        return resize_shortest(data, spec.resize, spec.jpeg_quality)
     info = check_jpeg(data)
+    if (problem := pixel_problem(info.width, info.height, spec.max_pixels)) is not None:
+        raise BadImage(f"JPEG is {problem} (data.shard.max_pixels)")  # refused before any decode
+    if spec.resize is not None:
+        return resize_shortest(data, spec.resize, spec.jpeg_quality, max_pixels=spec.max_pixels)
     if spec.verify == "decode":
-        verify_decode(data)
+        verify_decode(data, max_pixels=spec.max_pixels)
     return data, info
 
 
@@ -206,29 +214,64 @@ def write_shard(job: ShardJob, spec: ShardSpec) -> ShardRecord:
     record = ShardRecord(
         index=job.index, name=job.name, member_start=first_ord, member_end=last_ord + 1,
         first_member=job.members[0].name if job.members else "", last_member=job.members[-1].name if job.members else "",
-        samples=samples, bytes=final.stat().st_size, sha256=sha, rejected=rejected,
+        samples=samples, bytes=final.stat().st_size, sha256=sha, rejected=rejected, tail_sha256=tail_sha256(final),
     )
-    write_json_atomic(out / _PARTIAL / f"{job.name}.json", {"fingerprint": spec.fingerprint, "record": asdict(record)})
+    _write_partial(out, spec.fingerprint, record)
     logger.debug("wrote %s: %d samples, %d rejected", final, samples, len(rejected))
     return record
 
 
-def _finished(job: ShardJob, out: Path, fingerprint: str) -> ShardRecord | None:
-    """The record of a shard an earlier run completed with the same inputs, else None."""
+def _reusable(out: Path, fingerprint: str, plan: ShardPlan, manifest: Manifest | None, *, full: bool) -> dict[int, ShardRecord]:
+    """Records of the shards an earlier run with the same inputs finished, by job index, whose
+    files still hold what that run wrote; a shard that does not is logged and left to convert."""
+    found: dict[int, tuple[ShardRecord, int]] = {}
+    if manifest is not None:
+        written = (out / MANIFEST_NAME).stat().st_mtime_ns
+        found = {job.index: (record, written) for job, record in zip(plan.jobs, _manifest_records(manifest, plan))}
+    for job in plan.jobs:
+        if job.index not in found and (partial := _partial_record(job, out, fingerprint)) is not None:
+            found[job.index] = partial
+    records = {}
+    for index, (record, written) in sorted(found.items()):
+        problem = shard_mismatch(out / record.name, record, written_ns=written, full=full)
+        if problem is None:
+            records[index] = record
+        else:
+            logger.warning("%s: %s; writing it again", out / record.name, problem)
+    return records
+
+
+def _write_partial(out: Path, fingerprint: str, record: ShardRecord) -> None:
+    write_json_atomic(out / _PARTIAL / f"{record.name}.json", {"fingerprint": fingerprint, "record": asdict(record)})
+
+
+def _partial_record(job: ShardJob, out: Path, fingerprint: str) -> tuple[ShardRecord, int] | None:
+    """The ``.partial/`` record an interrupted run with the same inputs left for ``job``, and its mtime."""
+    path = out / _PARTIAL / f"{job.name}.json"
     try:
-        data = json.loads((out / _PARTIAL / f"{job.name}.json").read_text())
+        data = json.loads(path.read_text())
         record = ShardRecord.from_dict(data["record"])
-        if data["fingerprint"] == fingerprint and (out / job.name).stat().st_size == record.bytes:
-            return record
+        if data["fingerprint"] == fingerprint and record.name == job.name:
+            return record, path.stat().st_mtime_ns
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
 
 
+def _manifest_records(manifest: Manifest, plan: ShardPlan) -> list[ShardRecord]:
+    """The manifest's shard records with their own rejections, which the manifest keeps in one
+    list (tar order) together with the header-level ones of ``plan``."""
+    header_level = {r["ordinal"] for r in plan.rejected}
+    own = [r for r in manifest.rejected if r["ordinal"] not in header_level]
+    ordinals = [r["ordinal"] for r in own]
+    return [dataclasses.replace(s, rejected=own[bisect.bisect_left(ordinals, s.member_start) : bisect.bisect_left(ordinals, s.member_end)])
+            for s in manifest.shards]
+
+
 def _fingerprint(members: Sequence[Member], list_bytes: bytes, settings: dict[str, Any]) -> tuple[str, str]:
     index = hashlib.sha256()
     for m in members:
-        index.update(f"{m.name}\0{m.offset}\0{m.size}\0{m.kind}\n".encode())
+        index.update(f"{m.name}\0{m.offset}\0{m.size}\0{m.kind}\n".encode("utf-8", "surrogateescape"))
     blob = json.dumps({"format": FORMAT_VERSION, "index": index.hexdigest(),
                        "list": hashlib.sha256(list_bytes).hexdigest(), "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest(), index.hexdigest()
@@ -272,23 +315,27 @@ def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | 
     tar, out = Path(tar), Path(out_dir)
     members = index_tar(tar)
     labels, list_bytes = read_labels(filelist, split)
-    settings = {"resize": cfg.resize, "jpeg_quality": cfg.jpeg_quality, "verify": cfg.verify,
+    settings = {"resize": cfg.resize, "jpeg_quality": cfg.jpeg_quality, "verify": cfg.verify, "max_pixels": cfg.max_pixels,
                 "samples_per_shard": cfg.samples_per_shard, "shard_multiple": cfg.shard_multiple}
     fingerprint, index_sha = _fingerprint(members, list_bytes, settings)
     plan = plan_shards(members, labels, split=split, samples_per_shard=cfg.samples_per_shard,
                        shard_multiple=cfg.shard_multiple, tar_name=str(tar), list_name=str(filelist))
-    if (done := _up_to_date(out, fingerprint, plan)) is not None:
-        logger.info("%s: %d shards already complete, nothing to do", out, len(done.shards))
-        return done
+    manifest = _same_manifest(out, fingerprint, plan)
+    records = _reusable(out, fingerprint, plan, manifest, full=cfg.resume_check == "sha256")
+    if manifest is not None and len(records) == len(plan.jobs):
+        logger.info("%s: %d shards already complete, nothing to do", out, len(records))
+        return manifest
     try:
         (out / _PARTIAL).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(f"{out}: cannot create the output folder: {err.strerror}") from None
+    for record in records.values():  # what the manifest vouched for survives an interruption from here on
+        if not (out / _PARTIAL / f"{record.name}.json").is_file():
+            _write_partial(out, fingerprint, record)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest while shards may change
     _clean_stale(out, split, {job.name for job in plan.jobs})
     spec = ShardSpec(tar=str(tar.resolve()), out_dir=str(out.resolve()), fingerprint=fingerprint,
-                     verify=cfg.verify, resize=cfg.resize, jpeg_quality=cfg.jpeg_quality)
-    records = {job.index: r for job in plan.jobs if (r := _finished(job, out, fingerprint)) is not None}
+                     verify=cfg.verify, resize=cfg.resize, jpeg_quality=cfg.jpeg_quality, max_pixels=cfg.max_pixels)
     todo = [job for job in plan.jobs if job.index not in records]
     logger.info("%s: %d shards planned, %d already done, converting %d", out, len(plan.jobs), len(records), len(todo))
     runner = map_fn or local_map(cfg.workers, cfg.task_runner)
@@ -307,7 +354,8 @@ def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | 
     return manifest
 
 
-def _up_to_date(out: Path, fingerprint: str, plan: ShardPlan) -> Manifest | None:
+def _same_manifest(out: Path, fingerprint: str, plan: ShardPlan) -> Manifest | None:
+    """The manifest of an earlier run of this plan with the same inputs, else None."""
     if not (out / MANIFEST_NAME).is_file():
         return None
     try:
@@ -316,8 +364,4 @@ def _up_to_date(out: Path, fingerprint: str, plan: ShardPlan) -> Manifest | None
         return None
     if manifest.fingerprint != fingerprint or [s.name for s in manifest.shards] != [j.name for j in plan.jobs]:
         return None
-    for s in manifest.shards:
-        path = out / s.name
-        if not path.is_file() or path.stat().st_size != s.bytes:
-            return None
     return manifest

@@ -107,9 +107,13 @@ def load_image(path: Path, size: int) -> tuple["torch.Tensor", tuple[int, int]]:
     import torch
     from PIL import Image, ImageOps
 
+    from inpnet.data.jpeg import BadImage, open_image
+
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")  # convert() forces a full decode
+    except BadImage as err:
+        raise DataError(f"{path}: image is {err}; pass a smaller image") from None
     except Exception as err:  # PIL raises many types for truncated or foreign files
         raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     source_size = img.size
