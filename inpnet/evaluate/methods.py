@@ -5,7 +5,8 @@ A method spec is one of:
 - ``telea``, ``navier_stokes``, ``biharmonic``: the classical baselines
   (:mod:`inpnet.evaluate.baselines`);
 - a trained checkpoint folder (``models/<variant>/``), loaded with
-  :func:`inpnet.train.checkpoint.load_model` (EMA weights when present);
+  :func:`inpnet.train.checkpoint.load_model`: the last weights (EMA when present), never
+  the best-on-validation ones, which were chosen on val images;
 - a registry URI ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``), loaded with
   :func:`inpnet.registry.models.load_inpainter`.
 
@@ -110,10 +111,15 @@ def resolve_method(spec: str, device: str = "cpu", *, radius: int = 3, workers: 
 def _checkpoint_method(path: Path, device: str) -> Method:
     from inpnet.train.checkpoint import load_model, weights_sha256
 
+    from inpnet.train.checkpoint import read_meta
+
     model, variant = load_model(path, ema=True, device=device)
     # the weights' hash lets `inpnet register` check that a report scored this very checkpoint
     info = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family,
-            "weights_sha256": weights_sha256(model)}
+            "weights_sha256": weights_sha256(model), "step": read_meta(path).get("step"),
+            # the last weights, not best.safetensors: the best were picked on val images, which
+            # in the quickstart are the evaluation images too, so they would flatter the model
+            "weights": "last (EMA when the variant has one)"}
     return ModelMethod(variant.name, model, device=device, image_size=variant.model.img_size, info=info)
 
 
