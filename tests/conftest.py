@@ -38,6 +38,18 @@ def _restore_root_logging() -> Iterator[None]:
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test: tiny models gain nothing from intra-op threads, and
+    OpenMP spin-waits make a loaded 2-core machine 50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
 

@@ -105,15 +105,21 @@ def test_resolve_method_checkpoint_folder(tmp_path, monkeypatch: pytest.MonkeyPa
 def test_resolve_method_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     import inpnet.registry.models as registry
 
+    class FakeInpainter:  # the registry's tiling Inpainter: a callable holding its network
+        model = torch.nn.Linear(1, 1)
+
+        def __call__(self, image, mask):  # noqa: ANN001, ANN204
+            return image * 0 + 0.25
+
     def fake_load_inpainter(uri, *, device="cpu", tracking_uri=None):
-        return (lambda image, mask: image * 0 + 0.25), {"family": "inpnet", "img_size": 128, "version": "3",
-                                                       "extra": {"not": "a scalar"}}
+        return FakeInpainter(), {"family": "inpnet", "img_size": 128, "version": "3", "extra": {"not": "a scalar"}}
 
     monkeypatch.setattr(registry, "load_inpainter", fake_load_inpainter)
     m = resolve_method("models:/inpnet@champion")
     assert isinstance(m, ModelMethod) and m.name == "models:/inpnet@champion"
     assert m.image_size is None  # the registry's Inpainter tiles any size
     assert m.settings()["version"] == "3" and "extra" not in m.settings()
+    assert len(m.settings()["weights_sha256"]) == 64  # the network's hash, for provenance
     image, mask = _batch(b=1, size=16)
     assert torch.allclose(m(image, mask), torch.full_like(image, 0.25))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import torch
@@ -28,12 +28,7 @@ BUDGET = {"inpnet_tiny": 400, "mae_tiny": 400, "cmgan_tiny": 250}
 FAMILIES = ["inpnet_tiny", "mae_tiny", pytest.param("cmgan_tiny", marks=pytest.mark.slow)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _held_out() -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,6 @@ import math
 import os
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -16,14 +15,7 @@ from inpnet.train.optim import EMA, lr_at, resolve_precision
 from train_support import synthetic_loader, tiny_variant
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # tiny models gain nothing from intra-op threads, and OpenMP spin-waits make a loaded
-    # 2-core machine 50x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lr_warms_up_then_decays_to_the_floor() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -14,12 +13,7 @@ from inpnet.config import TrackingConfig
 from train_support import synthetic_loader, tiny_variant, write_shards
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ramps_val(n: int = 8):  # noqa: ANN202

@@ -111,12 +111,10 @@ def resolve_method(spec: str, device: str = "cpu", *, radius: int = 3, workers: 
 def _checkpoint_method(path: Path, device: str) -> Method:
     from inpnet.train.checkpoint import load_model, weights_sha256
 
-    from inpnet.train.checkpoint import read_meta
-
     model, variant = load_model(path, ema=True, device=device)
     # the weights' hash lets `inpnet register` check that a report scored this very checkpoint
     info = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family,
-            "weights_sha256": weights_sha256(model), "step": read_meta(path).get("step"),
+            "weights_sha256": weights_sha256(model),
             # the last weights, not best.safetensors: the best were picked on val images, which
             # in the quickstart are the evaluation images too, so they would flatter the model
             "weights": "last (EMA when the variant has one)"}
