@@ -45,18 +45,14 @@ class ValSet:
             DataError: the shards or the bank are missing or hold no usable pair.
         """
         from inpnet.data.loader import iter_eval_images
-        from inpnet.masks import load_bank, read_mask_png
+        from inpnet.evaluate.sources import BankMasks
+        from inpnet.masks import read_mask_png
 
         shards, bank = Path(shards), Path(bank)
         if not (shards / "manifest.json").is_file():
             raise DataError(f"{shards}: no val shards (manifest.json missing) for validation during training; "
                             "run `inpnet data shard --split val` or set train.val_every: 0")
-        cells: dict[tuple[str, float], list] = {}
-        for entry in load_bank(bank):
-            cells.setdefault((entry.pattern, round(float(entry.ratio), 4)), []).append(entry)
-        ordered = [sorted(v, key=lambda e: e.index) for _, v in sorted(cells.items())]
-        if not ordered:
-            raise DataError(f"{bank}: the mask bank lists no masks; run `inpnet masks bank`")
+        ordered = list(BankMasks(bank).cells.values())  # the evaluator's cells: by (pattern, ratio), masks by index
         images, masks = [], []
         for i, (_, image) in enumerate(iter_eval_images(shards, image_size=image_size)):
             if i == count:
