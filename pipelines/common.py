@@ -2,9 +2,11 @@
 
 Each DVC stage runs ``python -m pipelines.<flow>``, which parses ``params.yaml`` once and
 runs one Prefect flow. Prefect needs an API: with ``PREFECT_API_URL`` set, the flows talk to
-that server (fast: no start-up per stage); without it, Prefect starts a temporary local
-server for the process (12-17 s on a 2-core machine), which :func:`tie_prefect_server`
-makes die with the process, however it ends.
+that server; without it, the stages of a run share one local server that the first stage
+starts and that stops a minute after the last (:mod:`pipelines.prefect_server`). With
+``INPNET_PREFECT_SERVER=temporary``, Prefect starts a temporary server per process instead
+(12-17 s each on a 2-core machine), which :func:`tie_prefect_server` makes die with the
+process, however it ends.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,11 @@ def tie_prefect_server() -> None:
 
     if PREFECT_API_URL.value():
         return
+    tie_server_module()
+
+
+def tie_server_module() -> None:
+    """Give every server ``prefect.server.api.server`` starts from the main thread ``PR_SET_PDEATHSIG``."""
     from prefect.server.api import server
 
     if not isinstance(server.subprocess, _PopenDyingWithParent):
@@ -97,6 +105,21 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
+@contextmanager
+def _prefect_api() -> Iterator[None]:
+    """The user's ``PREFECT_API_URL``, else the shared server, else (on request) a temporary one."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines import prefect_server
+
+    if PREFECT_API_URL.value() or prefect_server.mode() == "temporary":
+        tie_prefect_server()
+        yield
+        return
+    with prefect_server.lease_shared_server() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):
+        yield
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml to read (default: %(default)s)")
@@ -113,8 +136,8 @@ def run_entry(main: Callable[[argparse.Namespace], object], parser: argparse.Arg
     setup_logging()
     args = parser.parse_args(argv)
     try:
-        tie_prefect_server()
-        main(args)
+        with _prefect_api():
+            main(args)
     except (InpnetError, ConfigError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2

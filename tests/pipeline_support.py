@@ -105,8 +105,9 @@ def pipeline_env(api_url: str | None, home: Path) -> dict[str, str]:
            "INPNET_LOG_LEVEL": "WARNING"}
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    else:
+    else:  # each process its own temporary server: nothing outlives the test
         env.pop("PREFECT_API_URL", None)
+        env["INPNET_PREFECT_SERVER"] = "temporary"
     return env
 
 

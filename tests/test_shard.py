@@ -356,6 +356,7 @@ def test_sigkill_takes_the_temporary_prefect_server_along(places, tmp_path: Path
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"data": {"shard": CFG.model_dump()}}))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # so Prefect starts its temporary server
+    env["INPNET_PREFECT_SERVER"] = "temporary"
     with open(tmp_path / "stderr.txt", "wb") as stderr:
         proc = subprocess.Popen([sys.executable, *entry, "--split", "train", "--tar", str(places.tar), "--filelist",
                                  str(places.filelist), "--out", str(tmp_path / "out"), "--params", str(params)],
