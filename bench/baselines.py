@@ -45,7 +45,8 @@ def photos(n: int, size: int) -> torch.Tensor:
 def main() -> None:
     from inpnet.evaluate.baselines import BASELINES, BaselineInpainter
     from inpnet.evaluate.metrics import psnr, quantize, ssim
-    from inpnet.masks import load_bank, read_mask_png, write_bank
+    from inpnet.masks import load_bank, write_bank
+    from inpnet.images import read_mask_png
     from inpnet.models.composite import composite
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

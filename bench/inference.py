@@ -96,7 +96,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured
 
     from inpnet.config import load_params
-    from inpnet.inpaint import inpaint_array
+    from inpnet.inpaint import inpaint_image
 
     params = load_params(args.params)
     torch.set_num_threads(args.threads)
@@ -116,7 +116,7 @@ def main() -> None:
                 for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                     try:
                         inp = build(variant, grid, dtype, args.device)
-                        ms, cpu = timed(lambda: inpaint_array(inp, image, mask, device=args.device), args.reps, args.device)
+                        ms, cpu = timed(lambda: inpaint_image(inp, image, mask, device=args.device), args.reps, args.device)
                     except Exception as err:  # e.g. an op without a bf16 kernel on this device
                         print(f"{name:<10} {size:>5} {path:<12} {label:<5} {'n/a':>9} {'':>9} {'':>10} {t_telea:>9.1f} {'':>8}  {type(err).__name__}: {str(err)[:60]}")
                         continue

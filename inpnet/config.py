@@ -20,8 +20,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from inpnet.errors import ConfigError
+
 __all__ = [
-    "ConfigError",
     "DataConfig",
     "EvalConfig",
     "MasksConfig",
@@ -31,10 +32,6 @@ __all__ = [
     "TrainConfig",
     "load_params",
 ]
-
-
-class ConfigError(ValueError):
-    """``params.yaml`` (or an override) does not describe a valid configuration."""
 
 
 class _Section(BaseModel):
@@ -226,7 +223,6 @@ class CMGANModelConfig(_Section):
     attn_heads: int = Field(default=4, ge=1)
     ffc_stride: int = Field(default=8, ge=1, description="FFC residual blocks run at img_size / ffc_stride (LaMa: 8)")
     disc_channels: int = Field(default=64, ge=4, description="discriminator channels at full resolution (doubled per halving)")
-    disc: Literal["stylegan2", "patchgan"] = "stylegan2"
 
 
 ModelConfig = Annotated[InpNetModelConfig | MAEModelConfig | CMGANModelConfig, Field(discriminator="family")]
@@ -295,14 +291,6 @@ class TrainConfig(_Section):
     masks: TrainMasksConfig = TrainMasksConfig()
 
 
-class TrackingConfig(_Section):
-    """Where a training run is tracked; built by the entry point from ``registry`` (not a params section)."""
-
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "inpnet"
-    system_metrics: bool = True
-
-
 class VariantConfig(_Section):
     """A named variant: a model family with overrides of its defaults and of ``train``."""
 
@@ -334,7 +322,6 @@ class EvalConfig(_Section):
         default="resize", description="a mask whose size differs from the image: resize (nearest) or refuse the pair"
     )
     fid_weights: str | None = Field(default=None, description="local path to pt_inception-2015-12-05 weights")
-    lpips_weights: str | None = None
     kid_subset_size: int = Field(default=50, ge=2)
     grid_images: int = Field(default=4, ge=1, description="examples per pattern in grid.png")
     seed: int = Field(default=0, description="seeds the permutation that assigns external masks to images")

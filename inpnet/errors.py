@@ -10,6 +10,12 @@ class InpnetError(Exception):
     """Base class: an expected failure caused by input, environment or data, not a bug."""
 
 
+class ConfigError(InpnetError, ValueError):
+    """``params.yaml`` (or an override) does not describe a valid configuration.
+
+    Also a ``ValueError``, so pydantic validators that raise it report it as a validation error."""
+
+
 class DataError(InpnetError):
     """A data file (tar, file list, shard, image, mask) is missing, corrupt or inconsistent."""
 

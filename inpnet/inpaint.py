@@ -20,37 +20,34 @@ Documented results for edge cases:
 
 from __future__ import annotations
 
-import io
+import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from inpnet.data.jpeg import BadImage, open_image
-from inpnet.errors import DataError, MaskError, OutputError
-from inpnet.evaluate.sources import IMAGE_EXTENSIONS
+from inpnet.errors import CheckpointError, DataError, MaskError, OutputError, RegistryError
+from inpnet.images import IMAGE_EXTENSIONS, decode_image, decode_mask, encode_png
 from inpnet.models.composite import check_image_mask, composite
 from inpnet.outputs import FolderLock, write_atomic, writing_output
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "Inpainter",
-    "decode_image",
-    "decode_mask",
-    "encode_png",
-    "inpaint_array",
     "inpaint_files",
     "inpaint_folder",
+    "inpaint_image",
+    "inpainter_from_files",
+    "load_inpainter",
 ]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # what folder mode picks up, same as the evaluator
 RESTORING_FAMILIES = ("inpnet",)
 
 
@@ -145,7 +142,7 @@ def _tent(size: int, overlap: int, device: torch.device) -> torch.Tensor:
 # ---------------------------------------------------------------------------- arrays
 
 
-def inpaint_array(
+def inpaint_image(
     inpainter: Inpainter,
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -188,47 +185,90 @@ def inpaint_array(
     return (out[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
+# --------------------------------------------------------------------------- loading
+
+
+def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu"):
+    """An :class:`Inpainter` built from ``config.json`` and safetensors weights."""
+    import safetensors.torch
+
+    from inpnet.config import ResolvedVariant
+    from inpnet.models.build import build_model
+
+    config, weights = Path(config), Path(weights)
+    try:
+        variant = ResolvedVariant.model_validate_json(config.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{config}: not a readable resolved-variant config ({err})") from None
+    model = build_model(variant.model, pretrained=False)  # weights come from the artifact
+    try:
+        safetensors.torch.load_model(model, str(weights), strict=True, device=str(device))
+    except (OSError, RuntimeError) as err:
+        raise CheckpointError(f"{weights}: weights do not load into {variant.name} ({err})") from None
+    model.to(device).eval()
+    return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(variant, weights.parent)
+
+
+def _info(variant: Any, source: str | Path, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """What a loaded model is and where it came from (plain values, for reports)."""
+    return {"family": variant.model.family, "variant": variant.name, "img_size": variant.model.img_size,
+            "source": str(source), "name": name, "version": version}
+
+
+def _pyfunc_artifacts(model_dir: Path) -> tuple[Path, Path]:
+    import yaml
+
+    spec = yaml.safe_load((model_dir / "MLmodel").read_text())
+    arts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    try:
+        return model_dir / arts["weights"]["path"], model_dir / arts["config"]["path"]
+    except KeyError:
+        raise RegistryError(f"{model_dir}: MLmodel lists no inpnet 'weights'/'config' artifacts; not an inpnet model") from None
+
+
+def load_inpainter(uri_or_dir: str | Path, *, device: str = "cpu", tracking_uri: str | None = None):
+    """Load a model for inference from the registry, a pulled folder or a checkpoint folder.
+
+    Args:
+        uri_or_dir: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, a folder written by
+            ``inpnet pull`` (or any pyfunc folder of an inpnet model), or a training checkpoint
+            folder (``config.json`` + ``model.safetensors``).
+        device: torch device for the weights.
+        tracking_uri: registry to use for ``models:/`` URIs (default: MLflow's own default).
+
+    Returns:
+        ``(inpainter, info)``: an :class:`Inpainter` (``inpainter(image, mask)``
+        on any size; prediction not composited) and an info dict (family, variant, img_size,
+        source, name, version).
+    """
+    from inpnet.registry.store import CONFIG_FILE, download_model
+
+    text = str(uri_or_dir)
+    if text.startswith("models:/"):
+        with tempfile.TemporaryDirectory(prefix="inpnet-model-") as tmp:
+            local, mv = download_model(text, Path(tmp) / "model", tracking_uri=tracking_uri)
+            inpainter, info = inpainter_from_files(*_pyfunc_artifacts(local), device=device)
+        return inpainter, {**info, "source": text, "name": mv.name, "version": str(mv.version)}
+    path = Path(uri_or_dir)
+    if (path / "MLmodel").is_file():
+        inpainter, info = inpainter_from_files(*_pyfunc_artifacts(path), device=device)
+        meta = _read_json(path / "registry.json")
+        return inpainter, {**info, "source": str(path), "name": meta.get("name"), "version": meta.get("version")}
+    if (path / CONFIG_FILE).is_file():
+        from inpnet.train.checkpoint import load_model
+
+        model, variant = load_model(path, ema=True, device=device)
+        return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(variant, path)
+    raise RegistryError(
+        f"{uri_or_dir}: neither models:/NAME@ALIAS, a pulled model folder (with MLmodel) nor a checkpoint folder (with config.json)"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 # ----------------------------------------------------------------------------- files
-
-
-def decode_image(data: bytes, *, source: str) -> np.ndarray:
-    """(H, W, 3) uint8 from encoded image bytes; :class:`DataError` naming ``source`` if corrupt
-    or over :data:`~inpnet.data.jpeg.DEFAULT_MAX_PIXELS` (checked before decoding)."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        with open_image(io.BytesIO(data)) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except BadImage as err:
-        raise DataError(f"{source}: image is {err}; pass a smaller image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{source}: not a readable image ({err}); pass a PNG or JPEG file") from None
-
-
-def decode_mask(data: bytes, *, source: str, invert: bool = False) -> np.ndarray:
-    """(H, W) bool, True = hole, from an 8-bit mask image (255 = hole, or 0 = hole if ``invert``)."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        with open_image(io.BytesIO(data)) as img:
-            img.load()
-            gray = np.asarray(img.convert("L"), dtype=np.uint8)
-    except BadImage as err:
-        raise MaskError(f"{source}: mask is {err}; pass a smaller mask") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise MaskError(f"{source}: not a readable mask image ({err}); pass an 8-bit PNG, 255 = hole") from None
-    hole = gray >= 128
-    return ~hole if invert else hole
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an (H, W, 3) uint8 array."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _read(path: Path) -> bytes:
@@ -260,7 +300,7 @@ def inpaint_files(
         out.parent.mkdir(parents=True, exist_ok=True)
     arr = decode_image(_read(Path(image)), source=str(image))
     hole = None if mask is None else decode_mask(_read(Path(mask)), source=str(mask), invert=invert_mask)
-    result = inpaint_array(inpainter, arr, hole, device=device)
+    result = inpaint_image(inpainter, arr, hole, device=device)
     write_atomic(out, encode_png(result))
     return out
 
@@ -280,14 +320,14 @@ def inpaint_folder(
     bad file anywhere leaves ``out`` as it was.
     """
     images, out = Path(images), Path(out)
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images.is_dir() else []
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if images.is_dir() else []
     if not files:
-        raise DataError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise DataError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     pairs: list[tuple[Path, Path | None]] = []
     if masks is not None:
         if not Path(masks).is_dir():
             raise DataError(f"{masks}: mask folder not found (folder mode pairs images and masks by file stem)")
-        by_stem = {p.stem: p for p in Path(masks).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        by_stem = {p.stem: p for p in Path(masks).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
         missing = [p.name for p in files if p.stem not in by_stem]
         if missing:
             raise DataError(f"{masks}: no mask with the stem of {missing[:5]} ({len(missing)} missing)")

@@ -128,7 +128,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def run_entry(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse arguments, run ``main``, and map expected failures to a one-line error and exit 2."""
-    from inpnet.config import ConfigError
+    from inpnet.errors import ConfigError
     from inpnet.errors import InpnetError
 
     from inpnet.cli.app import setup_logging

@@ -34,7 +34,7 @@ def _tracking_uri(params: Params) -> str:
 def _transient(task, task_run, state) -> bool:  # noqa: ANN001
     """Retry a registration that failed on the store (e.g. a busy sqlite), never one that
     refused its input (metrics of other weights or another mask bank stay refused)."""
-    from inpnet.config import ConfigError
+    from inpnet.errors import ConfigError
     from inpnet.errors import InpnetError
 
     return not isinstance(getattr(state, "data", None), (InpnetError, ConfigError))
@@ -42,7 +42,7 @@ def _transient(task, task_run, state) -> bool:  # noqa: ANN001
 
 @task(name="register-variant", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def register_task(params: Params, variant: str) -> dict:
-    from inpnet.registry.models import register
+    from inpnet.registry.register import register
 
     resolved = params.variant(variant)
     version = register(
@@ -87,7 +87,7 @@ def _previous(out: Path, tracking_uri: str) -> dict[str, dict]:
 @task(name="find-registered", cache_policy=NO_CACHE)
 def still_registered(params: Params, version: dict) -> bool:
     from inpnet.errors import InpnetError
-    from inpnet.registry.models import resolve_version
+    from inpnet.registry.store import resolve_version
 
     try:
         resolve_version(f"models:/{version['name']}/{version['version']}", tracking_uri=_tracking_uri(params))
@@ -110,7 +110,7 @@ def promote_task(params: Params, name: str) -> dict:
 
 @flow(name="register", log_prints=True)
 def register_flow(params: Params, out: str = "reports/registry.json") -> dict:
-    from inpnet.registry.models import init_store
+    from inpnet.registry.store import init_store
 
     uri = _tracking_uri(params)
     init_store(uri)  # schema upgrade once, before any writer

@@ -31,7 +31,8 @@ from pipelines.common import base_parser, run_entry, tie_prefect_server
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from inpnet.config import ConfigError, DataConfig, ShardConfig, load_params, parse_params
+from inpnet.config import DataConfig, ShardConfig, load_params, parse_params
+from inpnet.errors import ConfigError
 from inpnet.data.manifest import ShardRecord
 from inpnet.data.shard import ShardJob, check_inputs, shard_tar
 

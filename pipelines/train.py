@@ -15,12 +15,8 @@ from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from inpnet.config import Params, TrackingConfig, load_params, resolve_tracking_uri
-
-
-def tracking_config(params: Params) -> TrackingConfig:
-    """The MLflow settings for runs started by the pipeline."""
-    return TrackingConfig(tracking_uri=resolve_tracking_uri(params.registry), experiment=params.registry.experiment)
+from inpnet.config import Params, load_params
+from inpnet.registry.tracking import TrackingTarget
 
 
 @task(name="train-variant", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -38,7 +34,7 @@ def train_task(params: Params, variant: str) -> str:
         val=val,
         out_dir=Path(resolved.train.out_dir),
         resume=True,  # a retry (or a re-run after a kill) continues from the checkpoint
-        tracking=tracking_config(params),
+        tracking=TrackingTarget.from_registry(params.registry),
     )
     return str(ckpt)
 

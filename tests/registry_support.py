@@ -167,7 +167,7 @@ def migrated_copy(tracking_uri: str, dst: Path) -> Path:
     """
     import sqlite3
 
-    from inpnet.registry.models import init_store
+    from inpnet.registry.store import init_store
 
     init_store(tracking_uri)
     src = sqlite3.connect(tracking_uri.removeprefix("sqlite:///"))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from inpnet.config import ConfigError, InpNetModelConfig, ResolvedVariant, TrainConfig
+from inpnet.config import InpNetModelConfig, ResolvedVariant, TrainConfig
+from inpnet.errors import ConfigError
 from inpnet.evaluate.baselines import BASELINES, BaselineInpainter, inpaint_array
 from inpnet.evaluate.methods import ModelMethod, resolve_method
 
@@ -103,7 +104,7 @@ def test_resolve_method_checkpoint_folder(tmp_path, monkeypatch: pytest.MonkeyPa
 
 
 def test_resolve_method_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    import inpnet.registry.models as registry
+    import inpnet.inpaint as registry
 
     class FakeInpainter:  # the registry's tiling Inpainter: a callable holding its network
         model = torch.nn.Linear(1, 1)

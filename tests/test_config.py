@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from inpnet.config import ConfigError, load_params, parse_params
+from inpnet.config import load_params, parse_params
+from inpnet.errors import ConfigError
 
 
 def test_repository_params_parse_and_every_variant_resolves(repo_root: Path) -> None:

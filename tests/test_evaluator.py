@@ -198,7 +198,7 @@ def test_folder_images_resize_and_crop(image_dir: Path) -> None:
 
 
 def test_model_size_mismatch_is_refused(image_dir: Path, bank_dir: Path, tmp_path: Path) -> None:
-    from inpnet.config import ConfigError
+    from inpnet.errors import ConfigError
     from inpnet.evaluate.methods import ModelMethod
 
     method = ModelMethod("m", lambda image, mask: image, image_size=64)

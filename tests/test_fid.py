@@ -149,26 +149,3 @@ def test_inception_weights_load_from_a_local_file(tmp_path: Path) -> None:
     scorer.add_real(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))  # one 299 px forward
     feats = scorer.features(real=True)
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()  # a 2048-d FID of 2 images would say nothing
-
-
-@pytest.mark.slow
-def test_lpips_only_with_local_backbone_weights(tmp_path: Path) -> None:
-    import torchvision
-
-    from inpnet.evaluate.lpips import LPIPSScorer, lpips_available
-
-    assert not lpips_available(None)[0]
-    with pytest.raises(DataError, match="^LPIPS unavailable: "):
-        LPIPSScorer(tmp_path / "missing.pth")
-    torch.manual_seed(0)
-    weights = tmp_path / "alexnet.pth"
-    features = torchvision.models.alexnet(weights=None).features.state_dict()  # random backbone: plumbing only
-    torch.save({f"features.{k}": v for k, v in features.items()}, weights)
-    scorer = LPIPSScorer(weights, net="alex")
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
-    same, diff = scorer(a, a), scorer(a, b)
-    assert same.shape == (2,) and torch.allclose(same, torch.zeros(2), atol=1e-6) and (diff > same).all()
-    torch.save({"fc.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(DataError, match="lacks 'features"):
-        LPIPSScorer(tmp_path / "other.pth")

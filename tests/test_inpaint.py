@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from inpnet.errors import DataError, MaskError
-from inpnet.inpaint import Inpainter, inpaint_array, inpaint_files, inpaint_folder
+from inpnet.inpaint import Inpainter, inpaint_image, inpaint_files, inpaint_folder
 from registry_support import StandIn, image_and_mask, make_checkpoint, real_build_available, tiny_variant
 
 
@@ -32,7 +32,7 @@ def _mask_png(hole: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("size", [(97, 131), (20, 25), (32, 32), (70, 33)])
 def test_any_size_keeps_size_and_known_pixels(inpainter: Inpainter, size: tuple[int, int]) -> None:
     image, hole = image_and_mask(*size)
-    out = inpaint_array(inpainter, image, hole)
+    out = inpaint_image(inpainter, image, hole)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert np.array_equal(out[~hole], image[~hole])  # bit for bit
     assert not np.array_equal(out[hole], image[hole])  # the holes were filled by the model
@@ -63,18 +63,18 @@ def test_tiles_cover_every_hole_and_blend_overlaps() -> None:
 
 def test_empty_mask_returns_input_and_all_hole_is_refused(inpainter: Inpainter) -> None:
     image, hole = image_and_mask(40, 45)
-    assert np.array_equal(inpaint_array(inpainter, image, np.zeros_like(hole)), image)
+    assert np.array_equal(inpaint_image(inpainter, image, np.zeros_like(hole)), image)
     with pytest.raises(MaskError, match="every pixel"):
-        inpaint_array(inpainter, image, np.ones_like(hole))
+        inpaint_image(inpainter, image, np.ones_like(hole))
 
 
 def test_restoration_without_mask_is_inpnet_only(inpainter: Inpainter) -> None:
     image, _ = image_and_mask(45, 40)
-    restored = inpaint_array(inpainter, image, None)
+    restored = inpaint_image(inpainter, image, None)
     assert restored.shape == image.shape and not np.array_equal(restored, image)
     other = Inpainter(inpainter.model, grid=32, family="cmgan")
     with pytest.raises(MaskError, match="required for the 'cmgan' family"):
-        inpaint_array(other, image, None)
+        inpaint_image(other, image, None)
 
 
 def test_files_invert_mask_and_bad_inputs_write_nothing(inpainter: Inpainter, tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_every_family_tiles_odd_sizes(variant: str) -> None:
     torch.manual_seed(0)  # test-only: weight init has no generator argument
     inp = Inpainter(build_model(v.model).eval(), grid=v.model.img_size, family=v.model.family)
     image, hole = image_and_mask(97, 131)
-    out = inpaint_array(inp, image, hole)
+    out = inpaint_image(inp, image, hole)
     assert out.shape == image.shape and np.array_equal(out[~hole], image[~hole])
 
 
@@ -162,7 +162,7 @@ def test_every_family_tiles_odd_sizes(variant: str) -> None:
 def test_decompression_bombs_are_project_errors(inpainter: Inpainter, tmp_path: Path, side: int) -> None:
     from places_tar import claims_size, jpeg_bytes
 
-    from inpnet.inpaint import decode_image, decode_mask
+    from inpnet.images import decode_image, decode_mask
 
     bomb = claims_size(jpeg_bytes(np.random.default_rng(0), 40, 40), side, side)
     with pytest.raises(DataError, match=r"bomb.jpg: image is .*over the limit of 50.0"):

@@ -10,7 +10,8 @@ from torch import nn
 
 from inpnet import losses
 from inpnet.config import CMGANModelConfig, InpNetModelConfig, LossConfig, MAEModelConfig
-from inpnet.models.build import build_discriminator, build_loss
+from inpnet.losses import build_loss
+from inpnet.models.build import build_discriminator
 
 
 def _half_hole(b: int = 2, size: int = 8) -> torch.Tensor:

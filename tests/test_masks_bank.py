@@ -11,7 +11,8 @@ from PIL import Image
 
 from inpnet.cli import main
 from inpnet.errors import MaskError
-from inpnet.masks import BankMask, load_bank, read_mask_png, write_bank
+from inpnet.masks import BankMask, load_bank, write_bank
+from inpnet.images import read_mask_png
 
 ARGS = dict(size=32, ratios=[0.0, 0.1, 0.5], per_cell=2, seed=4)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from inpnet.config import ConfigError, InpNetModelConfig, load_params
+from inpnet.config import InpNetModelConfig, load_params
+from inpnet.errors import ConfigError
 from inpnet.models.blocks import (
     blocks_accept_attn_mask,
     make_patch_embed,

@@ -10,7 +10,8 @@ from PIL import Image
 
 from inpnet.config import TrainMasksConfig
 from inpnet.errors import MaskError
-from inpnet.object_masks import ObjectMaskSampler, exclude_covered_objects, load_instance_map, object_hole
+from inpnet.masks import MaskMixture
+from inpnet.masks.objects import ObjectMaskSampler, exclude_covered_objects, load_instance_map, object_hole
 
 
 def _labels(size: int = 32) -> np.ndarray:
@@ -89,7 +90,9 @@ def test_sampler_without_keys_warns_and_from_config(tmp_path: Path, caplog: pyte
     _write_maps(tmp_path / "seg", n=2)
     cfg = TrainMasksConfig(object_dir=str(tmp_path / "seg"), object_prob=1.0, max_ratio=0.4, warmup_steps=10)
     sampler = ObjectMaskSampler.from_config(cfg)
-    assert sampler.current_max_ratio(0) < sampler.current_max_ratio(9) == pytest.approx(0.4)
+    assert sampler.current_max_ratio(0) < sampler.current_max_ratio(9) < sampler.current_max_ratio(10) == pytest.approx(0.4)
+    mixture = MaskMixture(cfg)  # one warm-up ramp for both training samplers
+    assert [sampler.current_max_ratio(s) for s in range(12)] == [mixture.current_max_ratio(s) for s in range(12)]
     with caplog.at_level("WARNING"):
         masks = sampler.sample(4, 32, 32, step=5, generator=np.random.default_rng(1))
     assert "not excluded" in caplog.text
@@ -104,7 +107,7 @@ def test_sampler_without_keys_warns_and_from_config(tmp_path: Path, caplog: pyte
 def test_decompression_bomb_instance_map_is_a_mask_error(tmp_path: Path) -> None:
     from places_tar import claims_size, jpeg_bytes
 
-    from inpnet.object_masks import load_instance_map
+    from inpnet.masks.objects import load_instance_map
 
     path = tmp_path / "map.jpg"
     path.write_bytes(claims_size(jpeg_bytes(np.random.default_rng(0), 40, 40), 60000, 60000))

@@ -152,14 +152,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):  # noqa: ANN202
-    from inpnet.registry.models import register
+    from inpnet.registry.register import register
 
     metrics = write_metrics(store["root"] / tag / "metrics.json", psnr, patterns, checkpoint=store["ckpt"], bank=store["bank"])
     return register(store["ckpt"], metrics, tracking_uri=store["uri"], name=store["name"], **kw)
 
 
 def _alias(store: dict, alias: str) -> str:
-    from inpnet.registry.models import client
+    from inpnet.registry.store import client
 
     return str(client(store["uri"]).get_model_version_by_alias(store["name"], alias).version)
 
@@ -176,7 +176,8 @@ def first(store: dict):  # noqa: ANN201
 def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: ANN001
     import mlflow
 
-    from inpnet.registry.models import client, load_inpainter
+    from inpnet.registry.store import client
+    from inpnet.inpaint import load_inpainter
     from inpnet.registry.tracking import file_sha256
 
     assert _alias(store, "challenger") == first.version
@@ -189,9 +190,9 @@ def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: A
     image, hole = image_and_mask(97, 131)
     inpainter, info = load_inpainter(f"models:/{store['name']}@challenger", tracking_uri=store["uri"])
     assert info["version"] == first.version and info["img_size"] == 32
-    from inpnet.inpaint import inpaint_array
+    from inpnet.inpaint import inpaint_image
 
-    assert np.array_equal(inpaint_array(inpainter, image, hole)[~hole], image[~hole])
+    assert np.array_equal(inpaint_image(inpainter, image, hole)[~hole], image[~hole])
 
     mlflow.set_tracking_uri(store["uri"])
     pyfunc = mlflow.pyfunc.load_model(f"models:/{store['name']}@challenger")
@@ -205,7 +206,7 @@ def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: A
 
 @pytest.mark.slow
 def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: ANN001
-    from inpnet.registry.models import client
+    from inpnet.registry.store import client
     from inpnet.registry.promote import promote
 
     gates = PromotionGates(max_pattern_psnr_drop=0.5, reference=None)
@@ -233,7 +234,7 @@ def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: 
 def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     import mlflow
 
-    from inpnet.registry.models import load_inpainter
+    from inpnet.inpaint import load_inpainter
     from inpnet.registry.pull import pull
 
     out = pull(f"models:/{store['name']}@challenger", tmp_path / "model", tracking_uri=store["uri"])
@@ -268,7 +269,7 @@ def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
     from mlflow.exceptions import MlflowException
 
     from inpnet.cli import main
-    from inpnet.registry.models import client
+    from inpnet.registry.store import client
 
     name = f"{store['name']}-cli"
     metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, checkpoint=store["ckpt"], bank=store["bank"])
@@ -313,7 +314,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 @pytest.mark.slow
 def test_against_a_real_mlflow_server(mlflow_server: str, store: dict, tmp_path: Path) -> None:
-    from inpnet.registry.models import load_inpainter, register
+    from inpnet.inpaint import load_inpainter
+    from inpnet.registry.register import register
     from inpnet.registry.promote import promote
     from inpnet.registry.pull import pull
 
@@ -358,7 +360,7 @@ def evaluations(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_register_refuses_metrics_that_are_not_of_these_weights_or_this_bank(evaluations: dict) -> None:
-    from inpnet.registry.models import register
+    from inpnet.registry.register import register
 
     ckpt, metrics, banks = evaluations["ckpt"]["a"], evaluations["metrics"], evaluations["banks"]
     refused = {
@@ -399,7 +401,8 @@ def test_cli_register_of_telea_metrics_for_a_checkpoint_is_one_line_exit_2(evalu
 
 @pytest.mark.slow
 def test_register_own_evaluation_then_promote_only_what_was_evaluated(evaluations: dict) -> None:
-    from inpnet.registry.models import client, register
+    from inpnet.registry.store import client
+    from inpnet.registry.register import register
     from inpnet.registry.promote import promote
 
     uri, name = os.environ["MLFLOW_TRACKING_URI"], f"inpnet-prov-{uuid.uuid4().hex[:8]}"

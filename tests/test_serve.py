@@ -39,7 +39,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """One champion in the session store and `mlflow models serve` on it."""
-    from inpnet.registry.models import CHAMPION, client, register
+    from inpnet.registry.store import CHAMPION, client
+    from inpnet.registry.register import register
 
     ensure_build_model()
     root = tmp_path_factory.mktemp("serve")

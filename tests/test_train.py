@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inpnet.config import TrackingConfig
+from inpnet.registry.tracking import TrackingTarget
 from inpnet.train.optim import EMA, lr_at, resolve_precision
 from train_support import synthetic_loader, tiny_variant
 
@@ -57,7 +57,7 @@ def _run(tmp_path: Path, variant, **kw):  # noqa: ANN001, ANN202
 
 
 def _fixed_loss(model: torch.nn.Module, variant) -> float:  # noqa: ANN001
-    from inpnet.models.build import build_loss
+    from inpnet.losses import build_loss
 
     image = next(synthetic_loader(Path("."), image_size=32, batch_size=8, seed=99))["image"]
     mask = torch.zeros(8, 1, 32, 32)
@@ -91,7 +91,7 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
 
     v = tiny_variant(max_steps=4, log_every=2, sample_every=2, ema_decay=0.9)
     uri = os.environ["MLFLOW_TRACKING_URI"]
-    ckpt_dir = _run(tmp_path, v, tracking=TrackingConfig(tracking_uri=uri, experiment="test-train", system_metrics=True))
+    ckpt_dir = _run(tmp_path, v, tracking=TrackingTarget(tracking_uri=uri, experiment="test-train", system_metrics=True))
     meta = read_meta(ckpt_dir)
     assert meta["finished"] and "model_ema" in meta["weights"]
     client = MlflowClient(uri)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inpnet.config import TrackingConfig
+from inpnet.registry.tracking import TrackingTarget
 from train_support import synthetic_loader, tiny_variant, write_shards
 
 
@@ -57,7 +57,7 @@ def test_training_logs_val_metrics_and_keeps_the_best_weights(tmp_path: Path) ->
     val = _ramps_val()
     ckpt = train(v, shards=tmp_path, out_dir=tmp_path / "models", device="cpu", val=val,
                  loader_factory=partial(synthetic_loader, batches=6),
-                 tracking=TrackingConfig(tracking_uri=uri, experiment="test-val", system_metrics=False))
+                 tracking=TrackingTarget(tracking_uri=uri, experiment="test-val", system_metrics=False))
     meta = read_meta(ckpt)
     history = MlflowClient(uri).get_metric_history(meta["mlflow_run_id"], "val/hole_psnr")
     assert sorted(m.step for m in history) == [4, 8, 12]

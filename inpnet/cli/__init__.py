@@ -33,7 +33,7 @@ def _register_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
-    from inpnet.config import ConfigError
+    from inpnet.errors import ConfigError
     from inpnet.errors import InpnetError
 
     setup_logging()

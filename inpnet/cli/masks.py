@@ -27,8 +27,9 @@ def bank_command(
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Write DIR/<pattern>/<ratio>/NNNN.png (255 = hole) and manifest.json; same arguments, same bytes."""
-    from inpnet.config import ConfigError, MasksConfig, load_params
-    from inpnet.mask_bank import write_bank
+    from inpnet.config import MasksConfig, load_params
+    from inpnet.errors import ConfigError
+    from inpnet.masks.bank import write_bank
 
     cfg = load_params(params).masks if params.is_file() else MasksConfig()
     try:
@@ -60,7 +61,7 @@ def show_command(
 
 
 def _print_summary(bank: Path) -> None:
-    from inpnet.mask_bank import load_bank
+    from inpnet.masks.bank import load_bank
 
     cells: dict[tuple[str, float], list[float]] = {}
     for m in load_bank(bank):

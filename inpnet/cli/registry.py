@@ -46,8 +46,8 @@ def register_cmd(
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Log a checkpoint as an MLflow pyfunc model, register it and alias it `challenger`."""
-    from inpnet.config import ConfigError
-    from inpnet.registry.models import register
+    from inpnet.errors import ConfigError
+    from inpnet.registry.register import register
 
     extra = {}
     for item in tag:
@@ -111,9 +111,9 @@ def inpaint_cmd(
     """Inpaint an image (or a folder) of any size; known pixels are kept exactly."""
     import torch
 
-    from inpnet.config import ConfigError
+    from inpnet.errors import ConfigError
     from inpnet.inpaint import inpaint_files, inpaint_folder
-    from inpnet.registry.models import load_inpainter
+    from inpnet.inpaint import load_inpainter
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")

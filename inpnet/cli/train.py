@@ -38,8 +38,9 @@ def train_command(
     masks: Optional[Path] = typer.Option(None, "--masks", help="Evaluation mask bank paired with the val images (default: masks.out_dir)."),
 ) -> None:
     """Train VARIANT and write its checkpoint (safetensors + config + resumable state)."""
-    from inpnet.config import TrackingConfig, load_params, resolve_tracking_uri
+    from inpnet.config import load_params
     from inpnet.errors import DataError
+    from inpnet.registry.tracking import TrackingTarget
     from inpnet.train.trainer import train
     from inpnet.train.validation import open_val_set
 
@@ -48,10 +49,7 @@ def train_command(
     split = _shard_split(Path(shards) if shards else Path(p.data.shards_dir) / "train")
     if not split.is_dir():
         raise DataError(f"{split}: training shards not found; run `inpnet data shard` first or pass --shards")
-    tracking = None
-    if not no_mlflow:
-        uri = resolve_tracking_uri(p.registry, tracking_uri)
-        tracking = TrackingConfig(tracking_uri=uri, experiment=p.registry.experiment)
+    tracking = None if no_mlflow else TrackingTarget.from_registry(p.registry, tracking_uri)
     val = open_val_set(val_shards or Path(p.data.shards_dir) / "val", masks or Path(p.masks.out_dir),
                        image_size=resolved.train.image_size, count=resolved.train.val_images,
                        every=resolved.train.val_every, required=val_shards is not None or masks is not None)

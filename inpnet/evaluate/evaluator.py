@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from inpnet.config import ConfigError, EvalConfig
+from inpnet.config import EvalConfig
+from inpnet.errors import ConfigError
 from inpnet.errors import DataError
 from inpnet.evaluate.sources import EvalImage, EvalMask, Skipped, open_images, open_masks
 from inpnet.outputs import locks_output, writing_output

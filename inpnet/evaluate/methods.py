@@ -8,7 +8,7 @@ A method spec is one of:
   :func:`inpnet.train.checkpoint.load_model`: the last weights (EMA when present), never
   the best-on-validation ones, which were chosen on val images;
 - a registry URI ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``), loaded with
-  :func:`inpnet.registry.models.load_inpainter`.
+  :func:`inpnet.inpaint.load_inpainter`.
 
 Every method answers ``method(image (B,3,H,W), mask (B,1,H,W)) -> prediction (B,3,H,W)``;
 the evaluator composites and quantises the prediction, never the method.
@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from inpnet.config import ConfigError
+from inpnet.errors import ConfigError
 from inpnet.evaluate.baselines import BASELINES, BaselineInpainter
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def _checkpoint_method(path: Path, device: str) -> Method:
 
 
 def _registry_method(uri: str, device: str) -> Method:
-    from inpnet.registry.models import load_inpainter
+    from inpnet.inpaint import load_inpainter
     from inpnet.train.checkpoint import weights_sha256
 
     model, info = load_inpainter(uri, device=device)

@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Iterator, Literal
 import numpy as np
 
 from inpnet.errors import DataError, MaskError
+from inpnet.images import IMAGE_EXTENSIONS, fit_square, hole_ratio, load_image
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "BankMasks",
     "EvalImage",
     "EvalMask",
@@ -54,14 +54,12 @@ __all__ = [
     "ImageFolder",
     "ShardImages",
     "Skipped",
-    "load_image",
     "open_images",
     "open_masks",
 ]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EXTERNAL_PATTERN = "external"
 
 
@@ -91,34 +89,6 @@ class EvalMask:
 
 
 # ----------------------------------------------------------------------------- images
-
-
-def _fit(img: "Image.Image", size: int, resample: int) -> "Image.Image":
-    from PIL import ImageOps
-
-    return ImageOps.fit(img, (size, size), method=resample, centering=(0.5, 0.5))
-
-
-def load_image(path: Path, size: int) -> tuple["torch.Tensor", tuple[int, int]]:
-    """Read an image file as (3, size, size) float in [0, 1] and its original (width, height).
-
-    Raises :class:`DataError` if the file cannot be decoded.
-    """
-    import torch
-    from PIL import Image, ImageOps
-
-    from inpnet.data.jpeg import BadImage, open_image
-
-    try:
-        with open_image(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")  # convert() forces a full decode
-    except BadImage as err:
-        raise DataError(f"{path}: image is {err}; pass a smaller image") from None
-    except Exception as err:  # PIL raises many types for truncated or foreign files
-        raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
-    source_size = img.size
-    arr = np.asarray(_fit(img, size, Image.Resampling.BICUBIC), dtype=np.uint8)  # (S, S, 3)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0), source_size
 
 
 class ImageFolder:
@@ -194,10 +164,6 @@ def open_images(path: str | Path, *, size: int) -> ImageFolder | ShardImages:
 # ------------------------------------------------------------------------------ masks
 
 
-def _fraction(hole: np.ndarray) -> float:
-    return float(hole.mean()) if hole.size else 0.0
-
-
 class BankMasks:
     """The fixed evaluation mask bank: every image in every (pattern, ratio) cell."""
 
@@ -232,7 +198,7 @@ class BankMasks:
 
     def masks_for(self, image: EvalImage, size: int) -> list[EvalMask | Skipped]:
         """One mask per (pattern, ratio) cell for ``image``."""
-        from inpnet.masks import read_mask_png
+        from inpnet.images import read_mask_png
 
         out: list[EvalMask | Skipped] = []
         for (pattern, ratio), entries in self.cells.items():
@@ -246,7 +212,7 @@ class BankMasks:
             if isinstance(hole, Skipped):
                 out.append(hole)
             else:
-                out.append(EvalMask(pattern, ratio, entry.path, hole, _fraction(hole)))
+                out.append(EvalMask(pattern, ratio, entry.path, hole, hole_ratio(hole)))
         return out
 
 
@@ -286,7 +252,7 @@ class FolderMasks:
         """The one mask paired with ``image``, fitted to ``size`` like the image was."""
         from PIL import Image
 
-        from inpnet.masks import read_mask_png
+        from inpnet.images import read_mask_png
 
         path = self._path_for(image)
         try:
@@ -301,9 +267,9 @@ class FolderMasks:
                                            f"{expected[0]}x{expected[1]} (evaluate.mask_size_mismatch=refuse)")]
             log.info("%s: %dx%d mask resized to fit %s (%dx%d)", path.name, *mask_size, image.name, *expected)
         if hole.shape != (size, size):
-            fitted = _fit(Image.fromarray(hole.astype(np.uint8) * 255), size, Image.Resampling.NEAREST)
+            fitted = fit_square(Image.fromarray(hole.astype(np.uint8) * 255), size, Image.Resampling.NEAREST)
             hole = np.asarray(fitted) >= 128  # (S, S)
-        achieved = _fraction(hole)
+        achieved = hole_ratio(hole)
         return [EvalMask(EXTERNAL_PATTERN, round(achieved, 1), path, hole, achieved)]
 
 

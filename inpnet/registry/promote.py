@@ -1,7 +1,7 @@
 """Promotion: the challenger becomes champion only when it beats the champion on the same holes.
 
 The comparison reads the ``metrics.*`` and ``mask_bank_sha256`` tags that
-:func:`inpnet.registry.models.register` put on each version. Gates
+:func:`inpnet.registry.register.register` put on each version. Gates
 (:class:`inpnet.config.PromotionGates`):
 
 * the challenger's metrics come from an evaluation of its own weights (its
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from inpnet.config import PromotionGates
 from inpnet.errors import RegistryError
-from inpnet.registry.models import CHALLENGER, CHAMPION, client, resolve_version
+from inpnet.registry.store import CHALLENGER, CHAMPION, client, resolve_version
 
 __all__ = ["Decision", "Reference", "judge", "load_reference", "promote"]
 
@@ -67,7 +67,7 @@ class Reference:
 
 def load_reference(folder: str | Path, name: str) -> Reference | None:
     """The reference report in ``folder`` (``metrics.json`` + ``report.json``), None if absent."""
-    from inpnet.registry.models import metric_tags
+    from inpnet.registry.register import metric_tags
 
     folder = Path(folder)
     try:

@@ -3,7 +3,7 @@
 The folder is the version's MLflow pyfunc folder (``MLmodel``, the models-from-code file,
 ``artifacts/`` with weights and config, ``code/inpnet``, requirements) plus
 ``registry.json``: the name, version, aliases and tags it was pulled with. Load it with
-``inpnet.registry.models.load_inpainter(DIR)``, ``mlflow.pyfunc.load_model(DIR)``,
+``inpnet.inpaint.load_inpainter(DIR)``, ``mlflow.pyfunc.load_model(DIR)``,
 ``inpnet inpaint --model DIR`` or ``mlflow models serve -m DIR``.
 """
 
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from inpnet.errors import DataError
-from inpnet.registry.models import download_model
+from inpnet.registry.store import download_model
 
 __all__ = ["pull"]
 

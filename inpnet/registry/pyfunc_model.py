@@ -33,7 +33,7 @@ class InpaintPyfunc(mlflow.pyfunc.PythonModel):
     """Pyfunc wrapper: weights and config come from the model's artifacts."""
 
     def load_context(self, context: Any) -> None:
-        from inpnet.registry.models import inpainter_from_files
+        from inpnet.inpaint import inpainter_from_files
 
         config = dict(context.model_config or {})
         device = config.get("device", "auto")
@@ -48,7 +48,8 @@ class InpaintPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from inpnet.errors import InpnetError
-        from inpnet.inpaint import decode_image, decode_mask, encode_png, inpaint_array
+        from inpnet.images import decode_image, decode_mask, encode_png
+        from inpnet.inpaint import inpaint_image
 
         invert = bool((params or {}).get("invert_mask", False))
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -62,7 +63,7 @@ class InpaintPyfunc(mlflow.pyfunc.PythonModel):
                 mask = None
                 if isinstance(mask_b64, str) and mask_b64:
                     mask = decode_mask(_b64(mask_b64, f"row {row} mask"), source=f"row {row} mask", invert=invert)
-                result = inpaint_array(self.inpainter, image, mask, device=self.device)
+                result = inpaint_image(self.inpainter, image, mask, device=self.device)
             except InpnetError as err:
                 raise MlflowException(str(err), INVALID_PARAMETER_VALUE) from None
             outputs.append(base64.b64encode(encode_png(result)).decode("ascii"))

@@ -12,14 +12,34 @@ import hashlib
 import logging
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from inpnet.config import RegistryConfig
+
 log = logging.getLogger(__name__)
 
-__all__ = ["NullTracker", "RunTracker", "file_sha256", "flatten_params", "git_commit", "start_tracking"]
+__all__ = ["NullTracker", "RunTracker", "TrackingTarget", "file_sha256", "flatten_params", "git_commit", "start_tracking"]
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where a training run is tracked: resolved by the entry point from ``registry``."""
+
+    tracking_uri: str
+    experiment: str
+    system_metrics: bool = True
+
+    @classmethod
+    def from_registry(cls, registry: "RegistryConfig", explicit_uri: str | None = None) -> "TrackingTarget":
+        """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``registry.tracking_uri``."""
+        from inpnet.config import resolve_tracking_uri
+
+        return cls(tracking_uri=resolve_tracking_uri(registry, explicit_uri), experiment=registry.experiment)
 
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inpnet.config import ResolvedVariant, TrackingConfig
+from inpnet.config import ResolvedVariant
 from inpnet.errors import CheckpointError, OutputError, TrainingInterrupted
 from inpnet.outputs import FolderLock
 from inpnet.train import checkpoint as ckpt
@@ -36,6 +36,7 @@ from inpnet.train.distributed import DistInfo, all_gather_objects, all_reduce_gr
 from inpnet.train.optim import EMA, Precision, adamw, lr_at, resolve_precision, set_lr
 from inpnet.train.steps import AdversarialStep, ReconstructionStep, TrainStep, Updater
 from inpnet.train.validation import ValSet
+from inpnet.registry.tracking import TrackingTarget
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class Components:
 
 def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
     """Model, discriminator, optimisers, precision, EMA and the step object for ``variant``."""
-    from inpnet.models.build import build_discriminator, build_loss, build_model
+    from inpnet.losses import build_loss
+    from inpnet.models.build import build_discriminator, build_model
 
     cfg = variant.train
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
@@ -106,7 +108,7 @@ def _make_masks(variant: ResolvedVariant) -> Any:
     from inpnet.masks import MaskMixture
 
     if variant.train.masks.object_dir:  # CM-GAN's object-aware masks (same sample() call)
-        from inpnet.object_masks import ObjectMaskSampler
+        from inpnet.masks.objects import ObjectMaskSampler
 
         return ObjectMaskSampler.from_config(variant.train.masks)
 
@@ -206,7 +208,7 @@ def train(
     out_dir: Path,
     max_steps: int | None = None,
     resume: bool = False,
-    tracking: TrackingConfig | None = None,
+    tracking: TrackingTarget | None = None,
     device: str | None = None,
     loader_factory: LoaderFactory | None = None,
     val: ValSet | None = None,

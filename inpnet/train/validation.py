@@ -46,7 +46,7 @@ class ValSet:
         """
         from inpnet.data.loader import iter_eval_images
         from inpnet.evaluate.sources import BankMasks
-        from inpnet.masks import read_mask_png
+        from inpnet.images import read_mask_png
 
         shards, bank = Path(shards), Path(bank)
         if not (shards / "manifest.json").is_file():

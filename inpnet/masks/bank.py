@@ -11,7 +11,7 @@ masks per cell never changes the masks already in the bank, and PNGs are encoded
 settings: the same arguments give the same bytes.
 
 External masks (``external_dir``, e.g. the NVIDIA irregular mask set) are read with
-:func:`read_mask_png` (binarised at 50%, resized nearest), bucketed to the nearest requested
+:func:`inpnet.images.read_mask_png` (binarised at 50%, resized nearest), bucketed to the nearest requested
 ratio when their hole ratio lies within ``bucket_width / 2`` of it, and ``per_cell`` of each
 bucket are picked with a seeded generator. Unreadable files are skipped and listed in the
 manifest under ``skipped``.
@@ -19,7 +19,6 @@ manifest under ``skipped``.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import zlib
@@ -28,18 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from inpnet.data.jpeg import BadImage, open_image
 from inpnet.errors import MaskError
+from inpnet.images import IMAGE_EXTENSIONS, encode_mask_png, hole_ratio, read_mask_png
+from inpnet.masks.patterns import MAX_RATIO, PATTERNS, make_mask
 from inpnet.outputs import locks_output
 
-__all__ = ["BankMask", "encode_mask_png", "load_bank", "read_mask_png", "write_bank"]
+__all__ = ["MANIFEST", "BankMask", "load_bank", "write_bank"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -51,63 +49,6 @@ class BankMask:
     index: int
     path: Path
     achieved: float
-
-
-# --------------------------------------------------------------------------- PNG I/O
-
-
-def read_mask_png(
-    path: str | Path,
-    size: int | tuple[int, int] | None = None,
-    *,
-    invert: bool = False,
-    resize: bool = True,
-) -> np.ndarray:
-    """Read a mask file as a bool (H, W) array, True = hole.
-
-    Values are binarised at 50% of the format's range (grey >= 128 for 8-bit, >= 32768 for
-    16-bit; colour images are converted to luma, alpha is ignored), so anti-aliased or JPEG
-    masks are accepted rather than refused. ``invert`` flips the result for sets where white
-    means known. ``size`` (an int for square, or ``(height, width)``) resizes with nearest
-    neighbour; with ``resize=False`` a size mismatch raises :class:`MaskError` instead.
-    """
-    path = Path(path)
-    try:
-        with open_image(path) as img:
-            img.load()
-            if img.mode.startswith("I"):
-                hole = np.asarray(img) >= 32768
-            elif img.mode == "F":
-                hole = np.asarray(img) >= 0.5
-            else:
-                hole = np.asarray(img.convert("L")) >= 128
-    except BadImage as err:
-        raise MaskError(f"{path}: mask is {err}; pass a smaller mask") from None
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise MaskError(f"{path}: cannot read mask ({err}); expected an 8-bit PNG with 255 = hole") from None
-    if hole.size == 0:
-        raise MaskError(f"{path}: mask image is empty")
-    if invert:
-        hole = ~hole
-    if size is None:
-        return hole
-    target = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if hole.shape == target:
-        return hole
-    if not resize:
-        raise MaskError(f"{path}: mask is {hole.shape[0]}x{hole.shape[1]} (HxW), expected {target[0]}x{target[1]}")
-    small = Image.fromarray(hole.astype(np.uint8) * 255).resize((target[1], target[0]), Image.NEAREST)
-    return np.asarray(small) >= 128
-
-
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    """PNG bytes of a bool mask (255 = hole) with fixed encoder settings (reproducible bytes)."""
-    buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG", compress_level=6, optimize=False)
-    return buf.getvalue()
-
-
-# ------------------------------------------------------------------------------ writer
 
 
 def _cell_seed(seed: int, pattern: str, ratio: float, index: int) -> list[int]:
@@ -134,8 +75,6 @@ def write_bank(
     PNGs in the cells being written are replaced; other folders are left alone. ``out_dir``
     is locked while it is written (:class:`inpnet.outputs.FolderLock`).
     """
-    from inpnet.masks import MAX_RATIO, PATTERNS, hole_ratio, make_mask
-
     out = Path(out_dir)
     keys = [f"{r:.2f}" for r in ratios]
     if len(set(keys)) != len(keys):
@@ -208,13 +147,11 @@ def _write_external(
     out: Path, src: Path, size: int, ratios: Sequence[float], keys: Sequence[str], per_cell: int,
     seed: int, invert: bool, bucket_width: float,
 ) -> tuple[list[dict], list[dict]]:
-    from inpnet.masks import hole_ratio
-
     if not src.is_dir():
         raise MaskError(f"external mask folder {src} does not exist")
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise MaskError(f"external mask folder {src} holds no mask images ({', '.join(_IMAGE_SUFFIXES)})")
+        raise MaskError(f"external mask folder {src} holds no mask images ({', '.join(IMAGE_EXTENSIONS)})")
     buckets: dict[int, list[tuple[Path, np.ndarray, float]]] = {i: [] for i in range(len(ratios))}
     skipped = []
     for f in files:

@@ -27,7 +27,7 @@ Two uses of the folder:
   only approximately aligned with the image (the loader does not yet carry maps through its
   augmentation). Without keys there is no exclusion.
 
-Free-form strokes and boxes come from :func:`inpnet.masks_freeform.free_form_mask`.
+Free-form strokes and boxes come from :func:`inpnet.masks.freeform.free_form_mask`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ import torch
 from inpnet.config import TrainMasksConfig
 from inpnet.data.jpeg import BadImage, open_image
 from inpnet.errors import MaskError
+from inpnet.masks.freeform import free_form_mask
+from inpnet.masks.mixture import ramp_max_ratio
 
 __all__ = ["ObjectMaskSampler", "exclude_covered_objects", "load_instance_map", "object_hole"]
 
@@ -133,7 +135,7 @@ def object_hole(labels: np.ndarray, size: int, rng: np.random.Generator, *, max_
 class ObjectMaskSampler:
     """Training masks: object silhouettes mixed with free-form strokes and boxes.
 
-    Same ``sample`` call as :class:`inpnet.masks.MaskMixture`, plus optional ``keys`` (the
+    Same ``sample`` call as :class:`inpnet.masks.mixture.MaskMixture`, plus optional ``keys`` (the
     batch's shard keys) that switch on the exclusion of objects mostly inside the hole.
 
     Args:
@@ -191,15 +193,11 @@ class ObjectMaskSampler:
         return self._cache[key]
 
     def current_max_ratio(self, step: int) -> float:
-        if self.warmup_steps <= 0:
-            return self.max_ratio
-        frac = min(1.0, (step + 1) / self.warmup_steps)
-        return self.min_ratio + (self.max_ratio - self.min_ratio) * frac
+        """The upper end of the free-form ratio range at ``step``: the mask mixture's ramp."""
+        return ramp_max_ratio(step, self.min_ratio, self.max_ratio, self.warmup_steps)
 
     def sample_one(self, size: int, step: int, rng: np.random.Generator, key: str | None = None) -> np.ndarray:
         """One bool (size, size) hole; with ``key`` its map's covered objects are excluded."""
-        from inpnet.masks_freeform import free_form_mask
-
         hi = self.current_max_ratio(step)
         ratio = float(rng.uniform(self.min_ratio, max(self.min_ratio, hi)))
         if rng.random() < self.object_prob:

@@ -9,7 +9,7 @@ Unlike LaMa, which draws a random number of strokes and lets the hole ratio fall
 may, we aim at a requested ratio: shapes are added one at a time until the hole covers
 ``ratio``; a shape that would overshoot by more than the tolerance is redrawn thinner or
 dropped. The achieved ratio is whatever the drawing reached and is measured by the caller
-(:func:`inpnet.masks.hole_ratio`), never assumed.
+(:func:`inpnet.images.hole_ratio`), never assumed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Registered inpnet models: log a checkpoint as an MLflow pyfunc, load one back.
+"""Registering a checkpoint: log it as an MLflow pyfunc model version with its provenance.
 
 A registered model is a models-from-code pyfunc (:mod:`inpnet.registry.pyfunc_model`) whose
 artifacts are the weights (``model.safetensors``, EMA weights when the checkpoint has them)
@@ -15,205 +15,21 @@ is what :mod:`inpnet.registry.promote` compares. Registering refuses metrics who
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from inpnet.errors import CheckpointError, DataError, RegistryError
+from inpnet.errors import DataError, RegistryError
+from inpnet.registry.store import CHALLENGER, CONFIG_FILE, WEIGHTS_FILE, RegisteredVersion, client, tracking
 
-__all__ = [
-    "CHALLENGER",
-    "CHAMPION",
-    "RegisteredVersion",
-    "client",
-    "download_model",
-    "init_store",
-    "inpainter_from_files",
-    "load_inpainter",
-    "metric_tags",
-    "register",
-    "resolve_version",
-    "tracking",
-]
+__all__ = ["metric_tags", "register"]
 
 log = logging.getLogger(__name__)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    name: str
-    version: str
-    run_id: str
-    model_uri: str
-
-
-# ------------------------------------------------------------------------- tracking
-
-
-@contextlib.contextmanager
-def tracking(tracking_uri: str | None) -> Iterator[None]:
-    """Point MLflow's module-level API at ``tracking_uri`` (tracking and registry) for a block."""
-    import mlflow
-
-    if tracking_uri is None:
-        yield
-        return
-    before_t, before_r = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before_t)
-        mlflow.set_registry_uri(before_r)
-
-
-def client(tracking_uri: str | None):  # -> mlflow.MlflowClient
-    """An ``MlflowClient`` for ``tracking_uri`` (used as the registry URI too)."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def init_store(tracking_uri: str | None) -> None:
-    """Create or upgrade the store's schema now, in one process.
-
-    A new sqlite store is created (alembic migrations) by whoever touches it first; several
-    processes doing that at once race on the schema. Pipelines call this once before
-    starting parallel writers (training runs, registrations).
-    """
-    client(tracking_uri).search_experiments(max_results=1)
-
-
-def resolve_version(uri: str, *, tracking_uri: str | None):  # -> ModelVersion
-    """The ``ModelVersion`` that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` names."""
-    from mlflow.exceptions import MlflowException
-
-    m = _MODELS_URI.match(uri)
-    if not m:
-        raise RegistryError(f"{uri!r} is not a registry URI; use models:/NAME@ALIAS or models:/NAME/VERSION")
-    name, alias, version = m["name"], m["alias"], m["version"]
-    c = client(tracking_uri)
-    try:
-        registered = c.get_registered_model(name)
-    except MlflowException:
-        names = sorted(r.name for r in c.search_registered_models())
-        raise RegistryError(f"no registered model {name!r} in {tracking_uri or 'the default store'}; registered: {names}") from None
-    try:
-        return c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
-    except MlflowException:
-        known = sorted(registered.aliases) if alias else sorted(v.version for v in c.search_model_versions(f"name='{name}'"))
-        what = f"alias {alias!r}" if alias else f"version {version}"
-        raise RegistryError(f"{name!r} has no {what}; it has {'aliases' if alias else 'versions'} {known}") from None
-
-
-def download_model(uri: str, dst: Path, *, tracking_uri: str | None) -> tuple[Path, Any]:
-    """Download the pyfunc folder of a registered version into ``dst`` (must not exist)."""
-    import mlflow
-
-    mv = resolve_version(uri, tracking_uri=tracking_uri)
-    with tracking(tracking_uri):
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst))
-    return Path(local), mv
-
-
-# -------------------------------------------------------------------------- loading
-
-
-def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu"):
-    """An :class:`inpnet.inpaint.Inpainter` built from ``config.json`` and safetensors weights."""
-    import safetensors.torch
-
-    from inpnet.config import ResolvedVariant
-    from inpnet.inpaint import Inpainter
-    from inpnet.models.build import build_model
-
-    config, weights = Path(config), Path(weights)
-    try:
-        variant = ResolvedVariant.model_validate_json(config.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{config}: not a readable resolved-variant config ({err})") from None
-    model = build_model(variant.model, pretrained=False)  # weights come from the artifact
-    try:
-        safetensors.torch.load_model(model, str(weights), strict=True, device=str(device))
-    except (OSError, RuntimeError) as err:
-        raise CheckpointError(f"{weights}: weights do not load into {variant.name} ({err})") from None
-    model.to(device).eval()
-    return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(variant, weights.parent)
-
-
-def _info(variant: Any, source: str | Path, name: str | None = None, version: str | None = None) -> dict[str, Any]:
-    """What a loaded model is and where it came from (plain values, for reports)."""
-    return {"family": variant.model.family, "variant": variant.name, "img_size": variant.model.img_size,
-            "source": str(source), "name": name, "version": version}
-
-
-def _pyfunc_artifacts(model_dir: Path) -> tuple[Path, Path]:
-    import yaml
-
-    spec = yaml.safe_load((model_dir / "MLmodel").read_text())
-    arts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-    try:
-        return model_dir / arts["weights"]["path"], model_dir / arts["config"]["path"]
-    except KeyError:
-        raise RegistryError(f"{model_dir}: MLmodel lists no inpnet 'weights'/'config' artifacts; not an inpnet model") from None
-
-
-def load_inpainter(uri_or_dir: str | Path, *, device: str = "cpu", tracking_uri: str | None = None):
-    """Load a model for inference from the registry, a pulled folder or a checkpoint folder.
-
-    Args:
-        uri_or_dir: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, a folder written by
-            ``inpnet pull`` (or any pyfunc folder of an inpnet model), or a training checkpoint
-            folder (``config.json`` + ``model.safetensors``).
-        device: torch device for the weights.
-        tracking_uri: registry to use for ``models:/`` URIs (default: MLflow's own default).
-
-    Returns:
-        ``(inpainter, info)``: an :class:`inpnet.inpaint.Inpainter` (``inpainter(image, mask)``
-        on any size; prediction not composited) and an info dict (family, variant, img_size,
-        source, name, version).
-    """
-    text = str(uri_or_dir)
-    if text.startswith("models:/"):
-        with tempfile.TemporaryDirectory(prefix="inpnet-model-") as tmp:
-            local, mv = download_model(text, Path(tmp) / "model", tracking_uri=tracking_uri)
-            inpainter, info = inpainter_from_files(*_pyfunc_artifacts(local), device=device)
-        return inpainter, {**info, "source": text, "name": mv.name, "version": str(mv.version)}
-    path = Path(uri_or_dir)
-    if (path / "MLmodel").is_file():
-        inpainter, info = inpainter_from_files(*_pyfunc_artifacts(path), device=device)
-        meta = _read_json(path / "registry.json")
-        return inpainter, {**info, "source": str(path), "name": meta.get("name"), "version": meta.get("version")}
-    if (path / CONFIG_FILE).is_file():
-        from inpnet.inpaint import Inpainter
-        from inpnet.train.checkpoint import load_model
-
-        model, variant = load_model(path, ema=True, device=device)
-        return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(variant, path)
-    raise RegistryError(
-        f"{uri_or_dir}: neither models:/NAME@ALIAS, a pulled model folder (with MLmodel) nor a checkpoint folder (with config.json)"
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-# ---------------------------------------------------------------------- registering
 
 
 def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
@@ -251,7 +67,7 @@ def _input_example(img_size: int) -> Any:
     import numpy as np
     import pandas as pd
 
-    from inpnet.inpaint import encode_png
+    from inpnet.images import encode_png
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(img_size, img_size, 3), dtype=np.uint8)
