@@ -15,7 +15,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 # entry points started by tests without PREFECT_API_URL start a temporary server that dies
-# with them, not the shared one a `dvc repro` uses (tests/test_prefect_server.py tests that)
+# with them, not the shared one a `dvc repro` uses (tests/integration/test_prefect_server.py tests that)
 os.environ["INPNET_PREFECT_SERVER"] = "temporary"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 The models never import timm themselves. Parts are reached through timm's public names and
 built by keyword, so a timm release that reorders positional arguments cannot silently
-change a model (the supported range is ``timm>=1.0.9,<2``; ``tests/test_models.py`` builds
+change a model (the supported range is ``timm>=1.0.9,<2``; ``tests/unit/test_models.py`` builds
 every part). Masked attention (the MAE encoder with a varying number of visible patches per
 image) needs ``Block.forward(x, attn_mask=...)``; :func:`blocks_accept_attn_mask` says whether
 the installed timm has it, and the MAE falls back to one image at a time when it does not.

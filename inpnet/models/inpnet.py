@@ -236,7 +236,7 @@ class InpNet(nn.Module):
         # returns wrong values (pytorch/pytorch#148973), and with it InP-Net stopped learning
         # (hole MSE flat at ~0.04) while fp32 learned. The decoder's GroupNorm, 1x1 head and
         # sigmoid are the other parts that bf16 hurts most; together they are ~8% of the
-        # FLOPs. See tests/test_learning.py and test_models.py::test_inpnet_decoder_runs_in_fp32...
+        # FLOPs. See tests/integration/test_learning.py and tests/unit/test_models.py::test_inpnet_decoder_runs_in_fp32...
         dtype = self.head.weight.dtype
         with torch.autocast(device_type=x_in.device.type, enabled=False):
             logits = self.decode(

@@ -14,9 +14,17 @@ def test_repository_params_parse_and_every_variant_resolves(repo_root: Path) -> 
         resolved = params.variant(name)
         assert resolved.model.family == params.variants[name].family
     assert set(params.pipeline.variants) <= set(params.variants)
-    for required in ("inpnet_tiny", "inpnet_s", "inpnet_b", "inpnet_s_gan", "mae_tiny", "mae_s", "mae_b",
-                     "cmgan_tiny", "cmgan_s", "cmgan_b"):
+    for required in ("inpnet_s", "inpnet_b", "inpnet_s_gan", "mae_s", "mae_b", "cmgan_s", "cmgan_b"):
         assert required in params.variants
+    assert not [name for name in params.variants if name.endswith("_tiny")]  # test variants live in tests/fixtures
+
+
+def test_the_tiny_test_variants_resolve_from_the_fixture_profile() -> None:
+    from helpers.params import test_params
+
+    params = test_params()
+    for name in ("inpnet_tiny", "mae_tiny", "cmgan_tiny"):
+        assert params.variant(name).model.img_size == 32
 
 
 def test_unknown_key_names_its_path_and_the_allowed_keys() -> None:

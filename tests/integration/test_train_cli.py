@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from inpnet.train.checkpoint import load_model, load_state, read_meta
-from train_support import write_params, write_shards
+from helpers.train import write_params, write_shards
 
-ENTRY = Path(__file__).resolve().parent / "train_entry.py"
+ENTRY = Path(__file__).resolve().parents[1] / "helpers" / "train_entry.py"
 pytestmark = pytest.mark.slow
 
 

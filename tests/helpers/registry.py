@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from inpnet.config import ResolvedVariant, load_params
+from inpnet.config import ResolvedVariant
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StandIn(nn.Module):
@@ -61,7 +61,9 @@ def ensure_build_model() -> None:
 
 
 def tiny_variant(name: str = "inpnet_tiny") -> ResolvedVariant:
-    return load_params(REPO_ROOT / "params.yaml").variant(name)
+    from helpers.params import tiny_variant as resolved
+
+    return resolved(name)
 
 
 def make_checkpoint(out: Path, *, variant: str = "inpnet_tiny", seed: int = 0) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from range_server import RangeServer, Route
+from helpers.range_server import RangeServer, Route
 
 from conftest import cli_error_lines
 from inpnet.cli import main

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from inpnet.config import InpNetModelConfig, load_params
+from helpers.params import test_params
+from inpnet.config import InpNetModelConfig
 from inpnet.errors import ConfigError
 from inpnet.models.blocks import (
     blocks_accept_attn_mask,
@@ -24,7 +25,7 @@ from inpnet.models.inpnet import InpNet, default_skip_depths
 
 @pytest.fixture(scope="module")
 def params():
-    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    return test_params()
 
 
 def _batch(size: int = 32, b: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

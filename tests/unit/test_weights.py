@@ -6,7 +6,7 @@ import hashlib
 import re
 
 import pytest
-from range_server import RangeServer, Route
+from helpers.range_server import RangeServer, Route
 
 from conftest import cli_error_lines
 from inpnet.cli import main

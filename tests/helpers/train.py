@@ -8,14 +8,16 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from inpnet.config import ResolvedVariant, load_params
+from inpnet.config import ResolvedVariant
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_variant(name: str = "inpnet_tiny", **train: Any) -> ResolvedVariant:
     """A tiny variant from the repository's params.yaml with ``train`` overrides."""
-    v = load_params(REPO_ROOT / "params.yaml").variant(name)
+    from helpers.params import tiny_variant as resolved
+
+    v = resolved(name)
     merged = {**v.train.model_dump(), **train}
     return ResolvedVariant(name=v.name, model=v.model, train=type(v.train).model_validate(merged))
 
@@ -35,7 +37,7 @@ def synthetic_loader(shards: Path, *, image_size: int, batch_size: int, seed: in
 
 def write_shards(root: Path, n: int = 16) -> Path:
     """Real training shards (via the shard stage) of ``n`` small JPEGs; returns the split folder."""
-    from places_tar import build_train_tar
+    from helpers.places_tar import build_train_tar
 
     from inpnet.config import ShardConfig
     from inpnet.data.shard import shard_tar
@@ -47,10 +49,12 @@ def write_shards(root: Path, n: int = 16) -> Path:
 
 
 def write_params(path: Path, variant: str = "inpnet_tiny", **train: Any) -> Path:
-    """The repository's params.yaml with ``train`` overrides for ``variant``."""
+    """The repository's params.yaml and the tiny variants, with ``train`` overrides for ``variant``."""
     import yaml
 
-    data = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    from helpers.params import repo_params_with_tiny_variants
+
+    data = repo_params_with_tiny_variants()
     data["variants"][variant]["train"] = {**data["variants"][variant].get("train", {}), **train}
     path.write_text(yaml.safe_dump(data))
     return path

@@ -11,7 +11,7 @@ from PIL import Image
 
 from inpnet.errors import DataError, MaskError
 from inpnet.inpaint import Inpainter, inpaint_image, inpaint_files, inpaint_folder
-from registry_support import StandIn, image_and_mask, make_checkpoint, real_build_available, tiny_variant
+from helpers.registry import StandIn, image_and_mask, make_checkpoint, real_build_available, tiny_variant
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_every_family_tiles_odd_sizes(variant: str) -> None:
 
 @pytest.mark.parametrize("side", [8000, 60000])  # under and over PIL's own decompression-bomb limit
 def test_decompression_bombs_are_project_errors(inpainter: Inpainter, tmp_path: Path, side: int) -> None:
-    from places_tar import claims_size, jpeg_bytes
+    from helpers.places_tar import claims_size, jpeg_bytes
 
     from inpnet.images import decode_image, decode_mask
 

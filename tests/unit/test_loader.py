@@ -12,7 +12,7 @@ import pytest
 import torch
 import webdataset as wds
 from PIL import Image
-from places_tar import build_train_tar
+from helpers.places_tar import build_train_tar
 
 from inpnet.config import ShardConfig
 from inpnet.data.jpeg import scaled_request
@@ -143,7 +143,7 @@ def _hand_made_shard(root: Path, jpeg: bytes, settings: dict) -> Path:
 
 
 def test_decompression_bomb_in_a_shard_is_a_data_error_before_decoding(tmp_path: Path) -> None:
-    from places_tar import claims_size, jpeg_bytes
+    from helpers.places_tar import claims_size, jpeg_bytes
 
     good = jpeg_bytes(np.random.default_rng(0), 64, 48)
     bomb = _hand_made_shard(tmp_path / "bomb", claims_size(good, 60000, 60000), {})

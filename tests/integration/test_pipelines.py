@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from inpnet.config import load_params
-from pipeline_support import TINY_OVERRIDES, deep_merge, pipeline_env, repo_toplevel, write_params
+from helpers.pipeline import TINY_OVERRIDES, deep_merge, pipeline_env, repo_toplevel, write_params
 
 REPO = repo_toplevel()
 

@@ -10,7 +10,7 @@ import torch
 
 from inpnet.errors import CheckpointError
 from inpnet.train import checkpoint as ckpt
-from train_support import tiny_variant
+from helpers.train import tiny_variant
 
 
 def _save(path: Path, step: int, model: torch.nn.Module | None = None) -> Path:

@@ -105,7 +105,7 @@ def test_sampler_without_keys_warns_and_from_config(tmp_path: Path, caplog: pyte
 
 
 def test_decompression_bomb_instance_map_is_a_mask_error(tmp_path: Path) -> None:
-    from places_tar import claims_size, jpeg_bytes
+    from helpers.places_tar import claims_size, jpeg_bytes
 
     from inpnet.masks.objects import load_instance_map
 

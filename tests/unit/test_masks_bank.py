@@ -116,7 +116,7 @@ def test_cli_bank_and_show(tmp_path: Path, repo_root: Path, capsys: pytest.Captu
 
 
 def test_decompression_bomb_mask_is_a_mask_error(tmp_path: Path) -> None:
-    from places_tar import claims_size, jpeg_bytes
+    from helpers.places_tar import claims_size, jpeg_bytes
 
     for side in (8000, 60000):
         path = tmp_path / f"m{side}.jpg"

@@ -12,7 +12,7 @@ import pytest
 
 from inpnet.errors import OutputError, OutputLockedError
 from inpnet.outputs import FolderLock, locks_output, write_atomic
-from lock_support import lock_held_elsewhere
+from helpers.locks import lock_held_elsewhere
 
 
 def test_a_folder_locked_by_another_process_names_its_pid_and_time(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def _locked_run(capsys: pytest.CaptureFixture[str], folder: Path, argv: list[str
 
 
 def test_two_shard_runs_into_one_out_the_second_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from places_tar import build_train_tar
+    from helpers.places_tar import build_train_tar
 
     from inpnet.cli import main
     from inpnet.data.manifest import load_manifest
@@ -143,6 +143,8 @@ def test_mask_bank_evaluate_compare_and_train_refuse_a_locked_folder(tmp_path: P
     _locked_run(capsys, tmp_path / "ev", ["evaluate", "--method", "telea", "--images", str(missing), "--masks",
                                           str(missing), "--out", str(tmp_path / "ev")])
     _locked_run(capsys, tmp_path / "cmp", ["compare", str(missing), "--out", str(tmp_path / "cmp")])
+    from helpers.train import write_params
+
     _locked_run(capsys, tmp_path / "models" / "inpnet_tiny",
-                ["train", "--variant", "inpnet_tiny", "--params", str(repo_root / "params.yaml"), "--shards",
+                ["train", "--variant", "inpnet_tiny", "--params", str(write_params(tmp_path / "params.yaml")), "--shards",
                  str(tmp_path), "--out", str(tmp_path / "models"), "--no-mlflow", "--device", "cpu"])

@@ -19,7 +19,7 @@ import pytest
 
 from inpnet.config import PromotionGates
 from inpnet.errors import DataError, RegistryError
-from registry_support import (
+from helpers.registry import (
     REPO_ROOT,
     decode_b64_png,
     free_port,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pipeline_support import _git, clone_worktree, pipeline_env, run_dvc, shared_prefect_server, write_params
+from helpers.pipeline import _git, clone_worktree, pipeline_env, run_dvc, shared_prefect_server, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a loaded 2-core machine needs minutes
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 from conftest import cli_error_lines
-from places_tar import build_train_tar, build_val_tar, claims_size, filelist_tar, set_header_field
+from helpers.places_tar import build_train_tar, build_val_tar, claims_size, filelist_tar, set_header_field
 
 from inpnet.cli import main
 from inpnet.config import ShardConfig

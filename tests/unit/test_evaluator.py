@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import cli_error_lines
+from helpers.params import test_params
 from inpnet.cli import main
 from inpnet.config import EvalConfig
 from inpnet.errors import DataError
@@ -266,11 +267,10 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     """A real (untrained) inpnet_tiny checkpoint written by the trainer's checkpoint writer."""
     import torch
 
-    from inpnet.config import load_params
     from inpnet.models.build import build_model
     from inpnet.train.checkpoint import save_checkpoint
 
-    variant = load_params(repo_root / "params.yaml").variant("inpnet_tiny")
+    variant = test_params().variant("inpnet_tiny")
     assert variant.model.img_size == SIZE
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "models" / "inpnet_tiny", variant=variant,
@@ -290,7 +290,7 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
 
 
 def test_decompression_bombs_are_skipped_before_decoding(image_dir: Path) -> None:
-    from places_tar import claims_size, jpeg_bytes
+    from helpers.places_tar import claims_size, jpeg_bytes
 
     good = jpeg_bytes(np.random.default_rng(0), 40, 40)
     (image_dir / "bomb.jpg").write_bytes(claims_size(good, 60000, 60000))  # PIL's own limit raises on open

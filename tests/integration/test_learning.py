@@ -20,7 +20,7 @@ import torch
 
 from inpnet.evaluate.metrics import hole_psnr, mean_colour_fill
 from inpnet.models.composite import composite
-from train_support import synthetic_loader, tiny_variant
+from helpers.train import synthetic_loader, tiny_variant
 
 MARGIN_DB = 2.0  # over the flat fill; about 4 dB is reached at this budget
 PARITY_DB = 0.5  # |bf16 - fp32| hole PSNR

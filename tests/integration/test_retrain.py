@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_support import clone_worktree, pipeline_env, shared_prefect_server, stop_process
+from helpers.pipeline import clone_worktree, pipeline_env, shared_prefect_server, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

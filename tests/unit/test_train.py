@@ -12,7 +12,7 @@ import torch
 
 from inpnet.registry.tracking import TrackingTarget
 from inpnet.train.optim import EMA, lr_at, resolve_precision
-from train_support import synthetic_loader, tiny_variant
+from helpers.train import synthetic_loader, tiny_variant
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

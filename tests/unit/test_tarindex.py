@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from places_tar import set_header_field
+from helpers.places_tar import set_header_field
 
 from inpnet.data import tarindex
 from inpnet.data.tarindex import index_tar, member_problem, read_labels

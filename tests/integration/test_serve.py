@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 import pytest
 
-from registry_support import (
+from helpers.registry import (
     as_records,
     decode_b64_png,
     ensure_build_model,

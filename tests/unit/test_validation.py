@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inpnet.registry.tracking import TrackingTarget
-from train_support import synthetic_loader, tiny_variant, write_shards
+from helpers.train import synthetic_loader, tiny_variant, write_shards
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES = TESTS_DIR / "fixtures" / "params_tiny.yaml"
 VENV_BIN = Path(sys.executable).parent
 
@@ -45,9 +45,10 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def tiny_params(repo: Path) -> dict[str, Any]:
-    """The repository's params.yaml with the tiny test profile merged on top."""
-    base = yaml.safe_load((repo / "params.yaml").read_text())
-    return deep_merge(base, yaml.safe_load(TINY_OVERRIDES.read_text()))
+    """The repository's params.yaml with the tiny variants and the tiny test profile merged on top."""
+    from helpers.params import repo_params_with_tiny_variants
+
+    return deep_merge(repo_params_with_tiny_variants(repo), yaml.safe_load(TINY_OVERRIDES.read_text()))
 
 
 def write_params(path: Path, params: dict[str, Any]) -> None:
