@@ -9,52 +9,31 @@ with the classical baselines (``reports/baselines/*``) as reference rows when th
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import Params, load_params
+from inpnet.stages.evaluate import evaluate_baselines, evaluate_variant
 
 
-def report_dir(params: Params, name: str, *, baseline: bool = False) -> Path:
-    return Path(params.evaluate.out_dir) / ("baselines" if baseline else "variants") / name
+@task(name="evaluate-baselines", cache_policy=NO_CACHE)
+def baselines_task(params: Params) -> list[str]:
+    return [str(p) for p in evaluate_baselines(params)]
 
 
-@task(name="evaluate-method", cache_policy=NO_CACHE)
-def evaluate_task(params: Params, spec: str, out: str, references: list[str]) -> str:
-    from inpnet.evaluate.evaluator import evaluate
-    from inpnet.evaluate.methods import resolve_method
-
-    cfg = params.evaluate
-    method = resolve_method(spec, radius=cfg.inpaint_radius, workers=cfg.workers)
-    try:
-        evaluate(
-            method,
-            Path(params.data.shards_dir) / "val",
-            Path(params.masks.out_dir),
-            out_dir=out,
-            cfg=cfg,
-            references=references,
-        )
-    finally:
-        method.close()
-    return out
+@task(name="evaluate-variant", cache_policy=NO_CACHE)
+def variant_task(params: Params, variant: str) -> str:
+    return str(evaluate_variant(params, variant))
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params: Params, variant: str | None = None, baselines: bool = False) -> list[str]:
     if baselines:
-        return [
-            evaluate_task(params, name, str(report_dir(params, name, baseline=True)), [])
-            for name in params.evaluate.baselines
-        ]
+        return baselines_task(params)
     assert variant is not None
-    resolved = params.variant(variant)
-    refs = [str(p) for name in params.evaluate.baselines if (p := report_dir(params, name, baseline=True)).is_dir()]
-    ckpt = Path(resolved.train.out_dir) / variant
-    return [evaluate_task(params, str(ckpt), str(report_dir(params, variant)), refs)]
+    return [variant_task(params, variant)]
 
 
 def main(args: argparse.Namespace) -> None:

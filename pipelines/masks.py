@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 
 from inpnet.config import MasksConfig, load_params
+from inpnet.stages.masks import build_mask_bank
 
 
 @task(name="write-mask-bank")
 def write_bank_task(masks: MasksConfig) -> str:
-    from inpnet.masks import write_bank
-
-    manifest = write_bank(
-        Path(masks.out_dir),
-        size=masks.size,
-        patterns=list(masks.patterns),
-        ratios=list(masks.ratios),
-        per_cell=masks.per_cell,
-        seed=masks.seed,
-        external_dir=Path(masks.external_dir) if masks.external_dir else None,
-        external_invert=masks.external_invert,
-        presets={"random": {"patch_size": masks.random_patch_size}},
-    )
-    return str(manifest)
+    return str(build_mask_bank(masks))
 
 
 @flow(name="masks", log_prints=True)

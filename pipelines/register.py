@@ -20,11 +20,11 @@ import json
 from pathlib import Path
 
 from pipelines.common import base_parser, run_entry
-from pipelines.evaluate import report_dir
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import Params, load_params, resolve_tracking_uri
+from inpnet.stages.reports import report_dir
 
 
 def _tracking_uri(params: Params) -> str:

@@ -9,34 +9,19 @@ subset of the val shards with the evaluation mask bank (both are stage deps). ML
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import Params, load_params
-from inpnet.registry.tracking import TrackingTarget
+from inpnet.stages.train import train_variant
 
 
 @task(name="train-variant", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def train_task(params: Params, variant: str) -> str:
-    from inpnet.train.trainer import train
-    from inpnet.train.validation import open_val_set
-
-    resolved = params.variant(variant)
-    cfg = resolved.train
-    val = open_val_set(Path(params.data.shards_dir) / "val", params.masks.out_dir, image_size=cfg.image_size,
-                       count=cfg.val_images, every=cfg.val_every)
-    ckpt = train(
-        resolved,
-        shards=Path(params.data.shards_dir) / "train",
-        val=val,
-        out_dir=Path(resolved.train.out_dir),
-        resume=True,  # a retry (or a re-run after a kill) continues from the checkpoint
-        tracking=TrackingTarget.from_registry(params.registry),
-    )
-    return str(ckpt)
+    # resume: a retry (or a re-run after a kill) continues from the checkpoint
+    return str(train_variant(params, variant, resume=True))
 
 
 @flow(name="train", log_prints=True)

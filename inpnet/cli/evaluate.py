@@ -46,17 +46,15 @@ def evaluate_command(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Override evaluate.workers (CPU processes for baselines)."),
 ) -> None:
     """Score one method: PSNR/SSIM (and FID with Inception weights) per pattern and hole ratio."""
-    from inpnet.evaluate.evaluator import evaluate
-    from inpnet.evaluate.methods import resolve_method
     from inpnet.evaluate.report import load_reports
+    from inpnet.stages.evaluate import evaluate_method
 
     cfg = _eval_config(params)
     if workers is not None:
         cfg = cfg.model_copy(update={"workers": workers})
     ref_dirs = [e.path for e in load_reports(reference) if e.path is not None and e.path.resolve() != out.resolve()]
-    m = resolve_method(method, device=device, radius=cfg.inpaint_radius, workers=cfg.workers)
-    result = evaluate(m, images, masks, out_dir=out, cfg=cfg, save_outputs=save_outputs, limit=limit,
-                      references=ref_dirs, device=device)
+    result = evaluate_method(cfg, method, images, masks, out, references=ref_dirs, device=device,
+                             save_outputs=save_outputs, limit=limit)
     o = result.metrics["overall"]
     fid = "n/a" if o["fid"] is None else f"{o['fid']:.2f}"
     typer.echo(f"{result.report['method']}: PSNR {o['psnr']:.2f} dB  SSIM {o['ssim']:.4f}  FID {fid}  "
@@ -73,13 +71,13 @@ def compare_command(
     """One table and plots across methods; baselines appear as reference rows; warnings head it."""
     from inpnet.config import load_params
     from inpnet.errors import DataError
-    from inpnet.evaluate.report import compare_reports
+    from inpnet.stages.compare import compare
 
     gates = load_params(params).registry.gates
     paths = [*(report_dirs or []), *reports]
     if not paths:
         raise DataError("compare: no report folders given; pass them as arguments or with --reports DIR")
-    summary = compare_reports(paths, out, reference=gates.reference, max_gap_db=gates.max_gap_to_reference_db)
+    summary = compare(paths, out, gates)
     typer.echo(f"compared {len(summary['methods'])} methods (best PSNR: {summary['best']['psnr']}) -> {out}")
     for warning in summary["warnings"]:
         typer.echo(warning, err=True)

@@ -29,25 +29,16 @@ def bank_command(
     """Write DIR/<pattern>/<ratio>/NNNN.png (255 = hole) and manifest.json; same arguments, same bytes."""
     from inpnet.config import MasksConfig, load_params
     from inpnet.errors import ConfigError
-    from inpnet.masks.bank import write_bank
+    from inpnet.stages.masks import build_mask_bank
 
     cfg = load_params(params).masks if params.is_file() else MasksConfig()
     try:
-        ratio_list = [float(r) for r in _split(ratios)] if ratios else list(cfg.ratios)
+        ratio_list = [float(r) for r in _split(ratios)] if ratios else None
     except ValueError:
         raise ConfigError(f"--ratios {ratios!r}: expected comma-separated numbers such as 0.1,0.3,0.5") from None
-    ext = external or (Path(cfg.external_dir) if cfg.external_dir else None)
-    manifest = write_bank(
-        out or Path(cfg.out_dir),
-        size=size or cfg.size,
-        patterns=_split(patterns) if patterns else list(cfg.patterns),
-        ratios=ratio_list,
-        per_cell=per_cell or cfg.per_cell,
-        seed=cfg.seed if seed is None else seed,
-        external_dir=ext,
-        external_invert=external_invert or cfg.external_invert,
-        presets={"random": {"patch_size": cfg.random_patch_size}},
-    )
+    manifest = build_mask_bank(cfg, out=out, size=size, patterns=_split(patterns) if patterns else None,
+                               ratios=ratio_list, per_cell=per_cell, seed=seed, external_dir=external,
+                               external_invert=external_invert)
     typer.echo(f"mask bank written: {manifest}")
     _print_summary(manifest.parent)
 

@@ -16,13 +16,6 @@ import typer
 from inpnet.cli.app import PARAMS_HELP, app
 
 
-def _shard_split(shards: Path) -> Path:
-    """Accept the split folder itself (with manifest.json) or the shards root holding ``train/``."""
-    if (shards / "manifest.json").is_file() or not (shards / "train" / "manifest.json").is_file():
-        return shards
-    return shards / "train"
-
-
 @app.command("train")
 def train_command(
     variant: str = typer.Option(..., "--variant", help="Variant name from params.yaml (e.g. inpnet_s, mae_s, cmgan_s)."),
@@ -39,29 +32,12 @@ def train_command(
 ) -> None:
     """Train VARIANT and write its checkpoint (safetensors + config + resumable state)."""
     from inpnet.config import load_params
-    from inpnet.errors import DataError
-    from inpnet.registry.tracking import TrackingTarget
-    from inpnet.train.trainer import train
-    from inpnet.train.validation import open_val_set
+    from inpnet.stages.train import train_variant
 
-    p = load_params(params)
-    resolved = p.variant(variant)
-    split = _shard_split(Path(shards) if shards else Path(p.data.shards_dir) / "train")
-    if not split.is_dir():
-        raise DataError(f"{split}: training shards not found; run `inpnet data shard` first or pass --shards")
-    tracking = None if no_mlflow else TrackingTarget.from_registry(p.registry, tracking_uri)
-    val = open_val_set(val_shards or Path(p.data.shards_dir) / "val", masks or Path(p.masks.out_dir),
-                       image_size=resolved.train.image_size, count=resolved.train.val_images,
-                       every=resolved.train.val_every, required=val_shards is not None or masks is not None)
-    ckpt_dir = train(
-        resolved,
-        shards=split,
-        val=val,
-        out_dir=Path(out) if out else Path(resolved.train.out_dir),
-        max_steps=max_steps,
-        resume=resume,
-        tracking=tracking,
-        device=device,
+    ckpt_dir = train_variant(
+        load_params(params), variant, shards=shards, val_shards=val_shards, masks=masks,
+        val_required=val_shards is not None or masks is not None, out=out, max_steps=max_steps,
+        resume=resume, track=not no_mlflow, tracking_uri=tracking_uri, device=device,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"checkpoint: {ckpt_dir}")

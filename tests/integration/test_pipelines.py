@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from inpnet.config import load_params
-from helpers.pipeline import TINY_OVERRIDES, deep_merge, pipeline_env, repo_toplevel, write_params
+from helpers.pipeline import deep_merge, pipeline_env, repo_toplevel, tiny_params, write_params
 
 REPO = repo_toplevel()
 
@@ -34,7 +34,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny profile with every output under a temp dir (the flows take paths from params)."""
     root = tmp_path_factory.mktemp("flows")
-    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load(TINY_OVERRIDES.read_text()))
+    params = tiny_params(REPO)
     params = deep_merge(params, {
         "data": {"raw_dir": str(root / "raw"), "shards_dir": str(root / "shards")},
         "masks": {"out_dir": str(root / "masks")},
@@ -79,7 +79,8 @@ def test_baselines_then_compare_flows(harness: None, params_file: Path) -> None:
     """Shard val, evaluate the baselines, compare them: the stages that need no training."""
     from pipelines.compare import compare_flow
     from pipelines.data import data_flow
-    from pipelines.evaluate import evaluate_flow, report_dir
+    from pipelines.evaluate import evaluate_flow
+    from inpnet.stages.reports import report_dir
     from pipelines.masks import masks_flow
     from pipelines.shard import run_shard
 
