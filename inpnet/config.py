@@ -401,6 +401,9 @@ class Params(_Section):
         model = _validate(model_cls, {**v.model, "family": v.family}, f"variants.{name}.model")
         train_dict = _deep_merge(self.train.model_dump(), v.train)
         train = _validate(TrainConfig, train_dict, f"variants.{name}.train")
+        if model.img_size != train.image_size:  # the trainer feeds image_size crops to a model built for img_size
+            raise ConfigError(f"variants.{name}: model.img_size {model.img_size} and train.image_size {train.image_size} "
+                              "must agree (the model trains on train.image_size crops); set both")
         return ResolvedVariant(name=name, model=model, train=train)
 
 

@@ -111,3 +111,9 @@ def test_yaml_merge_keys_may_still_override(tmp_path: Path) -> None:
     path.write_text("train:\n  <<: {lr: 0.1, max_steps: 5}\n  max_steps: 7\n")
     params = load_params(path)
     assert params.train.lr == 0.1 and params.train.max_steps == 7
+
+
+def test_model_and_training_sizes_must_agree() -> None:
+    with pytest.raises(ConfigError, match=r"variants\.big: model\.img_size 64 and train\.image_size 128 must agree"):
+        parse_params({"train": {"image_size": 128},
+                      "variants": {"big": {"family": "inpnet", "model": {"img_size": 64, "patch_size": 16}}}})
