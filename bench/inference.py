@@ -74,7 +74,7 @@ def telea(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return cv2.inpaint(bgr, mask.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
 
 
-def build(variant, size: int | None, dtype: torch.dtype, device: str):  # noqa: ANN001, ANN201
+def build(variant, size: int | None, dtype: torch.dtype, device: str):
     from inpnet.inpaint import Inpainter
     from inpnet.models.build import build_model
 

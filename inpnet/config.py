@@ -137,7 +137,7 @@ class MasksConfig(_Section):
     random_patch_size: int = Field(default=16, ge=1, description="grid cell of the 'random' pattern, in pixels")
 
     @model_validator(mode="after")
-    def _check_ratios(self) -> "MasksConfig":
+    def _check_ratios(self) -> MasksConfig:
         bad = [r for r in self.ratios if not 0.0 <= r <= 0.9]
         if bad:
             raise ValueError(f"ratios must lie in [0, 0.9], got {bad}")
@@ -172,7 +172,7 @@ class InpNetModelConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _check_shapes(self) -> "InpNetModelConfig":
+    def _check_shapes(self) -> InpNetModelConfig:
         if self.embed_dim % self.num_heads or self.embed_dim % 4:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads} and by 4 (sin-cos)")
         if self.img_size % self.patch_size:
@@ -204,7 +204,7 @@ class MAEModelConfig(_Section):
     pretrained: str | None = Field(default=None, description="local path to an MAE checkpoint (encoder-only or full)")
 
     @model_validator(mode="after")
-    def _check_shapes(self) -> "MAEModelConfig":
+    def _check_shapes(self) -> MAEModelConfig:
         for dim, heads, name in ((self.embed_dim, self.num_heads, ""), (self.decoder_embed_dim, self.decoder_num_heads, "decoder_")):
             if dim % heads or dim % 4:
                 raise ValueError(f"{name}embed_dim {dim} must be divisible by {name}num_heads {heads} and by 4 (sin-cos)")
@@ -397,7 +397,7 @@ class Params(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
 
     @model_validator(mode="after")
-    def _check_variants(self) -> "Params":
+    def _check_variants(self) -> Params:
         for name in self.variants:
             self.variant(name)  # raises ConfigError with the variant's path on a bad override
         missing = [v for v in self.pipeline.variants if v not in self.variants]

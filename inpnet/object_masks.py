@@ -169,7 +169,7 @@ class ObjectMaskSampler:
         self._warned_no_keys = False
 
     @classmethod
-    def from_config(cls, cfg: TrainMasksConfig) -> "ObjectMaskSampler":
+    def from_config(cls, cfg: TrainMasksConfig) -> ObjectMaskSampler:
         """Build from ``train.masks``; ``cfg.object_dir`` must be set."""
         if cfg.object_dir is None:
             raise MaskError("train.masks.object_dir is not set; object-aware masks need a folder of instance maps")

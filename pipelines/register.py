@@ -31,7 +31,7 @@ def _tracking_uri(params: Params) -> str:
     return resolve_tracking_uri(params.registry)
 
 
-def _transient(task, task_run, state) -> bool:  # noqa: ANN001
+def _transient(task, task_run, state) -> bool:
     """Retry a registration that failed on the store (e.g. a busy sqlite), never one that
     refused its input (metrics of other weights or another mask bank stay refused)."""
     from inpnet.config import ConfigError

@@ -108,7 +108,7 @@ def test_resolve_method_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     class FakeInpainter:  # the registry's tiling Inpainter: a callable holding its network
         model = torch.nn.Linear(1, 1)
 
-        def __call__(self, image, mask):  # noqa: ANN001, ANN204
+        def __call__(self, image, mask):
             return image * 0 + 0.25
 
     def fake_load_inpainter(uri, *, device="cpu", tracking_uri=None):

@@ -51,7 +51,7 @@ def test_state_loading_refuses_arbitrary_pickled_objects(tmp_path: Path) -> None
     target = _save(tmp_path / "inpnet_tiny", 1)
 
     class Evil:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (os.system, ("echo pwned",))
 
     torch.save({"step": 1, "payload": Evil()}, target / "state.pt")

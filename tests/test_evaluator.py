@@ -192,7 +192,7 @@ def test_folder_images_resize_and_crop(image_dir: Path) -> None:
     images = list(src)
     assert [i.name for i in images] == ["img0", "img1", "img2"] and src.names() == ["img0", "img1", "img2"]
     assert images[0].image.shape == (3, SIZE, SIZE) and images[0].source_size == (48, 40)
-    assert 0 <= float(images[0].image.min()) and float(images[0].image.max()) <= 1
+    assert float(images[0].image.min()) >= 0 and float(images[0].image.max()) <= 1
     with pytest.raises(DataError, match="not a folder"):
         open_images(image_dir / "missing", size=SIZE)
 

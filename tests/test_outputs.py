@@ -40,9 +40,8 @@ def test_a_stale_lock_file_of_a_dead_process_is_taken_over(tmp_path: Path) -> No
 def test_one_process_cannot_hold_a_folder_twice_and_two_spellings_share_the_lock(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
-    with FolderLock(out):
-        with pytest.raises(OutputLockedError, match=f"locked by PID {os.getpid()}"):
-            FolderLock(tmp_path / "alias" / "reports").acquire()
+    with FolderLock(out), pytest.raises(OutputLockedError, match=f"locked by PID {os.getpid()}"):
+        FolderLock(tmp_path / "alias" / "reports").acquire()
     with FolderLock(tmp_path / "alias" / "reports"):
         pass
 

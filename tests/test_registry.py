@@ -64,7 +64,7 @@ def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1", eval
         (_tags(30, PATTERNS, evaluated="w2"), _tags(20, PATTERNS), REL, False, "evaluated weights w2"),
     ],
 )
-def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # noqa: ANN001
+def test_judge_gates(challenger, champion, gates, passes, reason) -> None:
     from inpnet.registry.promote import judge
 
     ok, reasons = judge(challenger, champion, gates)
@@ -72,7 +72,7 @@ def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # no
     assert any(reason in r for r in reasons), reasons
 
 
-def _reference(patterns: dict[str, float], bank: str | None = "b1"):  # noqa: ANN202
+def _reference(patterns: dict[str, float], bank: str | None = "b1"):
     from inpnet.registry.promote import Reference
 
     return Reference("telea", _tags(25.0, patterns, bank=None), bank)
@@ -94,7 +94,7 @@ def _reference(patterns: dict[str, float], bank: str | None = "b1"):  # noqa: AN
         (_tags(21, {"edges": 22}), None, _reference(PATTERNS), False, "center: challenger has no PSNR"),
     ],
 )
-def test_absolute_gate_against_the_reference(challenger, champion, reference, passes, reason) -> None:  # noqa: ANN001
+def test_absolute_gate_against_the_reference(challenger, champion, reference, passes, reason) -> None:
     from inpnet.registry.promote import judge
 
     ok, reasons = judge(challenger, champion, PromotionGates(reference="telea", max_gap_to_reference_db=1.0), reference)
@@ -151,7 +151,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):  # noqa: ANN202
+def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):
     from inpnet.registry.models import register
 
     metrics = write_metrics(store["root"] / tag / "metrics.json", psnr, patterns, checkpoint=store["ckpt"], bank=store["bank"])
@@ -165,7 +165,7 @@ def _alias(store: dict, alias: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def first(store: dict):  # noqa: ANN201
+def first(store: dict):
     return _register(store, "v1", 20.0, PATTERNS, tags={"purpose": "test"})
 
 
@@ -173,7 +173,7 @@ def first(store: dict):  # noqa: ANN201
 
 
 @pytest.mark.slow
-def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: ANN001
+def test_register_alias_load_and_predict(store: dict, first) -> None:
     import mlflow
 
     from inpnet.registry.models import client, load_inpainter
@@ -204,7 +204,7 @@ def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: A
 
 
 @pytest.mark.slow
-def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: ANN001
+def test_promotion_both_ways_with_reasons(store: dict, first) -> None:
     from inpnet.registry.models import client
     from inpnet.registry.promote import promote
 
@@ -230,7 +230,7 @@ def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: 
 
 
 @pytest.mark.slow
-def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
     from inpnet.registry.models import load_inpainter
@@ -291,7 +291,7 @@ def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """``mlflow server`` on a fresh sqlite store, 127.0.0.1 and a free port; stopped afterwards."""
     root = tmp_path_factory.mktemp("mlflow-server")
     backend = f"sqlite:///{migrated_copy(os.environ['MLFLOW_TRACKING_URI'], root / 'server.db')}"

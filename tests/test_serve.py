@@ -37,7 +37,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def served(tmp_path_factory: pytest.TempPathFactory):
     """One champion in the session store and `mlflow models serve` on it."""
     from inpnet.registry.models import CHAMPION, client, register
 

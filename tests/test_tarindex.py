@@ -187,7 +187,7 @@ def _check(tmp_path: Path, raw: bytes) -> None:
     assert max(largest, default=0) <= max(len(raw), 512)
     assert len(members) <= len(raw) // 512
     for m in members:
-        assert 0 <= m.offset and 0 <= m.size and m.offset + (m.size if m.kind == "file" else 0) <= len(raw)
+        assert m.offset >= 0 and m.size >= 0 and m.offset + (m.size if m.kind == "file" else 0) <= len(raw)
         member_problem(m)  # never raises
 
 

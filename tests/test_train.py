@@ -48,7 +48,7 @@ def test_ema_moves_toward_the_live_weights() -> None:
     assert not ema.module.weight.requires_grad
 
 
-def _run(tmp_path: Path, variant, **kw):  # noqa: ANN001, ANN202
+def _run(tmp_path: Path, variant, **kw):
     from inpnet.train.trainer import train
 
     loader = partial(synthetic_loader, batches=kw.pop("batches", 6))
@@ -56,7 +56,7 @@ def _run(tmp_path: Path, variant, **kw):  # noqa: ANN001, ANN202
                  device="cpu", loader_factory=loader, **kw)
 
 
-def _fixed_loss(model: torch.nn.Module, variant) -> float:  # noqa: ANN001
+def _fixed_loss(model: torch.nn.Module, variant) -> float:
     from inpnet.models.build import build_loss
 
     image = next(synthetic_loader(Path("."), image_size=32, batch_size=8, seed=99))["image"]
@@ -119,7 +119,7 @@ def test_resume_continues_exactly_where_it_stopped(name: str, tmp_path: Path, mo
     step_cls = steps.AdversarialStep if v.train.loss.adv_weight > 0 else steps.ReconstructionStep
     original = step_cls.__call__
 
-    def crash_at_step_5(self, micro, step):  # noqa: ANN001, ANN202
+    def crash_at_step_5(self, micro, step):
         if step == 5:
             raise RuntimeError("simulated crash")
         return original(self, micro, step)

@@ -16,7 +16,7 @@ from train_support import synthetic_loader, tiny_variant, write_shards
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _ramps_val(n: int = 8):  # noqa: ANN202
+def _ramps_val(n: int = 8):
     from inpnet.train.validation import ValSet
 
     image = next(synthetic_loader(Path("."), image_size=32, batch_size=n, seed=123))["image"]
@@ -85,7 +85,7 @@ def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:
     assert after["hole_psnr"] >= first["hole_psnr"]  # the earlier best competes after a resume
 
 
-def _fp32():  # noqa: ANN202
+def _fp32():
     from inpnet.train.optim import resolve_precision
 
     return resolve_precision("fp32", torch.device("cpu"))

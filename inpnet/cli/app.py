@@ -39,7 +39,7 @@ class _CurrentStderrHandler(logging.StreamHandler):
         super().__init__()
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: D102
+    def stream(self):
         return sys.stderr
 
     @stream.setter

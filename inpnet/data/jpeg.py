@@ -121,7 +121,7 @@ def pixel_problem(width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS)
     return f"{width}x{height} ({width * height / 1e6:.1f} megapixels), over the limit of {max_pixels / 1e6:.1f}"
 
 
-def open_image(fp: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
+def open_image(fp: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> PIL.Image.Image:
     """``PIL.Image.open`` (any format) that refuses an image whose header claims more than
     ``max_pixels``, before decoding: :class:`BadImage` says ``"<w>x<h> (...), over the limit of ..."``."""
     from PIL import Image

@@ -73,7 +73,7 @@ class _GridPicker:
         # pattern -> ratio -> [fallback example, preferred example or None]
         self.kept: dict[str, dict[str, list]] = {}
 
-    def offer(self, pair: _Pair, masked: "torch.Tensor", output: "torch.Tensor") -> None:
+    def offer(self, pair: _Pair, masked: torch.Tensor, output: torch.Tensor) -> None:
         kept = self.kept.setdefault(pair.mask.pattern, {})
         ratio = _ratio_key(pair.mask.ratio)
         if ratio not in kept:
@@ -88,7 +88,7 @@ class _GridPicker:
             if pair.image.number >= rank:
                 slot[1] = example
 
-    def rows(self) -> dict[str, list[tuple["torch.Tensor", ...]]]:
+    def rows(self) -> dict[str, list[tuple[torch.Tensor, ...]]]:
         """pattern -> [(masked, output, truth) by increasing ratio], each (3, S, S)."""
         return {pattern: [kept[r][1] or kept[r][0] for r in sorted(kept, key=float)]
                 for pattern, kept in self.kept.items()}
@@ -153,7 +153,7 @@ def _batches(pairs, batch_size: int):
 
 @locks_output("out_dir")
 def evaluate(
-    method: "Method",
+    method: Method,
     images: str | Path,
     masks: str | Path,
     *,

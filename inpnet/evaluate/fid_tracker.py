@@ -50,7 +50,7 @@ class FidTracker:
         return {"available": self.available, "reason": self.reason, "weights": self.weights,
                 "kid_subset_size": self.kid_subset_size}
 
-    def update(self, pairs: Sequence[Any], real: "torch.Tensor", fake: "torch.Tensor") -> None:
+    def update(self, pairs: Sequence[Any], real: torch.Tensor, fake: torch.Tensor) -> None:
         """Add a batch: ``pairs[i]`` has ``.image.number`` and ``.mask.pattern/.ratio``;
         real and fake are (B, 3, H, W) in [0, 1]."""
         if not self.available:

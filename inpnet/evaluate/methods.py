@@ -37,7 +37,7 @@ class Method(Protocol):
     name: str
     image_size: int | None  # the one input size the method accepts, None = any
 
-    def __call__(self, image: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor": ...
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
     def settings(self) -> dict[str, object]: ...
 
@@ -73,7 +73,7 @@ class ModelMethod:
     def settings(self) -> dict[str, object]:
         return {"kind": "model", "device": self.device, "image_size": self.image_size, **self.info}
 
-    def __call__(self, image: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         import torch
 
         with torch.inference_mode():

@@ -20,13 +20,13 @@ __all__ = ["METRIC_LABELS", "plot_metric_by_ratio", "save_grid", "save_png", "to
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID", "kid": "KID"}
 
 
-def to_uint8(image: "torch.Tensor") -> np.ndarray:
+def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounding to the nearest level."""
     arr = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, 3)
     return np.rint(arr * 255.0).astype(np.uint8)
 
 
-def save_png(image: "torch.Tensor", path: Path) -> None:
+def save_png(image: torch.Tensor, path: Path) -> None:
     """Write a (3, H, W) image in [0, 1] as an 8-bit RGB PNG (parent folders created)."""
     from PIL import Image
 
@@ -85,7 +85,7 @@ def plot_metric_by_ratio(
     return path
 
 
-def save_grid(rows: Mapping[str, Sequence[Sequence["torch.Tensor"]]], path: Path, *, gap: int = 4) -> Path:
+def save_grid(rows: Mapping[str, Sequence[Sequence[torch.Tensor]]], path: Path, *, gap: int = 4) -> Path:
     """Sample grid: one row per pattern, each example as masked input | output | ground truth.
 
     Args:

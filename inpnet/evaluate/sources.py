@@ -77,7 +77,7 @@ class Skipped:
 class EvalImage:
     number: int  # position in the source (stable under skipped files)
     name: str  # file stem or shard key
-    image: "torch.Tensor"  # (3, S, S) float in [0, 1]
+    image: torch.Tensor  # (3, S, S) float in [0, 1]
     source_size: tuple[int, int] | None  # (width, height) before resizing; None for shards
 
 
@@ -93,13 +93,13 @@ class EvalMask:
 # ----------------------------------------------------------------------------- images
 
 
-def _fit(img: "Image.Image", size: int, resample: int) -> "Image.Image":
+def _fit(img: Image.Image, size: int, resample: int) -> Image.Image:
     from PIL import ImageOps
 
     return ImageOps.fit(img, (size, size), method=resample, centering=(0.5, 0.5))
 
 
-def load_image(path: Path, size: int) -> tuple["torch.Tensor", tuple[int, int]]:
+def load_image(path: Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Read an image file as (3, size, size) float in [0, 1] and its original (width, height).
 
     Raises :class:`DataError` if the file cannot be decoded.

@@ -182,7 +182,7 @@ class CMGAN(nn.Module):
         self.noise_generator: torch.Generator | None = None
 
     @classmethod
-    def from_config(cls, cfg: CMGANModelConfig) -> "CMGAN":
+    def from_config(cls, cfg: CMGANModelConfig) -> CMGAN:
         """Build from the typed ``model:`` section of a cmgan variant."""
         return cls(
             img_size=cfg.img_size,

@@ -184,7 +184,7 @@ class InpNet(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     @classmethod
-    def from_config(cls, cfg: InpNetModelConfig) -> "InpNet":
+    def from_config(cls, cfg: InpNetModelConfig) -> InpNet:
         """Build from the typed model config (``family: inpnet``)."""
         fields = cfg.model_dump(exclude={"family"})
         return cls(**fields)

@@ -103,7 +103,7 @@ class MAE(nn.Module):
         self._masked_attention = blocks_accept_attn_mask()
 
     @classmethod
-    def from_config(cls, cfg: MAEModelConfig, *, pretrained: bool = True) -> "MAE":
+    def from_config(cls, cfg: MAEModelConfig, *, pretrained: bool = True) -> MAE:
         """Build from the typed config; loads ``cfg.pretrained`` (a local file) when set and ``pretrained``."""
         model = cls(**cfg.model_dump(exclude={"family", "norm_pix_loss", "pretrained"}))
         if pretrained and cfg.pretrained:

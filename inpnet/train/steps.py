@@ -29,7 +29,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor
 
 
 class TrainStep(Protocol):
-    updaters: dict[str, "Updater"]
+    updaters: dict[str, Updater]
 
     def __call__(self, micro: Micro, step: int) -> dict[str, torch.Tensor]: ...
 
