@@ -86,7 +86,7 @@ def main() -> int:
     print(f"\n{'stage':28s} {'wall s':>8s} {'work s':>8s} {'overhead s':>11s}")
     ends = [float(s["start"]) for s in stages[1:]] + [total]  # type: ignore[arg-type]
     work_sum = 0.0
-    for stage, end in zip(stages, ends):
+    for stage, end in zip(stages, ends, strict=True):
         wall = end - float(stage["start"])  # type: ignore[arg-type]
         work = float(stage["work"])  # type: ignore[arg-type]
         work_sum += work

@@ -116,7 +116,7 @@ class Inpainter(nn.Module):
             img_t = torch.cat([image_p[:, :, y : y + g, x : x + g] for y, x in chunk])
             msk_t = torch.cat([mask_p[:, :, y : y + g, x : x + g] for y, x in chunk])
             pred = self.model(img_t.to(dtype), msk_t.to(dtype)).float().clamp(0, 1)
-            for (y, x), tile in zip(chunk, pred.split(image.shape[0])):
+            for (y, x), tile in zip(chunk, pred.split(image.shape[0]), strict=True):
                 acc[:, :, y : y + g, x : x + g] += tile * window
                 weight[:, :, y : y + g, x : x + g] += window
         ran = weight > 0
@@ -130,7 +130,7 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     stride = tile - overlap
     starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+    return [*starts, length - tile]
 
 
 def _tent(size: int, overlap: int, device: torch.device) -> torch.Tensor:

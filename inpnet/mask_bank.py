@@ -155,7 +155,7 @@ def write_bank(
 
     entries: list[dict] = []
     for pattern in generated:
-        for ratio, key in zip(ratios, keys):
+        for ratio, key in zip(ratios, keys, strict=True):
             cell = _fresh_cell(out / pattern / key)
             for i in range(per_cell):
                 rng = np.random.default_rng(_cell_seed(seed, pattern, ratio, i))
@@ -229,7 +229,7 @@ def _write_external(
         if abs(achieved - ratios[j]) <= bucket_width / 2:
             buckets[j].append((f, mask, achieved))
     entries = []
-    for j, (ratio, key) in enumerate(zip(ratios, keys)):
+    for j, (ratio, key) in enumerate(zip(ratios, keys, strict=True)):
         cell = _fresh_cell(out / "external" / key)
         found = buckets[j]
         if len(found) < per_cell:

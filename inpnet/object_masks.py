@@ -88,7 +88,7 @@ def object_ids(labels: np.ndarray, max_area: float) -> list[int]:
     """Ids of the segments that count as objects: non-zero and at most ``max_area`` of the image."""
     ids, counts = np.unique(labels, return_counts=True)
     limit = max_area * labels.size
-    return [int(i) for i, c in zip(ids, counts) if i != 0 and c <= limit]
+    return [int(i) for i, c in zip(ids, counts, strict=True) if i != 0 and c <= limit]
 
 
 def exclude_covered_objects(hole: np.ndarray, labels: np.ndarray, *, overlap: float = 0.5, max_area: float = 0.5) -> np.ndarray:

@@ -38,7 +38,7 @@ def _dvc(args: list[str], repo: Path) -> str:
     # stage commands say `python -m pipelines...`: this interpreter's bin folder comes first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-20:]
         raise InpnetError(f"`{' '.join(cmd)}` failed in {repo} (exit {proc.returncode}):\n" + "\n".join(tail))

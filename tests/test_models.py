@@ -150,9 +150,9 @@ def test_inpnet_config_checks() -> None:
         InpNetModelConfig(depth=4, skip_depths=(0, 5), embed_dim=32, num_heads=2)
     with pytest.raises(ValueError, match="decoder_channels"):
         InpNetModelConfig(patch_size=4, decoder_channels=(32, 16, 8, 4), embed_dim=32, num_heads=2)
-    with pytest.raises(ConfigError, match="variants.bad.model"):
-        from inpnet.config import parse_params
+    from inpnet.config import parse_params
 
+    with pytest.raises(ConfigError, match=r"variants.bad.model"):
         parse_params({"variants": {"bad": {"family": "inpnet", "model": {"img_size": 30, "patch_size": 16}}}})
 
 

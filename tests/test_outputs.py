@@ -67,7 +67,8 @@ def test_the_decorator_holds_the_lock_for_the_call(tmp_path: Path) -> None:
 
 def test_an_output_folder_that_cannot_be_created_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match=r"file/out: cannot lock the output folder: a file of that name exists where a folder is needed \(.*/file\)"):
+    with pytest.raises(OutputError,
+                       match=r"file/out: cannot lock the output folder: a file of that name exists where a folder is needed \(.*/file\)"):
         FolderLock(tmp_path / "file" / "out").acquire()
     with pytest.raises(OutputError, match=r"file: the output folder is a file"):
         FolderLock(tmp_path / "file").acquire()

@@ -242,7 +242,7 @@ def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch:
 
     # offline: the registry is unreachable, the folder alone must do
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    inpainter, info = load_inpainter(out)
+    _inpainter, info = load_inpainter(out)
     assert info["variant"] == "inpnet_tiny" and info["name"] == store["name"]
     image, hole = image_and_mask(33, 40)
     out_df = mlflow.pyfunc.load_model(str(out)).predict(
@@ -253,7 +253,7 @@ def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch:
 
     with pytest.raises(DataError, match="not empty"):
         pull(f"models:/{store['name']}@challenger", out, tracking_uri=store["uri"])
-    with pytest.raises(RegistryError, match="no alias 'nope'.*challenger"):
+    with pytest.raises(RegistryError, match=r"no alias 'nope'.*challenger"):
         pull(f"models:/{store['name']}@nope", tmp_path / "a", tracking_uri=store["uri"])
     with pytest.raises(RegistryError, match="no registered model 'missing-model'"):
         load_inpainter("models:/missing-model@champion", tracking_uri=store["uri"])
@@ -300,7 +300,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"), start_new_session=True,
+        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"),  # noqa: SIM115 - open while the server runs
+        start_new_session=True,
         # the job runner starts several huey consumers: minutes of start-up on two cores
         env={**subprocess_env(tmp_path_factory), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
@@ -367,7 +368,7 @@ def test_register_refuses_metrics_that_are_not_of_these_weights_or_this_bank(eva
                                                    "these are another checkpoint's metrics"),
         "another mask bank": (metrics["a"], banks[1] / "manifest.json", r"evaluated on the masks .*bank0.*not on the mask bank .*bank1"),
     }
-    for case, (metrics_json, bank, message) in refused.items():
+    for metrics_json, bank, message in refused.values():
         with pytest.raises(RegistryError, match=message):
             register(ckpt, metrics_json, tracking_uri="sqlite:///unused-never-reached.db", name="x", bank_manifest=bank)
     lonely = evaluations["root"] / "lonely" / "metrics.json"  # metrics without their report

@@ -68,7 +68,7 @@ def test_training_logs_val_metrics_and_keeps_the_best_weights(tmp_path: Path) ->
     assert val.score(model, _fp32(), batch_size=4, device=torch.device("cpu"))["hole_psnr"] == pytest.approx(best.value, abs=1e-4)
     if best.step != 12:  # the best weights are an earlier step's, not the last ones
         last, _ = load_model(ckpt)
-        assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), last.state_dict().values()))
+        assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), last.state_dict().values(), strict=True))
 
 
 def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:

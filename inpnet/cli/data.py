@@ -10,7 +10,7 @@ import typer
 from inpnet.cli.app import PARAMS_HELP, data_app
 
 
-class FetchPart(str, enum.Enum):
+class FetchPart(str, enum.Enum):  # noqa: UP042 - StrEnum changes str() and format(), which typer uses
     train = "train"
     val = "val"
     filelist = "filelist"

@@ -68,7 +68,10 @@ def compare_command(
     report_dirs: Optional[list[Path]] = typer.Argument(None, help="Report folders (or folders of report folders)."),
     reports: list[Path] = typer.Option([], "--reports", help="Report folder, repeatable; same as the positional folders."),
     out: Path = typer.Option(..., "--out", help="Folder for table.md, psnr_by_ratio.png, ssim_by_ratio.png, compare.json."),
-    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help=PARAMS_HELP + " Its registry.gates (reference, max_gap_to_reference_db) decide the warnings."),
+    params: Path = typer.Option(
+        DEFAULT_PARAMS, "--params",
+        help=PARAMS_HELP + " Its registry.gates (reference, max_gap_to_reference_db) decide the warnings.",
+    ),
 ) -> None:
     """One table and plots across methods; baselines appear as reference rows; warnings head it."""
     from inpnet.config import load_params

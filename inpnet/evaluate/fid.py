@@ -99,13 +99,13 @@ def _load_inception(weights_path: str | Path | None) -> torch.nn.Module:
         # a safe (tensors-only) read first: a foreign or truncated file fails here with its reason
         # before torch-fidelity unpickles it
         torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types; all become one DataError
         raise _load_failure(weights_path, err) from None
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     try:
         return FeatureExtractorInceptionV3("inception-v3-compat", [str(FEATURE_DIM)], feature_extractor_weights_path=str(weights_path))
-    except Exception as err:  # a truncated or foreign file fails in torch.load / load_state_dict
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file fails in torch.load / load_state_dict
         raise _load_failure(weights_path, err) from None
 
 

@@ -91,4 +91,4 @@ class FidTracker:
 
 def _finite(value: float) -> float | None:
     v = float(value)
-    return round(v, 6) if v == v and abs(v) != float("inf") else None
+    return round(v, 6) if v == v and abs(v) != float("inf") else None  # noqa: PLR0124 - v == v is False only for NaN

@@ -44,7 +44,7 @@ class LPIPSScorer:
 
         try:
             backbone = torch.load(weights_path, map_location="cpu", weights_only=True)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - torch.load raises many types; all become one DataError
             first = (str(err).strip().splitlines() or [repr(err)])[0]
             raise DataError(f"LPIPS unavailable: {weights_path} does not load ({type(err).__name__}: {first})") from None
         # pnet_rand: torchvision builds the backbone without downloading; the heads come with torchmetrics

@@ -59,13 +59,13 @@ def plot_metric_by_ratio(
     ncols = min(len(patterns), 3) or 1
     nrows = max(1, -(-len(patterns) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False, sharey=True)
-    for ax, pattern in zip(axes.flat, patterns):
+    for ax, pattern in zip(axes.flat, patterns, strict=False):
         for name, buckets in series.items():
             cells = buckets.get(pattern, {})
             points = sorted((float(r), v[metric]) for r, v in cells.items() if v.get(metric) is not None)
             if not points:
                 continue
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             style = "--" if name in references else "-"
             ax.plot(xs, ys, style, marker="o", markersize=4, label=name)
         ax.set_title(pattern)

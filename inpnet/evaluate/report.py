@@ -293,7 +293,7 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
 
     patterns = sorted({p for e in entries for p in e.metrics.get("patterns", {})})
     for metric, label, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4)):
-        columns = [_cells(entries, lambda e, p=p: e.metrics["patterns"].get(p, {}).get(metric), digits)
+        columns = [_cells(entries, lambda e, p=p, m=metric: e.metrics["patterns"].get(p, {}).get(m), digits)
                    for p in patterns]
         rows = [[_row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
         out += [f"## {label} by pattern", "", *_table(["method", *patterns], rows), ""]
@@ -392,7 +392,7 @@ def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = 
     out = [f"Machine: {machine_description()}.", ""]
     rows = [[e.name + (" (reference)" if e.reference else ""), _fmt(e.metrics["overall"].get("psnr"), 2),
              _fmt(e.metrics["overall"].get("ssim"), 3)] for e in entries]
-    out += _table(["method", "PSNR (dB)", "SSIM"], rows) + [""]
+    out += [*_table(["method", "PSNR (dB)", "SSIM"], rows), ""]
     for pattern in SUMMARY_PATTERNS:
         ratios = sorted({r for e in entries for r in e.metrics.get("buckets", {}).get(pattern, {})}, key=float)
         if not ratios:

@@ -110,11 +110,11 @@ def load_image(path: Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     from inpnet.data.jpeg import BadImage, open_image
 
     try:
-        with open_image(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")  # convert() forces a full decode
+        with open_image(path) as raw:
+            img = ImageOps.exif_transpose(raw).convert("RGB")  # convert() forces a full decode
     except BadImage as err:
         raise DataError(f"{path}: image is {err}; pass a smaller image") from None
-    except Exception as err:  # PIL raises many types for truncated or foreign files
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for truncated or foreign files
         raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     source_size = img.size
     arr = np.asarray(_fit(img, size, Image.Resampling.BICUBIC), dtype=np.uint8)  # (S, S, 3)
@@ -151,7 +151,7 @@ class ImageFolder:
 
     def __iter__(self) -> Iterator[EvalImage]:
         self.skipped = []
-        for number, (path, name) in enumerate(zip(self.files, self._names)):
+        for number, (path, name) in enumerate(zip(self.files, self._names, strict=True)):
             try:
                 image, source_size = load_image(path, self.size)
             except DataError as err:
@@ -220,7 +220,7 @@ class BankMasks:
         try:
             with Image.open(first) as img:
                 width, height = img.size
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for a bad file
             raise DataError(f"{first}: cannot read mask ({err}); rebuild the bank with `inpnet masks bank`") from None
         if width != height:
             raise DataError(f"{self.root}: bank masks must be square, {first} is {width}x{height}")

@@ -244,7 +244,7 @@ class CMGAN(nn.Module):
         code = self.global_code(feats[self.min_res], gen)
         f_g = f_s = feats[self.min_res]
         rgb = None
-        for block, r in zip(self.dec_blocks, self.resolutions[::-1]):
+        for block, r in zip(self.dec_blocks, self.resolutions[::-1], strict=True):
             f_g, f_s, rgb_r = block(f_g, f_s, feats[r], code, gen)
             rgb = rgb_r if rgb is None else upsample2x(rgb) + rgb_r
         # the skip sum grows with the number of scales; the fixed gain keeps the initial

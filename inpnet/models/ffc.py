@@ -26,7 +26,7 @@ class FourierUnit(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        _, _, h, w = x.shape  # (B, C, H, W)
         dtype = x.dtype
         # FFTs need fp32 (no half-precision FFT on CPU; bf16 loses too much).
         ff = torch.fft.rfft2(x.float(), norm="ortho")  # (B, C, H, W//2+1) complex

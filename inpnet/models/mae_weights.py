@@ -88,7 +88,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors (optionally under 'model'), got {type(obj).__name__}")
     out = {}
-    for key, value in obj.items():
+    for name, value in obj.items():
+        key = name
         for prefix in _PREFIXES:
             key = key.removeprefix(prefix)
         out[key] = value

@@ -144,7 +144,7 @@ def load_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: trainer state missing; the checkpoint cannot be resumed") from None
-    except Exception as err:  # unpickling errors come in several types
+    except Exception as err:  # noqa: BLE001 - unpickling errors come in several types
         raise CheckpointError(f"{path}: cannot load trainer state safely: {err}") from None
 
 
@@ -155,7 +155,7 @@ def load_weights_into(module: nn.Module, ckpt_dir: Path, name: str, *, device: s
         raise CheckpointError(f"{path}: weights file missing from the checkpoint")
     try:
         missing, unexpected = _st_load_model(module, str(path), strict=False, device=str(device))
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise CheckpointError(f"{path}: cannot load into {type(module).__name__}: {err}") from None
     if missing or unexpected:
         raise CheckpointError(
