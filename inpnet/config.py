@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -481,7 +481,10 @@ def _format_errors(err: ValidationError, model: type[BaseModel], prefix: str) ->
     return "; ".join(lines)
 
 
-def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validate(model: type[_Model], data: Any, prefix: str = "") -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as err:

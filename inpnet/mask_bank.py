@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -96,7 +97,7 @@ def read_mask_png(
         return hole
     if not resize:
         raise MaskError(f"{path}: mask is {hole.shape[0]}x{hole.shape[1]} (HxW), expected {target[0]}x{target[1]}")
-    small = Image.fromarray(hole.astype(np.uint8) * 255).resize((target[1], target[0]), Image.NEAREST)
+    small = Image.fromarray(hole.astype(np.uint8) * 255).resize((target[1], target[0]), Image.Resampling.NEAREST)
     return np.asarray(small) >= 128
 
 
@@ -126,7 +127,7 @@ def write_bank(
     external_dir: str | Path | None = None,
     external_invert: bool = False,
     bucket_width: float = 0.1,
-    presets: dict[str, dict] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write the bank to ``out_dir`` and return the manifest path.
 
@@ -153,7 +154,7 @@ def write_bank(
     if want_external and external_dir is None:
         raise MaskError("pattern 'external' needs an external mask folder (--external DIR / masks.external_dir)")
 
-    entries: list[dict] = []
+    entries: list[dict[str, Any]] = []
     for pattern in generated:
         for ratio, key in zip(ratios, keys, strict=True):
             cell = _fresh_cell(out / pattern / key)
@@ -161,8 +162,8 @@ def write_bank(
                 rng = np.random.default_rng(_cell_seed(seed, pattern, ratio, i))
                 mask = make_mask(pattern, size, size, ratio, rng, **(presets or {}).get(pattern, {}))
                 entries.append(_write(cell, out, pattern, ratio, i, mask, hole_ratio(mask)))
-    skipped: list[dict] = []
-    if want_external:
+    skipped: list[dict[str, Any]] = []
+    if external_dir is not None:  # = want_external: 'external' without a folder was refused above
         ext_entries, skipped = _write_external(
             out, Path(external_dir), size, ratios, keys, per_cell, seed, external_invert, bucket_width
         )
@@ -191,7 +192,7 @@ def _fresh_cell(cell: Path) -> Path:
     return cell
 
 
-def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.ndarray, achieved: float, **extra: str) -> dict:
+def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.ndarray, achieved: float, **extra: str) -> dict[str, Any]:
     path = cell / f"{i:04d}.png"
     path.write_bytes(encode_mask_png(mask))
     return {
@@ -207,7 +208,7 @@ def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.
 def _write_external(
     out: Path, src: Path, size: int, ratios: Sequence[float], keys: Sequence[str], per_cell: int,
     seed: int, invert: bool, bucket_width: float,
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from inpnet.masks import hole_ratio
 
     if not src.is_dir():

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from inpnet.cli.app import PARAMS_HELP, app
+
+if TYPE_CHECKING:
+    from inpnet.config import EvalConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-def _eval_config(params: Path):
+def _eval_config(params: Path) -> EvalConfig:
     """The ``evaluate`` section; built-in defaults when the default params.yaml is absent."""
     from inpnet.config import EvalConfig, load_params
 

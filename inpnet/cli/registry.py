@@ -9,18 +9,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from inpnet.cli.app import PARAMS_HELP, app
+
+if TYPE_CHECKING:
+    from inpnet.config import Params
 
 log = logging.getLogger(__name__)
 
 TRACKING_HELP = "MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else registry.tracking_uri in params)."
 
 
-def _registry_cfg(params: Path):
+def _registry_cfg(params: Path) -> Params:
     from inpnet.config import load_params
 
     return load_params(params)

@@ -155,10 +155,11 @@ def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bo
         if (problem := pixel_problem(width, height, max_pixels)) is not None:
             raise BadImage(f"JPEG is {problem}")
     try:
-        return simplejpeg.decode_jpeg(
+        rgb: np.ndarray = simplejpeg.decode_jpeg(  # simplejpeg is untyped
             data, colorspace="rgb", fastdct=fast, fastupsample=fast,
             min_height=min_height, min_width=min_width, strict=strict,
         )
+        return rgb
     except ValueError as err:
         if "colorspace" not in str(err).lower() and "color space" not in str(err).lower():
             raise

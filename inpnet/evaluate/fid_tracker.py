@@ -18,6 +18,8 @@ from inpnet.config import EvalConfig
 if TYPE_CHECKING:
     import torch
 
+    from inpnet.evaluate.fid import FIDScorer
+
 __all__ = ["FidTracker"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class FidTracker:
         self.available, self.reason = fid_available(self.weights)
         if self.weights is None:
             self.reason = f"evaluate.fid_weights is not set: {self.reason}"
-        self._scorer = None
+        self._scorer: FIDScorer | None = None
         self._seen: set[int] = set()
         if not self.available:
             log.info("FID/KID unavailable: %s", self.reason)

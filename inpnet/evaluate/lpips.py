@@ -38,7 +38,7 @@ class LPIPSScorer:
 
     def __init__(self, weights_path: str | Path | None, *, net: Net = "alex", device: str | torch.device = "cpu") -> None:
         ok, reason = lpips_available(weights_path)
-        if not ok:
+        if not ok or weights_path is None:  # lpips_available refuses None
             raise DataError(f"LPIPS unavailable: {reason}")
         from torchmetrics.functional.image.lpips import _LPIPS
 
@@ -73,4 +73,5 @@ class LPIPSScorer:
             raise ValueError(f"lpips: pred and target must both be (B, 3, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}")
         p = pred.to(self.device, torch.float32).clamp(0, 1)
         t = target.to(self.device, torch.float32).clamp(0, 1)
-        return self.model(p, t, normalize=True).flatten()  # (B, 1, 1, 1) -> (B,)
+        dist: torch.Tensor = self.model(p, t, normalize=True)  # (B, 1, 1, 1)
+        return dist.flatten()  # (B,)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from inpnet.masks import BankMask
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "BankMasks",
@@ -212,7 +214,7 @@ class BankMasks:
         entries = load_bank(self.root)
         if not entries:
             raise DataError(f"{self.root}: the mask bank lists no masks; rebuild it with `inpnet masks bank`")
-        cells: dict[tuple[str, float], list] = {}
+        cells: dict[tuple[str, float], list[BankMask]] = {}
         for e in entries:
             cells.setdefault((e.pattern, round(float(e.ratio), 4)), []).append(e)
         self.cells = {k: sorted(v, key=lambda e: e.index) for k, v in sorted(cells.items())}

@@ -24,9 +24,16 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inpnet.errors import CheckpointError, DataError, RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import ModelSignature
+
+    from inpnet.inpaint import Inpainter
 
 __all__ = [
     "CHALLENGER",
@@ -81,7 +88,7 @@ def tracking(tracking_uri: str | None) -> Iterator[None]:
         mlflow.set_registry_uri(before_r)
 
 
-def client(tracking_uri: str | None):  # -> mlflow.MlflowClient
+def client(tracking_uri: str | None) -> MlflowClient:
     """An ``MlflowClient`` for ``tracking_uri`` (used as the registry URI too)."""
     from mlflow import MlflowClient
 
@@ -98,7 +105,7 @@ def init_store(tracking_uri: str | None) -> None:
     client(tracking_uri).search_experiments(max_results=1)
 
 
-def resolve_version(uri: str, *, tracking_uri: str | None):  # -> ModelVersion
+def resolve_version(uri: str, *, tracking_uri: str | None) -> ModelVersion:
     """The ``ModelVersion`` that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` names."""
     from mlflow.exceptions import MlflowException
 
@@ -133,7 +140,7 @@ def download_model(uri: str, dst: Path, *, tracking_uri: str | None) -> tuple[Pa
 # -------------------------------------------------------------------------- loading
 
 
-def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu"):
+def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu") -> tuple[Inpainter, dict[str, Any]]:
     """An :class:`inpnet.inpaint.Inpainter` built from ``config.json`` and safetensors weights."""
     import safetensors.torch
 
@@ -172,7 +179,9 @@ def _pyfunc_artifacts(model_dir: Path) -> tuple[Path, Path]:
         raise RegistryError(f"{model_dir}: MLmodel lists no inpnet 'weights'/'config' artifacts; not an inpnet model") from None
 
 
-def load_inpainter(uri_or_dir: str | Path, *, device: str = "cpu", tracking_uri: str | None = None):
+def load_inpainter(
+    uri_or_dir: str | Path, *, device: str = "cpu", tracking_uri: str | None = None
+) -> tuple[Inpainter, dict[str, Any]]:
     """Load a model for inference from the registry, a pulled folder or a checkpoint folder.
 
     Args:
@@ -257,11 +266,14 @@ def _input_example(img_size: int) -> Any:
     image = rng.integers(0, 256, size=(img_size, img_size, 3), dtype=np.uint8)
     mask = np.zeros((img_size, img_size, 3), dtype=np.uint8)
     mask[img_size // 4 : img_size // 2, img_size // 4 : img_size // 2] = 255
-    enc = lambda a: base64.b64encode(encode_png(a)).decode("ascii")  # noqa: E731
+
+    def enc(a: np.ndarray) -> str:
+        return base64.b64encode(encode_png(a)).decode("ascii")
+
     return pd.DataFrame({"image": [enc(image)], "mask": [enc(mask)]})
 
 
-def _signature():
+def _signature() -> ModelSignature:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
