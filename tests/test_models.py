@@ -173,7 +173,7 @@ def test_patchgan_scores_and_gradients(size: int) -> None:
 
 def test_build_dispatch(params) -> None:
     with pytest.raises(ValueError, match="unknown discriminator"):
-        build_discriminator("nope", img_size=32)  # type: ignore[arg-type]
+        build_discriminator("nope", img_size=32)  # type: ignore[arg-type]  # an unknown kind, on purpose
     d = build_discriminator("stylegan2", img_size=32, base_channels=8)  # H7's module, imported lazily
     assert d(torch.rand(4, 3, 32, 32), torch.zeros(4, 1, 32, 32)).shape[0] == 4
     assert type(build_model(params.variant("cmgan_tiny").model)).__name__ == "CMGAN"
