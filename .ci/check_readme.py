@@ -36,7 +36,7 @@ def cells(text: str) -> tuple[str, dict[tuple[str, str, str], float]]:
             continue
         if set("".join(row)) <= set("-: "):
             continue
-        for col, value in zip(header[1:], row[1:]):
+        for col, value in zip(header[1:], row[1:], strict=False):
             if re.fullmatch(r"-?\d+(\.\d+)?", value):
                 out[(heading, row[0], col)] = float(value)
     return machine, out

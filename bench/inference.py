@@ -74,7 +74,7 @@ def telea(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return cv2.inpaint(bgr, mask.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
 
 
-def build(variant, size: int | None, dtype: torch.dtype, device: str):  # noqa: ANN001, ANN201
+def build(variant, size: int | None, dtype: torch.dtype, device: str):
     from inpnet.inpaint import Inpainter
     from inpnet.models.build import build_model
 
@@ -102,23 +102,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     goal = GOAL_MS.get(args.device.split(":")[0], float("nan"))
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, reps {args.reps}, goal {goal:g} ms at 256 px")
-    print(f"{'variant':<10} {'size':>5} {'path':<12} {'dtype':<5} {'wall ms':>9} {'cpu ms':>9} {'2-core est':>10} {'telea cpu':>9} {'x telea':>8}  note")
+    print(f"{'variant':<10} {'size':>5} {'path':<12} {'dtype':<5} {'wall ms':>9} {'cpu ms':>9} "
+          f"{'2-core est':>10} {'telea cpu':>9} {'x telea':>8}  note")
     for size in args.sizes:
         image, mask = photo(size, 0), hole(size, 0)
-        _, t_telea = timed(lambda: telea(image, mask), args.reps, "cpu")
+        _, t_telea = timed(lambda: telea(image, mask), args.reps, "cpu")  # noqa: B023 - timed() calls it at once
         for name in args.variants:
             try:
                 variant = params.variant(name)
-            except Exception as err:  # a family not in this checkout's params
+            except Exception as err:  # noqa: BLE001 - a family not in this checkout's params
                 print(f"{name:<10} {size:>5} skipped: {err}")
                 continue
             for path, grid in (("native", size), (f"tiled@{variant.model.img_size}", None)):
                 for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                     try:
                         inp = build(variant, grid, dtype, args.device)
-                        ms, cpu = timed(lambda: inpaint_image(inp, image, mask, device=args.device), args.reps, args.device)
-                    except Exception as err:  # e.g. an op without a bf16 kernel on this device
-                        print(f"{name:<10} {size:>5} {path:<12} {label:<5} {'n/a':>9} {'':>9} {'':>10} {t_telea:>9.1f} {'':>8}  {type(err).__name__}: {str(err)[:60]}")
+                        ms, cpu = timed(lambda: inpaint_image(inp, image, mask, device=args.device),  # noqa: B023 - called at once
+                                        args.reps, args.device)
+                    except Exception as err:  # noqa: BLE001 - e.g. an op without a bf16 kernel on this device
+                        print(f"{name:<10} {size:>5} {path:<12} {label:<5} {'n/a':>9} {'':>9} {'':>10} {t_telea:>9.1f} {'':>8}  "
+                              f"{type(err).__name__}: {str(err)[:60]}")
                         continue
                     on_cpu = args.device == "cpu"
                     est = cpu / 2 if on_cpu else ms  # total CPU work spread over 2 cores, ideally

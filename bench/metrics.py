@@ -60,7 +60,7 @@ def skimage_scores(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
             structural_similarity(r, f, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                   data_range=1, channel_axis=-1),
         )
-        for r, f in zip(real, fake)
+        for r, f in zip(real, fake, strict=True)
     ])
 
 
@@ -137,7 +137,7 @@ def bench_gpu_pipeline(size: int, n: int = 2048, batch: int = 256) -> None:
     from inpnet.evaluate.metrics import psnr, quantize, ssim
 
     with mock.patch.object(fe, "load_state_dict_from_url", return_value={}), \
-            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
+            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):  # noqa: PT008 - binds as a method
         net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     feats = InceptionFeatures(None, device="cuda", model=net)
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -58,7 +58,7 @@ def main() -> int:
                 "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PYTHONUNBUFFERED": "1"})
 
-    stages: list[dict[str, object]] = []
+    stages: list[dict[str, float | str]] = []  # stage name, start and work seconds
     start = time.monotonic()
     proc = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=clone, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -84,11 +84,11 @@ def main() -> int:
         return rc
 
     print(f"\n{'stage':28s} {'wall s':>8s} {'work s':>8s} {'overhead s':>11s}")
-    ends = [float(s["start"]) for s in stages[1:]] + [total]  # type: ignore[arg-type]
+    ends = [float(s["start"]) for s in stages[1:]] + [total]
     work_sum = 0.0
-    for stage, end in zip(stages, ends):
-        wall = end - float(stage["start"])  # type: ignore[arg-type]
-        work = float(stage["work"])  # type: ignore[arg-type]
+    for stage, end in zip(stages, ends, strict=True):
+        wall = end - float(stage["start"])
+        work = float(stage["work"])
         work_sum += work
         print(f"{stage['stage']!s:28s} {wall:8.1f} {work:8.1f} {wall - work:11.1f}")
     overhead = total - work_sum

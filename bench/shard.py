@@ -114,7 +114,10 @@ def main() -> None:
         print(f"ratios (per CPU second): 1 worker / plain copy {one[1] / copy[1]:.2f}, 1 worker / ShardWriter {one[1] / wds_rate[1]:.2f}")
         print(f"goal >= 300 MB/s per worker: wall {one[0]:.0f}, per CPU second {one[1]:.0f}; "
               f"goal >= 0.7x plain copy with all workers: {best / copy[0]:.2f}x")
-        n_images = sum(1 for _ in tarfile.open(tar)) if not args.tar else None
+        n_images = None
+        if not args.tar:
+            with tarfile.open(tar) as members:
+                n_images = sum(1 for _ in members)
         wall, cpu = ours("resize", workers=2, task_runner="processes", resize=256)
         extra = f", {n_images / wall:.0f} images/s wall, {n_images / cpu:.0f} images per CPU second" if n_images else ""
         print(f"--resize 256, 2 workers, processes: {size_mb / wall:.1f} MB/s{extra}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -134,7 +134,7 @@ class MasksConfig(_Section):
     random_patch_size: int = Field(default=16, ge=1, description="grid cell of the 'random' pattern, in pixels")
 
     @model_validator(mode="after")
-    def _check_ratios(self) -> "MasksConfig":
+    def _check_ratios(self) -> MasksConfig:
         bad = [r for r in self.ratios if not 0.0 <= r <= 0.9]
         if bad:
             raise ValueError(f"ratios must lie in [0, 0.9], got {bad}")
@@ -169,7 +169,7 @@ class InpNetModelConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _check_shapes(self) -> "InpNetModelConfig":
+    def _check_shapes(self) -> InpNetModelConfig:
         if self.embed_dim % self.num_heads or self.embed_dim % 4:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads} and by 4 (sin-cos)")
         if self.img_size % self.patch_size:
@@ -201,7 +201,7 @@ class MAEModelConfig(_Section):
     pretrained: str | None = Field(default=None, description="local path to an MAE checkpoint (encoder-only or full)")
 
     @model_validator(mode="after")
-    def _check_shapes(self) -> "MAEModelConfig":
+    def _check_shapes(self) -> MAEModelConfig:
         for dim, heads, name in ((self.embed_dim, self.num_heads, ""), (self.decoder_embed_dim, self.decoder_num_heads, "decoder_")):
             if dim % heads or dim % 4:
                 raise ValueError(f"{name}embed_dim {dim} must be divisible by {name}num_heads {heads} and by 4 (sin-cos)")
@@ -384,7 +384,7 @@ class Params(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
 
     @model_validator(mode="after")
-    def _check_variants(self) -> "Params":
+    def _check_variants(self) -> Params:
         for name in self.variants:
             self.variant(name)  # raises ConfigError with the variant's path on a bad override
         missing = [v for v in self.pipeline.variants if v not in self.variants]
@@ -401,10 +401,11 @@ class Params(_Section):
         model = _validate(model_cls, {**v.model, "family": v.family}, f"variants.{name}.model")
         train_dict = _deep_merge(self.train.model_dump(), v.train)
         train = _validate(TrainConfig, train_dict, f"variants.{name}.train")
-        if model.img_size != train.image_size:  # the trainer feeds image_size crops to a model built for img_size
-            raise ConfigError(f"variants.{name}: model.img_size {model.img_size} and train.image_size {train.image_size} "
-                              "must agree (the model trains on train.image_size crops); set both")
-        return ResolvedVariant(name=name, model=model, train=train)
+        resolved = ResolvedVariant(name=name, model=model, train=train)  # narrows model to the family's config
+        if resolved.model.img_size != train.image_size:  # the trainer feeds image_size crops to a model built for img_size
+            raise ConfigError(f"variants.{name}: model.img_size {resolved.model.img_size} and train.image_size "
+                              f"{train.image_size} must agree (the model trains on train.image_size crops); set both")
+        return resolved
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -471,7 +472,10 @@ def _format_errors(err: ValidationError, model: type[BaseModel], prefix: str) ->
     return "; ".join(lines)
 
 
-def _validate(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validate(model: type[_Model], data: Any, prefix: str = "") -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -50,7 +50,7 @@ def fit_square(img: Image.Image, size: int, resample: int) -> Image.Image:
     return ImageOps.fit(img, (size, size), method=resample, centering=(0.5, 0.5))
 
 
-def load_image(path: Path, size: int) -> tuple["torch.Tensor", tuple[int, int]]:
+def load_image(path: Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Read an image file as (3, size, size) float in [0, 1] and its original (width, height).
 
     Raises :class:`DataError` if the file cannot be decoded.
@@ -59,11 +59,11 @@ def load_image(path: Path, size: int) -> tuple["torch.Tensor", tuple[int, int]]:
     from PIL import ImageOps
 
     try:
-        with open_image(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")  # convert() forces a full decode
+        with open_image(path) as raw:
+            img = ImageOps.exif_transpose(raw).convert("RGB")  # convert() forces a full decode
     except BadImage as err:
         raise DataError(f"{path}: image is {err}; pass a smaller image") from None
-    except Exception as err:  # PIL raises many types for truncated or foreign files
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for truncated or foreign files
         raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     source_size = img.size
     arr = np.asarray(fit_square(img, size, Image.Resampling.BICUBIC), dtype=np.uint8)  # (S, S, 3)
@@ -110,7 +110,7 @@ def read_mask_png(
         return hole
     if not resize:
         raise MaskError(f"{path}: mask is {hole.shape[0]}x{hole.shape[1]} (HxW), expected {target[0]}x{target[1]}")
-    small = Image.fromarray(hole.astype(np.uint8) * 255).resize((target[1], target[0]), Image.NEAREST)
+    small = Image.fromarray(hole.astype(np.uint8) * 255).resize((target[1], target[0]), Image.Resampling.NEAREST)
     return np.asarray(small) >= 128
 
 

@@ -113,7 +113,7 @@ class Inpainter(nn.Module):
             img_t = torch.cat([image_p[:, :, y : y + g, x : x + g] for y, x in chunk])
             msk_t = torch.cat([mask_p[:, :, y : y + g, x : x + g] for y, x in chunk])
             pred = self.model(img_t.to(dtype), msk_t.to(dtype)).float().clamp(0, 1)
-            for (y, x), tile in zip(chunk, pred.split(image.shape[0])):
+            for (y, x), tile in zip(chunk, pred.split(image.shape[0]), strict=True):
                 acc[:, :, y : y + g, x : x + g] += tile * window
                 weight[:, :, y : y + g, x : x + g] += window
         ran = weight > 0
@@ -127,7 +127,7 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     stride = tile - overlap
     starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+    return [*starts, length - tile]
 
 
 def _tent(size: int, overlap: int, device: torch.device) -> torch.Tensor:
@@ -188,7 +188,7 @@ def inpaint_image(
 # --------------------------------------------------------------------------- loading
 
 
-def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu"):
+def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu") -> tuple[Inpainter, dict[str, Any]]:
     """An :class:`Inpainter` built from ``config.json`` and safetensors weights."""
     import safetensors.torch
 
@@ -226,7 +226,9 @@ def _pyfunc_artifacts(model_dir: Path) -> tuple[Path, Path]:
         raise RegistryError(f"{model_dir}: MLmodel lists no inpnet 'weights'/'config' artifacts; not an inpnet model") from None
 
 
-def load_inpainter(uri_or_dir: str | Path, *, device: str = "cpu", tracking_uri: str | None = None):
+def load_inpainter(
+    uri_or_dir: str | Path, *, device: str = "cpu", tracking_uri: str | None = None
+) -> tuple[Inpainter, dict[str, Any]]:
     """Load a model for inference from the registry, a pulled folder or a checkpoint folder.
 
     Args:

@@ -37,8 +37,8 @@ __all__ = [
     "LossFn",
     "MAELoss",
     "PixelLoss",
-    "build_loss",
     "RecKind",
+    "build_loss",
     "d_loss",
     "g_loss",
     "gradient_penalty",
@@ -193,7 +193,7 @@ def gradient_penalty(
     alpha = alpha.to(real_image.dtype)
     between = alpha * real_image.detach() + (1.0 - alpha) * fake_image.detach()
     grad = _input_gradient(d, between, mask)
-    norm = grad.flatten(1).norm(dim=1)
+    norm: torch.Tensor = grad.flatten(1).norm(dim=1)  # Tensor.norm is unannotated in torch
     return (norm - 1.0).square().mean()
 
 

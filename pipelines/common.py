@@ -72,8 +72,9 @@ def tie_server_module() -> None:
     """Give every server ``prefect.server.api.server`` starts from the main thread ``PR_SET_PDEATHSIG``."""
     from prefect.server.api import server
 
-    if not isinstance(server.subprocess, _PopenDyingWithParent):
-        server.subprocess = _PopenDyingWithParent(server.subprocess)
+    module_globals = vars(server)  # the `subprocess` module that prefect's server module imported
+    if not isinstance(module_globals["subprocess"], _PopenDyingWithParent):
+        module_globals["subprocess"] = _PopenDyingWithParent(module_globals["subprocess"])
 
 
 class _PopenDyingWithParent:
@@ -91,7 +92,8 @@ class _PopenDyingWithParent:
             kwargs["preexec_fn"] = _die_with_parent(os.getpid())
         else:
             logger.debug("Prefect server started outside the main thread: it will not stop if this process is killed")
-        return self._module.Popen(*args, **kwargs)
+        proc: subprocess.Popen[Any] = self._module.Popen(*args, **kwargs)
+        return proc
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:

@@ -101,7 +101,7 @@ class SharedServer:
     api_url: str
 
     @classmethod
-    def read(cls, state: Path) -> "SharedServer | None":
+    def read(cls, state: Path) -> SharedServer | None:
         try:
             data = json.loads((state / "server.json").read_text())
             return cls(int(data["pid"]), str(data["api_url"]))

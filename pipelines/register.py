@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipelines.common import base_parser, run_entry
 from prefect import flow, task
@@ -26,12 +27,16 @@ from prefect.cache_policies import NO_CACHE
 from inpnet.config import Params, load_params, resolve_tracking_uri
 from inpnet.stages.reports import report_dir
 
+if TYPE_CHECKING:
+    from prefect import Task
+    from prefect.client.schemas.objects import State, TaskRun
+
 
 def _tracking_uri(params: Params) -> str:
     return resolve_tracking_uri(params.registry)
 
 
-def _transient(task, task_run, state) -> bool:  # noqa: ANN001
+def _transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     """Retry a registration that failed on the store (e.g. a busy sqlite), never one that
     refused its input (metrics of other weights or another mask bank stay refused)."""
     from inpnet.errors import ConfigError
@@ -41,7 +46,7 @@ def _transient(task, task_run, state) -> bool:  # noqa: ANN001
 
 
 @task(name="register-variant", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def register_task(params: Params, variant: str) -> dict:
+def register_task(params: Params, variant: str) -> dict[str, Any]:
     from inpnet.registry.register import register
 
     resolved = params.variant(variant)
@@ -69,7 +74,7 @@ def fingerprint(params: Params, variant: str) -> str:
     return digest.hexdigest()
 
 
-def _previous(out: Path, tracking_uri: str) -> dict[str, dict]:
+def _previous(out: Path, tracking_uri: str) -> dict[str, dict[str, Any]]:
     """Variants recorded in the last summary for this tracking URI:
     {variant: {"version": {...}, "fingerprint": str, "decision": {...}}}."""
     try:
@@ -85,7 +90,7 @@ def _previous(out: Path, tracking_uri: str) -> dict[str, dict]:
 
 
 @task(name="find-registered", cache_policy=NO_CACHE)
-def still_registered(params: Params, version: dict) -> bool:
+def still_registered(params: Params, version: dict[str, Any]) -> bool:
     from inpnet.errors import InpnetError
     from inpnet.registry.store import resolve_version
 
@@ -97,7 +102,7 @@ def still_registered(params: Params, version: dict) -> bool:
 
 
 @task(name="promote-model", cache_policy=NO_CACHE)
-def promote_task(params: Params, name: str) -> dict:
+def promote_task(params: Params, name: str) -> dict[str, Any]:
     from inpnet.registry.promote import load_reference, promote
 
     gates = params.registry.gates
@@ -109,7 +114,7 @@ def promote_task(params: Params, name: str) -> dict:
 
 
 @flow(name="register", log_prints=True)
-def register_flow(params: Params, out: str = "reports/registry.json") -> dict:
+def register_flow(params: Params, out: str = "reports/registry.json") -> dict[str, Any]:
     from inpnet.registry.store import init_store
 
     uri = _tracking_uri(params)

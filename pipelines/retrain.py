@@ -19,12 +19,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 
 from inpnet.config import load_params
 from inpnet.errors import InpnetError
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ def _dvc(args: list[str], repo: Path) -> str:
     # stage commands say `python -m pipelines...`: this interpreter's bin folder comes first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-20:]
         raise InpnetError(f"`{' '.join(cmd)}` failed in {repo} (exit {proc.returncode}):\n" + "\n".join(tail))
@@ -70,7 +74,7 @@ def retrain_flow(
     exp_name: str | None = None,
     set_params: list[str] | None = None,
     targets: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Run the pipeline as a DVC experiment, push when a remote is set, report the promotion."""
     repo_path = Path(repo).resolve()
     params = load_params(repo_path / params_file)
@@ -82,12 +86,13 @@ def retrain_flow(
     return {"repo": str(repo_path), "experiment": exp_name, "registry": summary}
 
 
-def make_deployment(repo: Path, params_file: Path):
+def make_deployment(repo: Path, params_file: Path) -> RunnerDeployment:
     """The deployment object (not yet applied): cron from params, one run at a time."""
     schedule = load_params(repo / params_file).schedule
     from prefect.client.schemas.schedules import CronSchedule
+    from prefect.deployments.runner import RunnerDeployment
 
-    return retrain_flow.to_deployment(
+    deployment = retrain_flow.to_deployment(
         name=DEPLOYMENT_NAME,
         schedules=[CronSchedule(cron=schedule.cron, timezone=schedule.timezone)],
         concurrency_limit=1,
@@ -95,6 +100,8 @@ def make_deployment(repo: Path, params_file: Path):
         description="Retrain every variant on fresh data, evaluate, register and promote.",
         tags=["inpnet", "retrain"],
     )
+    assert isinstance(deployment, RunnerDeployment)  # sync-compatible: called from sync code it is not a coroutine
+    return deployment
 
 
 def main(args: argparse.Namespace) -> None:

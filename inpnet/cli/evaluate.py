@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from inpnet.cli.app import PARAMS_HELP, app
+
+if TYPE_CHECKING:
+    from inpnet.config import EvalConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-def _eval_config(params: Path):
+def _eval_config(params: Path) -> EvalConfig:
     """The ``evaluate`` section; built-in defaults when the default params.yaml is absent."""
     from inpnet.config import EvalConfig, load_params
 
@@ -66,7 +69,10 @@ def compare_command(
     report_dirs: Optional[list[Path]] = typer.Argument(None, help="Report folders (or folders of report folders)."),
     reports: list[Path] = typer.Option([], "--reports", help="Report folder, repeatable; same as the positional folders."),
     out: Path = typer.Option(..., "--out", help="Folder for table.md, psnr_by_ratio.png, ssim_by_ratio.png, compare.json."),
-    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help=PARAMS_HELP + " Its registry.gates (reference, max_gap_to_reference_db) decide the warnings."),
+    params: Path = typer.Option(
+        DEFAULT_PARAMS, "--params",
+        help=PARAMS_HELP + " Its registry.gates (reference, max_gap_to_reference_db) decide the warnings.",
+    ),
 ) -> None:
     """One table and plots across methods; baselines appear as reference rows; warnings head it."""
     from inpnet.config import load_params

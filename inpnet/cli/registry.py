@@ -9,18 +9,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from inpnet.cli.app import PARAMS_HELP, app
+
+if TYPE_CHECKING:
+    from inpnet.config import Params
 
 log = logging.getLogger(__name__)
 
 TRACKING_HELP = "MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else registry.tracking_uri in params)."
 
 
-def _registry_cfg(params: Path):
+def _registry_cfg(params: Path) -> Params:
     from inpnet.config import load_params
 
     return load_params(params)
@@ -37,9 +40,17 @@ def _tracking_uri(explicit: str | None, params: Path) -> str:
 @app.command("register")
 def register_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `inpnet train` (models/<variant>)."),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="The evaluator's metrics.json for this checkpoint (needed to promote); its report.json must name these weights."),
+    metrics: Optional[Path] = typer.Option(
+        None, "--metrics",
+        help="The evaluator's metrics.json for this checkpoint (needed to promote); its report.json must name these "
+        "weights.",
+    ),
     name: Optional[str] = typer.Option(None, "--name", help="Registered model name (default: registry.model_names[family])."),
-    bank: Optional[Path] = typer.Option(None, "--bank", help="Mask bank manifest.json it must have been evaluated on (checked against report.json beside --metrics; default: the bank the report names)."),
+    bank: Optional[Path] = typer.Option(
+        None, "--bank",
+        help="Mask bank manifest.json it must have been evaluated on (checked against report.json beside --metrics; "
+        "default: the bank the report names).",
+    ),
     shards: Optional[Path] = typer.Option(None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."),
     tag: list[str] = typer.Option([], "--tag", help="Extra version tag KEY=VALUE (repeatable)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
@@ -65,7 +76,11 @@ def register_cmd(
 @app.command("promote")
 def promote_cmd(
     name: str = typer.Option(..., "--name", help="Registered model name, e.g. inpnet."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Evaluation folder of the reference method (registry.gates.reference) for the absolute gate (default: <evaluate.out_dir>/baselines/<reference>)."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference",
+        help="Evaluation folder of the reference method (registry.gates.reference) for the absolute gate (default: "
+        "<evaluate.out_dir>/baselines/<reference>).",
+    ),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
@@ -101,7 +116,11 @@ def pull_cmd(
 def inpaint_cmd(
     model: str = typer.Option(..., "--model", help="A pulled model folder, a checkpoint folder or models:/NAME@ALIAS."),
     image: Path = typer.Option(..., "--image", help="Input image, or a folder of images (folder mode)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask PNG (255 = hole) or a folder of masks paired by stem; omit for whole-image restoration (InP-Net only)."),
+    mask: Optional[Path] = typer.Option(
+        None, "--mask",
+        help="Mask PNG (255 = hole) or a folder of masks paired by stem; omit for whole-image restoration (InP-Net "
+        "only).",
+    ),
     out: Path = typer.Option(..., "--out", help="Output .png, or a folder in folder mode."),
     invert_mask: bool = typer.Option(False, "--invert-mask", help="Masks use 0 = hole instead of 255 = hole."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),

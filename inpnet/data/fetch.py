@@ -43,10 +43,10 @@ class _Expected:
     size: int | None = None
     digests: dict[str, str] = field(default_factory=dict)  # algorithm -> full hex digest or its prefix
 
-    def new_hashers(self) -> dict[str, "hashlib._Hash"]:
+    def new_hashers(self) -> dict[str, hashlib._Hash]:
         return {alg: hashlib.new(alg) for alg in self.digests}
 
-    def problem(self, got_size: int, hashers: dict[str, "hashlib._Hash"]) -> str | None:
+    def problem(self, got_size: int, hashers: dict[str, hashlib._Hash]) -> str | None:
         """Why a copy of ``got_size`` bytes with these running hashes is not the file, else None."""
         if self.size is not None and got_size != self.size:
             return f"size {got_size} bytes, expected {self.size}"
@@ -130,7 +130,7 @@ def _check_existing(dest: Path, expected: _Expected, chunk_bytes: int) -> Path:
     return dest
 
 
-def _hash_file(path: Path, hashers: dict[str, "hashlib._Hash"], chunk_bytes: int) -> dict[str, "hashlib._Hash"]:
+def _hash_file(path: Path, hashers: dict[str, hashlib._Hash], chunk_bytes: int) -> dict[str, hashlib._Hash]:
     if hashers:
         with path.open("rb") as fh:
             while chunk := fh.read(chunk_bytes):

@@ -121,7 +121,7 @@ def pixel_problem(width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS)
     return f"{width}x{height} ({width * height / 1e6:.1f} megapixels), over the limit of {max_pixels / 1e6:.1f}"
 
 
-def open_image(fp: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
+def open_image(fp: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> PIL.Image.Image:
     """``PIL.Image.open`` (any format) that refuses an image whose header claims more than
     ``max_pixels``, before decoding: :class:`BadImage` says ``"<w>x<h> (...), over the limit of ..."``."""
     from PIL import Image
@@ -155,10 +155,11 @@ def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bo
         if (problem := pixel_problem(width, height, max_pixels)) is not None:
             raise BadImage(f"JPEG is {problem}")
     try:
-        return simplejpeg.decode_jpeg(
+        rgb: np.ndarray = simplejpeg.decode_jpeg(  # simplejpeg is untyped
             data, colorspace="rgb", fastdct=fast, fastupsample=fast,
             min_height=min_height, min_width=min_width, strict=strict,
         )
+        return rgb
     except ValueError as err:
         if "colorspace" not in str(err).lower() and "color space" not in str(err).lower():
             raise

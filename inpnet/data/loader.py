@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -231,10 +231,10 @@ def _pipeline(urls: list[str], *, size: int, train: bool, rank: int, world_size:
     return wds.DataPipeline(*stages)
 
 
-class _Restartable(torch.utils.data.IterableDataset):
+class _Restartable(torch.utils.data.IterableDataset[dict[str, str]]):
     """An iterable that calls ``make()`` afresh on every ``iter`` (inside each worker)."""
 
-    def __init__(self, make: Any) -> None:
+    def __init__(self, make: Callable[[], Iterator[dict[str, str]]]) -> None:
         self.make = make
 
     def __iter__(self) -> Iterator[dict[str, str]]:
@@ -271,7 +271,7 @@ def _to_unit(image: torch.Tensor) -> torch.Tensor:
 class ShardLoader:
     """Iterable of batches ``{"image": (B,3,S,S) float [0,1], "label": (B,) long, "key": list[str]}``."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, num_shards: int) -> None:
+    def __init__(self, loader: torch.utils.data.DataLoader[dict[str, Any]], num_shards: int) -> None:
         self.loader = loader
         self.num_shards = num_shards
 

@@ -43,7 +43,7 @@ class ShardRecord:
     tail_sha256: str = ""  # of the last TAIL_BYTES; "" in manifests written before it was recorded
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
+    def from_dict(cls, data: dict[str, Any]) -> ShardRecord:
         return cls(**data)
 
 

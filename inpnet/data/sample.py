@@ -86,7 +86,7 @@ def _skimage(name: str, index: int | None = None) -> _Photo:
     def load() -> np.ndarray:
         from skimage import data
 
-        image = getattr(data, name)()
+        image: np.ndarray = getattr(data, name)()
         return image[index] if index is not None else image
 
     return _Photo(f"skimage.data.{name}" + (f"[{index}]" if index is not None else ""), load)

@@ -227,7 +227,7 @@ def _reusable(out: Path, fingerprint: str, plan: ShardPlan, manifest: Manifest |
     found: dict[int, tuple[ShardRecord, int]] = {}
     if manifest is not None:
         written = (out / MANIFEST_NAME).stat().st_mtime_ns
-        found = {job.index: (record, written) for job, record in zip(plan.jobs, _manifest_records(manifest, plan))}
+        found = {job.index: (record, written) for job, record in zip(plan.jobs, _manifest_records(manifest, plan), strict=True)}
     for job in plan.jobs:
         if job.index not in found and (partial := _partial_record(job, out, fingerprint)) is not None:
             found[job.index] = partial

@@ -276,5 +276,5 @@ def sample_key(path: str) -> str:
     if len(key) > 80:
         import hashlib
 
-        key = f"{key[:60]}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+        key = f"{key[:60]}_{hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:12]}"
     return key

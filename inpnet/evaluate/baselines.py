@@ -108,7 +108,7 @@ class BaselineInpainter:
             out["radius"] = self.radius
         return out
 
-    def __call__(self, image: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Inpaint a batch: image (B, 3, H, W) in [0, 1], mask (B, 1, H, W) 1 = hole."""
         import torch
 
@@ -141,7 +141,7 @@ class BaselineInpainter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "BaselineInpainter":
+    def __enter__(self) -> BaselineInpainter:
         return self
 
     def __exit__(self, *exc: object) -> None:

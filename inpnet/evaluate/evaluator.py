@@ -32,9 +32,13 @@ from inpnet.evaluate.sources import EvalImage, EvalMask, Skipped, open_images, o
 from inpnet.outputs import locks_output, writing_output
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
     import torch
 
     from inpnet.evaluate.methods import Method
+    from inpnet.evaluate.sources import BankMasks, FolderMasks
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -46,9 +50,9 @@ class EvalResult:
     """What :func:`evaluate` wrote: the output folder, the metrics and the report dicts."""
 
     out_dir: Path
-    metrics: dict
-    report: dict
-    rows: list[dict] = field(default_factory=list)
+    metrics: dict[str, Any]
+    report: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -72,9 +76,9 @@ class _GridPicker:
     def __init__(self, per_pattern: int) -> None:
         self.per_pattern = per_pattern
         # pattern -> ratio -> [fallback example, preferred example or None]
-        self.kept: dict[str, dict[str, list]] = {}
+        self.kept: dict[str, dict[str, list[tuple[torch.Tensor, ...] | None]]] = {}
 
-    def offer(self, pair: _Pair, masked: "torch.Tensor", output: "torch.Tensor") -> None:
+    def offer(self, pair: _Pair, masked: torch.Tensor, output: torch.Tensor) -> None:
         kept = self.kept.setdefault(pair.mask.pattern, {})
         ratio = _ratio_key(pair.mask.ratio)
         if ratio not in kept:
@@ -89,13 +93,17 @@ class _GridPicker:
             if pair.image.number >= rank:
                 slot[1] = example
 
-    def rows(self) -> dict[str, list[tuple["torch.Tensor", ...]]]:
+    def rows(self) -> dict[str, list[tuple[torch.Tensor, ...]]]:
         """pattern -> [(masked, output, truth) by increasing ratio], each (3, S, S)."""
-        return {pattern: [kept[r][1] or kept[r][0] for r in sorted(kept, key=float)]
+        # offer() fills the fallback slot of every ratio it adds, so `example` is never None
+        return {pattern: [example for r in sorted(kept, key=float) if (example := kept[r][1] or kept[r][0]) is not None]
                 for pattern, kept in self.kept.items()}
 
 
-def _iter_pairs(images, masks, size: int, limit: int | None, skipped: list[Skipped], seen: set[int]):
+def _iter_pairs(
+    images: Iterable[EvalImage], masks: BankMasks | FolderMasks, size: int, limit: int | None, skipped: list[Skipped],
+    seen: set[int],
+) -> Iterator[_Pair]:
     """(image, mask) pairs in a fixed order: image by image, cell by cell."""
     count = 0
     for image in images:
@@ -124,14 +132,14 @@ def _degenerate(hole: np.ndarray) -> str | None:
     return None
 
 
-def _row(pair: _Pair, masks: str | Path, psnr: float | None, ssim: float | None, excluded: str | None) -> dict:
+def _row(pair: _Pair, masks: str | Path, psnr: float | None, ssim: float | None, excluded: str | None) -> dict[str, Any]:
     """One per_image.csv row; an excluded pair carries its reason and no scores."""
     return {"image": pair.image.name, "pattern": pair.mask.pattern, "ratio": _ratio_key(pair.mask.ratio),
             "achieved_ratio": round(pair.mask.achieved, 4), "mask": _display_path(pair.mask.path, masks),
             "psnr": None if excluded else psnr, "ssim": None if excluded else ssim, "excluded": excluded}
 
 
-def _scorable(pairs, masks: str | Path, rows: list[dict]):
+def _scorable(pairs: Iterable[_Pair], masks: str | Path, rows: list[dict[str, Any]]) -> Iterator[_Pair]:
     """The pairs worth running the method on; an empty or full hole goes to ``rows`` as excluded."""
     for pair in pairs:
         reason = _degenerate(pair.mask.hole)
@@ -141,7 +149,7 @@ def _scorable(pairs, masks: str | Path, rows: list[dict]):
             rows.append(_row(pair, masks, None, None, reason))
 
 
-def _batches(pairs, batch_size: int):
+def _batches(pairs: Iterable[_Pair], batch_size: int) -> Iterator[list[_Pair]]:
     batch: list[_Pair] = []
     for pair in pairs:
         batch.append(pair)
@@ -154,7 +162,7 @@ def _batches(pairs, batch_size: int):
 
 @locks_output("out_dir")
 def evaluate(
-    method: "Method",
+    method: Method,
     images: str | Path,
     masks: str | Path,
     *,
@@ -210,7 +218,7 @@ def evaluate(
     fid = FidTracker(cfg, device=device)
     grid = _GridPicker(cfg.grid_images)
     skipped: list[Skipped] = []
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     method_s = 0.0
     n_run = 0
     n_images: set[int] = set()
@@ -291,7 +299,7 @@ def evaluate(
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None):
+def _torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (None: unchanged), then restore."""
     import torch
 

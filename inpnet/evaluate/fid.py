@@ -87,25 +87,28 @@ class InceptionFeatures:
             raise ValueError(f"features need (B, 3, H, W) images, got {tuple(images.shape)}")
         u8 = torch.round(images.clamp(0, 1) * 255).to(torch.uint8).to(self.device)
         out = self.model(u8)
-        feats = out[0] if isinstance(out, (tuple, list)) else out
+        feats: torch.Tensor = out[0] if isinstance(out, (tuple, list)) else out
         return feats.reshape(feats.shape[0], -1).float().cpu()  # (B, D)
 
 
 def _load_inception(weights_path: str | Path | None) -> torch.nn.Module:
     ok, reason = fid_available(weights_path)
-    if not ok:
+    if not ok or weights_path is None:  # fid_available refuses None
         raise DataError(f"FID unavailable: {reason}")
     try:
         # a safe (tensors-only) read first: a foreign or truncated file fails here with its reason
         # before torch-fidelity unpickles it
         torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types; all become one DataError
         raise _load_failure(weights_path, err) from None
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     try:
-        return FeatureExtractorInceptionV3("inception-v3-compat", [str(FEATURE_DIM)], feature_extractor_weights_path=str(weights_path))
-    except Exception as err:  # a truncated or foreign file fails in torch.load / load_state_dict
+        net: torch.nn.Module = FeatureExtractorInceptionV3(  # torch-fidelity is untyped
+            "inception-v3-compat", [str(FEATURE_DIM)], feature_extractor_weights_path=str(weights_path)
+        )
+        return net
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file fails in torch.load / load_state_dict
         raise _load_failure(weights_path, err) from None
 
 
@@ -124,7 +127,8 @@ def sqrtm_psd(a: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float64)
     w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    root: np.ndarray = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return root
 
 
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:

@@ -18,6 +18,8 @@ from inpnet.config import EvalConfig
 if TYPE_CHECKING:
     import torch
 
+    from inpnet.evaluate.fid import FIDScorer
+
 __all__ = ["FidTracker"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class FidTracker:
         self.available, self.reason = fid_available(self.weights)
         if self.weights is None:
             self.reason = f"evaluate.fid_weights is not set: {self.reason}"
-        self._scorer = None
+        self._scorer: FIDScorer | None = None
         self._seen: set[int] = set()
         if not self.available:
             log.info("FID/KID unavailable: %s", self.reason)
@@ -50,7 +52,7 @@ class FidTracker:
         return {"available": self.available, "reason": self.reason, "weights": self.weights,
                 "kid_subset_size": self.kid_subset_size}
 
-    def update(self, pairs: Sequence[Any], real: "torch.Tensor", fake: "torch.Tensor") -> None:
+    def update(self, pairs: Sequence[Any], real: torch.Tensor, fake: torch.Tensor) -> None:
         """Add a batch: ``pairs[i]`` has ``.image.number`` and ``.mask.pattern/.ratio``;
         real and fake are (B, 3, H, W) in [0, 1]."""
         if not self.available:
@@ -91,4 +93,4 @@ class FidTracker:
 
 def _finite(value: float) -> float | None:
     v = float(value)
-    return round(v, 6) if v == v and abs(v) != float("inf") else None
+    return round(v, 6) if v == v and abs(v) != float("inf") else None  # noqa: PLR0124 - v == v is False only for NaN

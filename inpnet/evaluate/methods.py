@@ -37,7 +37,7 @@ class Method(Protocol):
     name: str
     image_size: int | None  # the one input size the method accepts, None = any
 
-    def __call__(self, image: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor": ...
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
     def settings(self) -> dict[str, object]: ...
 
@@ -73,7 +73,7 @@ class ModelMethod:
     def settings(self) -> dict[str, object]:
         return {"kind": "model", "device": self.device, "image_size": self.image_size, **self.info}
 
-    def __call__(self, image: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         import torch
 
         with torch.inference_mode():
@@ -113,7 +113,7 @@ def _checkpoint_method(path: Path, device: str) -> Method:
 
     model, variant = load_model(path, ema=True, device=device)
     # the weights' hash lets `inpnet register` check that a report scored this very checkpoint
-    info = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family,
+    info: dict[str, object] = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family,
             "weights_sha256": weights_sha256(model),
             # the last weights, not best.safetensors: the best were picked on val images, which
             # in the quickstart are the evaluation images too, so they would flatter the model

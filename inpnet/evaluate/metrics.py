@@ -113,7 +113,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     torch.mul(x, x, out=maps[:, 2 * c : 3 * c])
     torch.mul(y, y, out=maps[:, 3 * c : 4 * c])
     torch.mul(x, y, out=maps[:, 4 * c :])
-    mx, my, exx, eyy, exy = _blur_valid(maps).split(c, dim=1)  # each (B, C, H - 10, W - 10)
+    mx, my, exx, eyy, exy = torch.split(_blur_valid(maps), c, dim=1)  # each (B, C, H - 10, W - 10)
     # in place where possible: these maps are the largest tensors of an evaluation batch
     mx_my = mx * my
     mx2, my2 = mx * mx, my * my

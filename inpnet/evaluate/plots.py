@@ -20,13 +20,13 @@ __all__ = ["METRIC_LABELS", "plot_metric_by_ratio", "save_grid", "save_png", "to
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID", "kid": "KID"}
 
 
-def to_uint8(image: "torch.Tensor") -> np.ndarray:
+def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounding to the nearest level."""
     arr = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, 3)
     return np.rint(arr * 255.0).astype(np.uint8)
 
 
-def save_png(image: "torch.Tensor", path: Path) -> None:
+def save_png(image: torch.Tensor, path: Path) -> None:
     """Write a (3, H, W) image in [0, 1] as an 8-bit RGB PNG (parent folders created)."""
     from PIL import Image
 
@@ -59,13 +59,13 @@ def plot_metric_by_ratio(
     ncols = min(len(patterns), 3) or 1
     nrows = max(1, -(-len(patterns) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False, sharey=True)
-    for ax, pattern in zip(axes.flat, patterns):
+    for ax, pattern in zip(axes.flat, patterns, strict=False):
         for name, buckets in series.items():
             cells = buckets.get(pattern, {})
             points = sorted((float(r), v[metric]) for r, v in cells.items() if v.get(metric) is not None)
             if not points:
                 continue
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             style = "--" if name in references else "-"
             ax.plot(xs, ys, style, marker="o", markersize=4, label=name)
         ax.set_title(pattern)
@@ -85,7 +85,7 @@ def plot_metric_by_ratio(
     return path
 
 
-def save_grid(rows: Mapping[str, Sequence[Sequence["torch.Tensor"]]], path: Path, *, gap: int = 4) -> Path:
+def save_grid(rows: Mapping[str, Sequence[Sequence[torch.Tensor]]], path: Path, *, gap: int = 4) -> Path:
     """Sample grid: one row per pattern, each example as masked input | output | ground truth.
 
     Args:

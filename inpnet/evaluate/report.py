@@ -31,7 +31,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from inpnet.errors import DataError
 from inpnet.evaluate.plots import plot_metric_by_ratio
@@ -68,7 +68,7 @@ class ReportEntry:
 EXACT_MATCH = "exact match: the output equals the original image, so its PSNR is infinite"
 
 
-def exclusion(row: dict) -> str | None:
+def exclusion(row: dict[str, Any]) -> str | None:
     """Why a per-image row stays out of every mean (its ``excluded`` reason, or an exact match
     whose infinite PSNR no mean can hold), or None when it counts.
 
@@ -90,7 +90,7 @@ def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 6)
 
 
-def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[str, Any]:
+def aggregate(rows: Sequence[dict[str, Any]], fid: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-bucket, per-pattern and overall means of per-image rows, in the metrics.json layout.
 
     Rows with an :func:`exclusion` (an empty or a full hole, an exact match) are left out of
@@ -103,8 +103,8 @@ def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[s
     """
     fid = fid or {}
     bucket_fid = fid.get("buckets", {})
-    by_bucket: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    by_pattern: dict[str, list[dict]] = defaultdict(list)
+    by_bucket: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by_pattern: dict[str, list[dict[str, Any]]] = defaultdict(list)
     counted = [row for row in rows if exclusion(row) is None]
     if not counted:
         raise DataError(f"no pair can be scored: all {len(rows)} are excluded ({exclusion(rows[0]) if rows else 'no pairs'})")
@@ -112,7 +112,7 @@ def aggregate(rows: Sequence[dict], fid: dict[str, Any] | None = None) -> dict[s
         by_bucket[(row["pattern"], row["ratio"])].append(row)
         by_pattern[row["pattern"]].append(row)
 
-    def stats(group: list[dict]) -> dict[str, Any]:
+    def stats(group: list[dict[str, Any]]) -> dict[str, Any]:
         return {"psnr": _mean([r["psnr"] for r in group]), "ssim": _mean([r["ssim"] for r in group]), "n": len(group)}
 
     buckets: dict[str, dict[str, Any]] = {}
@@ -136,7 +136,7 @@ def write_report(
     *,
     metrics: dict[str, Any],
     report: dict[str, Any],
-    rows: Sequence[dict],
+    rows: Sequence[dict[str, Any]],
     references: Sequence[ReportEntry] = (),
 ) -> None:
     """Write metrics.json, report.json, per_image.csv, table.md and plots/ into ``out_dir``.
@@ -225,11 +225,18 @@ def _fmt(value: Any, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+_Getter = Callable[[ReportEntry], Any]  # one entry's value of a table column (None: no value)
+
+
+def _pattern_value(pattern: str, metric: str) -> _Getter:
+    return lambda e: e.metrics["patterns"].get(pattern, {}).get(metric)
+
+
 def _row_name(e: ReportEntry) -> str:
     return f"{e.name} (reference)" if e.reference else f"**{e.name}**"
 
 
-def _best(entries: Sequence[ReportEntry], get, lower_is_better: bool = False) -> set[int]:
+def _best(entries: Sequence[ReportEntry], get: _Getter, lower_is_better: bool = False) -> set[int]:
     values = [(i, get(e)) for i, e in enumerate(entries)]
     values = [(i, v) for i, v in values if v is not None]
     if len(values) < 2:
@@ -239,7 +246,7 @@ def _best(entries: Sequence[ReportEntry], get, lower_is_better: bool = False) ->
     return best if len(best) < len(values) else set()  # all tied: nothing stands out
 
 
-def _cells(entries: Sequence[ReportEntry], get, digits: int, lower_is_better: bool = False) -> list[str]:
+def _cells(entries: Sequence[ReportEntry], get: _Getter, digits: int, lower_is_better: bool = False) -> list[str]:
     best = _best(entries, get, lower_is_better)
     return [(f"**{_fmt(get(e), digits)}**" if i in best else _fmt(get(e), digits)) for i, e in enumerate(entries)]
 
@@ -293,8 +300,7 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
 
     patterns = sorted({p for e in entries for p in e.metrics.get("patterns", {})})
     for metric, label, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4)):
-        columns = [_cells(entries, lambda e, p=p: e.metrics["patterns"].get(p, {}).get(metric), digits)
-                   for p in patterns]
+        columns = [_cells(entries, _pattern_value(p, metric), digits) for p in patterns]
         rows = [[_row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
         out += [f"## {label} by pattern", "", *_table(["method", *patterns], rows), ""]
 
@@ -308,7 +314,7 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
     if skipped:
         out += ["## Skipped files", ""]
         out += [f"- {name}: `{s['path']}`: {s['reason']}" for name, s in skipped] + [""]
-    excluded: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (method, reason) -> pairs
+    excluded: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)  # (method, reason) -> pairs
     for e in entries:
         for x in [] if e.reference else e.report.get("excluded", []):
             excluded[(e.name, x["reason"])].append(x)
@@ -392,7 +398,7 @@ def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = 
     out = [f"Machine: {machine_description()}.", ""]
     rows = [[e.name + (" (reference)" if e.reference else ""), _fmt(e.metrics["overall"].get("psnr"), 2),
              _fmt(e.metrics["overall"].get("ssim"), 3)] for e in entries]
-    out += _table(["method", "PSNR (dB)", "SSIM"], rows) + [""]
+    out += [*_table(["method", "PSNR (dB)", "SSIM"], rows), ""]
     for pattern in SUMMARY_PATTERNS:
         ratios = sorted({r for e in entries for r in e.metrics.get("buckets", {}).get(pattern, {})}, key=float)
         if not ratios:
@@ -403,6 +409,11 @@ def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = 
         out += [f"PSNR (dB) by hole ratio, pattern `{pattern}`:", "", *_table(["method", *ratios], rows), ""]
     out += [f"- **{w}**" for w in warnings]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _best_name(entries: Sequence[ReportEntry], metric: str) -> str:
+    """The method with the highest overall ``metric`` (a missing value counts as the lowest)."""
+    return max(entries, key=lambda e: e.metrics["overall"].get(metric) or -math.inf).name
 
 
 @locks_output("out_dir")
@@ -430,8 +441,7 @@ def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, referen
     summary = {
         "methods": {e.name: e.metrics for e in entries},
         "baselines": [e.name for e in entries if e.reference],
-        "best": {m: max(entries, key=lambda e, m=m: e.metrics["overall"].get(m) or -math.inf).name
-                 for m in PLOT_METRICS},
+        "best": {m: _best_name(entries, m) for m in PLOT_METRICS},
         "reports": {e.name: str(e.path) for e in entries},
         "warnings": warnings,
     }

@@ -44,7 +44,8 @@ from inpnet.images import IMAGE_EXTENSIONS, fit_square, hole_ratio, load_image
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
+
+    from inpnet.masks import BankMask
 
 __all__ = [
     "BankMasks",
@@ -75,7 +76,7 @@ class Skipped:
 class EvalImage:
     number: int  # position in the source (stable under skipped files)
     name: str  # file stem or shard key
-    image: "torch.Tensor"  # (3, S, S) float in [0, 1]
+    image: torch.Tensor  # (3, S, S) float in [0, 1]
     source_size: tuple[int, int] | None  # (width, height) before resizing; None for shards
 
 
@@ -121,7 +122,7 @@ class ImageFolder:
 
     def __iter__(self) -> Iterator[EvalImage]:
         self.skipped = []
-        for number, (path, name) in enumerate(zip(self.files, self._names)):
+        for number, (path, name) in enumerate(zip(self.files, self._names, strict=True)):
             try:
                 image, source_size = load_image(path, self.size)
             except DataError as err:
@@ -178,7 +179,7 @@ class BankMasks:
         entries = load_bank(self.root)
         if not entries:
             raise DataError(f"{self.root}: the mask bank lists no masks; rebuild it with `inpnet masks bank`")
-        cells: dict[tuple[str, float], list] = {}
+        cells: dict[tuple[str, float], list[BankMask]] = {}
         for e in entries:
             cells.setdefault((e.pattern, round(float(e.ratio), 4)), []).append(e)
         self.cells = {k: sorted(v, key=lambda e: e.index) for k, v in sorted(cells.items())}
@@ -186,7 +187,7 @@ class BankMasks:
         try:
             with Image.open(first) as img:
                 width, height = img.size
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for a bad file
             raise DataError(f"{first}: cannot read mask ({err}); rebuild the bank with `inpnet masks bank`") from None
         if width != height:
             raise DataError(f"{self.root}: bank masks must be square, {first} is {width}x{height}")

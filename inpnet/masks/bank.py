@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def write_bank(
     external_dir: str | Path | None = None,
     external_invert: bool = False,
     bucket_width: float = 0.1,
-    presets: dict[str, dict] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write the bank to ``out_dir`` and return the manifest path.
 
@@ -92,16 +93,16 @@ def write_bank(
     if want_external and external_dir is None:
         raise MaskError("pattern 'external' needs an external mask folder (--external DIR / masks.external_dir)")
 
-    entries: list[dict] = []
+    entries: list[dict[str, Any]] = []
     for pattern in generated:
-        for ratio, key in zip(ratios, keys):
+        for ratio, key in zip(ratios, keys, strict=True):
             cell = _fresh_cell(out / pattern / key)
             for i in range(per_cell):
                 rng = np.random.default_rng(_cell_seed(seed, pattern, ratio, i))
                 mask = make_mask(pattern, size, size, ratio, rng, **(presets or {}).get(pattern, {}))
                 entries.append(_write(cell, out, pattern, ratio, i, mask, hole_ratio(mask)))
-    skipped: list[dict] = []
-    if want_external:
+    skipped: list[dict[str, Any]] = []
+    if external_dir is not None:  # = want_external: 'external' without a folder was refused above
         ext_entries, skipped = _write_external(
             out, Path(external_dir), size, ratios, keys, per_cell, seed, external_invert, bucket_width
         )
@@ -130,7 +131,7 @@ def _fresh_cell(cell: Path) -> Path:
     return cell
 
 
-def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.ndarray, achieved: float, **extra: str) -> dict:
+def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.ndarray, achieved: float, **extra: str) -> dict[str, Any]:
     path = cell / f"{i:04d}.png"
     path.write_bytes(encode_mask_png(mask))
     return {
@@ -146,7 +147,7 @@ def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.
 def _write_external(
     out: Path, src: Path, size: int, ratios: Sequence[float], keys: Sequence[str], per_cell: int,
     seed: int, invert: bool, bucket_width: float,
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not src.is_dir():
         raise MaskError(f"external mask folder {src} does not exist")
     files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -166,7 +167,7 @@ def _write_external(
         if abs(achieved - ratios[j]) <= bucket_width / 2:
             buckets[j].append((f, mask, achieved))
     entries = []
-    for j, (ratio, key) in enumerate(zip(ratios, keys)):
+    for j, (ratio, key) in enumerate(zip(ratios, keys, strict=True)):
         cell = _fresh_cell(out / "external" / key)
         found = buckets[j]
         if len(found) < per_cell:

@@ -90,7 +90,7 @@ def object_ids(labels: np.ndarray, max_area: float) -> list[int]:
     """Ids of the segments that count as objects: non-zero and at most ``max_area`` of the image."""
     ids, counts = np.unique(labels, return_counts=True)
     limit = max_area * labels.size
-    return [int(i) for i, c in zip(ids, counts) if i != 0 and c <= limit]
+    return [int(i) for i, c in zip(ids, counts, strict=True) if i != 0 and c <= limit]
 
 
 def exclude_covered_objects(hole: np.ndarray, labels: np.ndarray, *, overlap: float = 0.5, max_area: float = 0.5) -> np.ndarray:
@@ -171,7 +171,7 @@ class ObjectMaskSampler:
         self._warned_no_keys = False
 
     @classmethod
-    def from_config(cls, cfg: TrainMasksConfig) -> "ObjectMaskSampler":
+    def from_config(cls, cfg: TrainMasksConfig) -> ObjectMaskSampler:
         """Build from ``train.masks``; ``cfg.object_dir`` must be set."""
         if cfg.object_dir is None:
             raise MaskError("train.masks.object_dir is not set; object-aware masks need a folder of instance maps")

@@ -50,7 +50,7 @@ def make_vit_block(dim: int, num_heads: int, *, mlp_ratio: float = 4.0, drop_pat
         mlp_ratio=mlp_ratio,
         qkv_bias=True,
         drop_path=drop_path,
-        norm_layer=LayerNorm,
+        norm_layer=LayerNorm,  # type: ignore[arg-type]  # timm types norm_layer as a class; its own models pass partials too
     )
 
 
@@ -109,12 +109,13 @@ def resample_pos_embed(
     """
     if tuple(new_grid) == tuple(old_grid):
         return pos_embed
-    return resample_abs_pos_embed(
+    resampled: torch.Tensor = resample_abs_pos_embed(  # timm leaves its return type unannotated
         pos_embed,
         new_size=list(new_grid),
         old_size=list(old_grid),
         num_prefix_tokens=num_prefix_tokens,
     )
+    return resampled
 
 
 def init_vit_weights(module: nn.Module) -> None:

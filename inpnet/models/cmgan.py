@@ -182,7 +182,7 @@ class CMGAN(nn.Module):
         self.noise_generator: torch.Generator | None = None
 
     @classmethod
-    def from_config(cls, cfg: CMGANModelConfig) -> "CMGAN":
+    def from_config(cls, cfg: CMGANModelConfig) -> CMGAN:
         """Build from the typed ``model:`` section of a cmgan variant."""
         return cls(
             img_size=cfg.img_size,
@@ -244,9 +244,10 @@ class CMGAN(nn.Module):
         code = self.global_code(feats[self.min_res], gen)
         f_g = f_s = feats[self.min_res]
         rgb = None
-        for block, r in zip(self.dec_blocks, self.resolutions[::-1]):
+        for block, r in zip(self.dec_blocks, self.resolutions[::-1], strict=True):
             f_g, f_s, rgb_r = block(f_g, f_s, feats[r], code, gen)
             rgb = rgb_r if rgb is None else upsample2x(rgb) + rgb_r
+        assert rgb is not None  # there is a decoder block per scale, at least two
         # the skip sum grows with the number of scales; the fixed gain keeps the initial
         # output inside tanh's linear range instead of saturating at 0 and 1.
         return (torch.tanh(rgb / len(self.dec_blocks)) + 1.0) / 2.0

@@ -48,4 +48,5 @@ class PatchGANDiscriminator(nn.Module):
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         check_image_mask(image, mask)
         x = torch.cat([image * 2.0 - 1.0, mask.to(image.dtype)], dim=1)  # (B, 4, H, W), image in [-1, 1]
-        return self.net(x)  # (B, 1, h, w)
+        logits: torch.Tensor = self.net(x)  # (B, 1, h, w)
+        return logits

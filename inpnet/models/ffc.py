@@ -26,14 +26,14 @@ class FourierUnit(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        _, _, h, w = x.shape  # (B, C, H, W)
         dtype = x.dtype
         # FFTs need fp32 (no half-precision FFT on CPU; bf16 loses too much).
-        ff = torch.fft.rfft2(x.float(), norm="ortho")  # (B, C, H, W//2+1) complex
+        ff: torch.Tensor = torch.fft.rfft2(x.float(), norm="ortho")  # (B, C, H, W//2+1) complex
         ff = torch.cat([ff.real, ff.imag], dim=1).to(dtype)  # (B, 2C, H, W//2+1)
         ff = self.act(self.bn(self.conv(ff)))
         real, imag = ff.float().chunk(2, dim=1)  # each (B, C_out, H, W//2+1)
-        out = torch.fft.irfft2(torch.complex(real, imag), s=(h, w), norm="ortho")
+        out: torch.Tensor = torch.fft.irfft2(torch.complex(real, imag), s=(h, w), norm="ortho")
         return out.to(dtype)
 
 
@@ -49,7 +49,8 @@ class SpectralTransform(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
-        return self.expand(x + self.fourier(x))
+        out: torch.Tensor = self.expand(x + self.fourier(x))
+        return out
 
 
 class FFC(nn.Module):
@@ -77,7 +78,7 @@ class FFC(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_l, x_g = x.split([self.c_local, self.c_global], dim=1)
+        x_l, x_g = torch.split(x, [self.c_local, self.c_global], dim=1)
         out_l = self.act(self.bn_l(self.l2l(x_l) + self.g2l(x_g)))
         out_g = self.act(self.bn_g(self.l2g(x_l) + self.g2g(x_g)))
         return torch.cat([out_l, out_g], dim=1)
@@ -92,4 +93,5 @@ class FFCResBlock(nn.Module):
         self.ffc2 = FFC(channels, ratio_global)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.ffc2(self.ffc1(x))
+        residual: torch.Tensor = self.ffc2(self.ffc1(x))
+        return x + residual

@@ -79,7 +79,8 @@ class RefineBlock(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.act(self.pw(self.norm(self.dw(x))))
+        correction: torch.Tensor = self.act(self.pw(self.norm(self.dw(x))))
+        return x + correction
 
 
 class UpStage(nn.Module):
@@ -95,7 +96,8 @@ class UpStage(nn.Module):
         x = self.up(x)
         if skip is not None:
             x = x + skip
-        return self.refine(x)
+        refined: torch.Tensor = self.refine(x)
+        return refined
 
 
 class SkipProjection(nn.Module):
@@ -118,13 +120,15 @@ class SkipProjection(nn.Module):
         b = tokens.shape[0]
         gh, gw = grid
         c, s = self.channels, self.scale
-        x = self.up(self.reduce(self.norm(tokens)))  # (B, N, C*s*s)
+        x: torch.Tensor = self.up(self.reduce(self.norm(tokens)))  # (B, N, C*s*s)
         x = x.reshape(b, gh, gw, c, s, s).permute(0, 3, 1, 4, 2, 5)  # (B, C, gh, s, gw, s)
         return x.reshape(b, c, gh * s, gw * s)
 
 
 class InpNet(nn.Module):
     """ViT encoder + skip connections + CNN decoder; ``forward(image, mask) -> (B,3,H,W)`` in (0, 1)."""
+
+    pos_embed: torch.Tensor  # buffer (registered in __init__)
 
     def __init__(
         self,
@@ -181,10 +185,11 @@ class InpNet(nn.Module):
         init_vit_weights(self)
         if prefill != "none":  # start exactly at the pre-fill: a zero correction
             nn.init.zeros_(self.head.weight)
+            assert self.head.bias is not None  # nn.Conv2d has a bias by default
             nn.init.zeros_(self.head.bias)
 
     @classmethod
-    def from_config(cls, cfg: InpNetModelConfig) -> "InpNet":
+    def from_config(cls, cfg: InpNetModelConfig) -> InpNet:
         """Build from the typed model config (``family: inpnet``)."""
         fields = cfg.model_dump(exclude={"family"})
         return cls(**fields)
@@ -216,9 +221,10 @@ class InpNet(nn.Module):
         for depth, stage, proj in zip(self.skip_depths, self.skip_stage, self.skips, strict=True):
             s = proj(skips[depth], grid)  # (B, C_stage, H_stage, W_stage)
             per_stage[stage] = s if per_stage[stage] is None else per_stage[stage] + s
-        for stage, skip in zip(self.stages, per_stage, strict=True):
-            x = stage(x, skip)  # (B, C_i, gh*scale_i, gw*scale_i)
-        return self.head(torch.cat([x, x_in], dim=1))  # (B, 3, H, W)
+        for up, skip in zip(self.stages, per_stage, strict=True):
+            x = up(x, skip)  # (B, C_i, gh*scale_i, gw*scale_i)
+        logits: torch.Tensor = self.head(torch.cat([x, x_in], dim=1))  # (B, 3, H, W)
+        return logits
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Inpaint: image (B,3,H,W) in [0,1], mask (B,1,H,W) 1 = hole -> prediction (B,3,H,W) in (0,1)."""

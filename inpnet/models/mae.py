@@ -64,6 +64,12 @@ def _clamp01_straight_through(x: torch.Tensor) -> torch.Tensor:
 class MAE(nn.Module):
     """Masked autoencoder; ``forward(image, mask) -> (B,3,H,W)`` in [0, 1]."""
 
+    # buffers (registered in __init__)
+    pos_embed: torch.Tensor
+    decoder_pos_embed: torch.Tensor
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(
         self,
         *,
@@ -103,7 +109,7 @@ class MAE(nn.Module):
         self._masked_attention = blocks_accept_attn_mask()
 
     @classmethod
-    def from_config(cls, cfg: MAEModelConfig, *, pretrained: bool = True) -> "MAE":
+    def from_config(cls, cfg: MAEModelConfig, *, pretrained: bool = True) -> MAE:
         """Build from the typed config; loads ``cfg.pretrained`` (a local file) when set and ``pretrained``."""
         model = cls(**cfg.model_dump(exclude={"family", "norm_pix_loss", "pretrained"}))
         if pretrained and cfg.pretrained:
@@ -126,8 +132,7 @@ class MAE(nn.Module):
         if bool(valid.all()):
             for block in self.blocks:
                 x = block(x)
-            return self.norm(x)
-        if not self._masked_attention:  # old timm: each image with its own visible tokens only
+        elif not self._masked_attention:  # old timm: each image with its own visible tokens only
             out = torch.zeros_like(x)
             for i in range(x.shape[0]):
                 n = int(valid[i].sum())
@@ -135,11 +140,13 @@ class MAE(nn.Module):
                 for block in self.blocks:
                     xi = block(xi)
                 out[i : i + 1, :n] = xi
-            return self.norm(out)
-        attn_mask = valid[:, None, None, :]  # (B, 1, 1, 1+K): True = may be attended to
-        for block in self.blocks:
-            x = block(x, attn_mask=attn_mask)
-        return self.norm(x)
+            x = out
+        else:
+            attn_mask = valid[:, None, None, :]  # (B, 1, 1, 1+K): True = may be attended to
+            for block in self.blocks:
+                x = block(x, attn_mask=attn_mask)
+        encoded: torch.Tensor = self.norm(x)
+        return encoded
 
     def encode(
         self, x: torch.Tensor, masked: torch.Tensor, pos: torch.Tensor
@@ -175,7 +182,7 @@ class MAE(nn.Module):
         self, latent: torch.Tensor, ids_keep: torch.Tensor, valid: torch.Tensor, n_patches: int, pos: torch.Tensor
     ) -> torch.Tensor:
         """latent (B, 1+K, D) -> per-patch predictions (B, L, p*p*3) in normalised pixels."""
-        y = self.decoder_embed(latent)  # (B, 1+K, Dd)
+        y: torch.Tensor = self.decoder_embed(latent)  # (B, 1+K, Dd)
         b, _, dd = y.shape
         slots = torch.where(valid[..., None], y[:, 1:], self.mask_token.to(y.dtype))  # (B, K, Dd)
         full = self.mask_token.to(y.dtype).expand(b, n_patches, dd)  # (B, L, Dd)
@@ -183,7 +190,8 @@ class MAE(nn.Module):
         y = torch.cat([y[:, :1], full], dim=1) + pos  # (B, 1+L, Dd)
         for block in self.decoder_blocks:
             y = block(y)
-        return self.decoder_pred(self.decoder_norm(y))[:, 1:]  # (B, L, p*p*3)
+        y = self.decoder_pred(self.decoder_norm(y))  # (B, 1+L, p*p*3)
+        return y[:, 1:]  # (B, L, p*p*3)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Inpaint: image (B,3,H,W) in [0,1], mask (B,1,H,W) 1 = hole -> prediction (B,3,H,W) in [0,1]."""

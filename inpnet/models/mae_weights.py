@@ -28,12 +28,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from inpnet.errors import CheckpointError
 from inpnet.models.blocks import resample_pos_embed
+
+if TYPE_CHECKING:
+    from inpnet.models.mae import MAE
 
 __all__ = ["KEY_MAP", "LoadReport", "load_mae_weights", "map_mae_keys", "read_state_dict"]
 
@@ -88,7 +91,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors (optionally under 'model'), got {type(obj).__name__}")
     out = {}
-    for key, value in obj.items():
+    for name, value in obj.items():
+        key = name
         for prefix in _PREFIXES:
             key = key.removeprefix(prefix)
         out[key] = value
@@ -128,8 +132,8 @@ def _fit_pos_table(name: str, table: torch.Tensor, target: torch.Tensor, model_g
     return resample_pos_embed(table.float(), model_grid, (side, side), num_prefix_tokens=1).to(target.dtype)
 
 
-def load_mae_weights(model: nn.Module, path: str | Path) -> LoadReport:
-    """Load an MAE checkpoint into ``model`` (an :class:`~inpnet.models.mae.MAE`); returns a report.
+def load_mae_weights(model: MAE, path: str | Path) -> LoadReport:
+    """Load an MAE checkpoint into ``model``; returns a report.
 
     Raises :class:`CheckpointError` when encoder keys are missing, the decoder is only partly
     present, or a tensor's shape cannot be made to fit.

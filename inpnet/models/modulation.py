@@ -94,7 +94,8 @@ class ResDownBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = downsample2x(lrelu(self.conv1(x)))
         y = lrelu(self.conv2(y))
-        return (y + self.skip(downsample2x(x))) / math.sqrt(2.0)
+        skip: torch.Tensor = self.skip(downsample2x(x))
+        return (y + skip) / math.sqrt(2.0)
 
 
 class MappingNetwork(nn.Module):
@@ -108,7 +109,8 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + _EPS)
-        return self.layers(z)
+        w: torch.Tensor = self.layers(z)
+        return w
 
 
 class ModulatedConv2d(nn.Module):
@@ -133,7 +135,8 @@ class ModulatedConv2d(nn.Module):
 
     def styles(self, code: torch.Tensor) -> torch.Tensor:
         """Per-sample input-channel scales (B, in_ch) from the global code (B, code_dim)."""
-        return self.affine(code)
+        style: torch.Tensor = self.affine(code)
+        return style
 
     def conv(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """Modulate by ``style`` (B, in_ch), convolve, demodulate; bias not added.

@@ -60,7 +60,7 @@ def _telea(image: torch.Tensor, hole: torch.Tensor, radius: int = 3) -> torch.Te
     imgs = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     holes = (hole.detach()[:, 0] > 0.5).cpu().numpy().astype(np.uint8) * 255  # (B, H, W)
     out = np.stack([cv2.inpaint(np.ascontiguousarray(i), h, float(radius), cv2.INPAINT_TELEA) if h.any() else i
-                    for i, h in zip(imgs, holes)])  # (B, H, W, 3)
+                    for i, h in zip(imgs, holes, strict=True)])  # (B, H, W, 3)
     filled = torch.from_numpy(out).to(image.device).permute(0, 3, 1, 2).to(image.dtype) / 255.0
     return torch.where(hole > 0.5, filled, image)
 

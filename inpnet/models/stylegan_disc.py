@@ -64,4 +64,5 @@ class StyleGAN2Discriminator(nn.Module):
         x = torch.cat([image * 2.0 - 1.0, mask.to(image.dtype) - 0.5], dim=1)  # (B, 4, S, S)
         x = self.blocks(lrelu(self.from_input(x)))  # (B, C, 4, 4)
         x = lrelu(self.conv(minibatch_stddev(x, self.mbstd_group)))
-        return self.out(self.fc(x.flatten(1)))  # (B, C*16) -> (B, 1)
+        score: torch.Tensor = self.out(self.fc(x.flatten(1)))  # (B, C*16) -> (B, 1)
+        return score

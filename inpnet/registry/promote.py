@@ -177,7 +177,8 @@ def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gat
             reasons.append(f"pattern {pattern}: challenger has no PSNR recorded: fail")
         elif p_old is not None and p_old - p_new > gates.max_pattern_psnr_drop:
             passes = False
-            reasons.append(f"pattern {pattern}: PSNR {p_new:.3f} dB is {p_old - p_new:.3f} dB below the champion's {p_old:.3f} (max drop {gates.max_pattern_psnr_drop}): fail")
+            reasons.append(f"pattern {pattern}: PSNR {p_new:.3f} dB is {p_old - p_new:.3f} dB below the champion's {p_old:.3f} "
+                           f"(max drop {gates.max_pattern_psnr_drop}): fail")
     return passes, reasons
 
 

@@ -27,9 +27,10 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 
 
-class InpaintPyfunc(mlflow.pyfunc.PythonModel):
+class InpaintPyfunc(PythonModel):
     """Pyfunc wrapper: weights and config come from the model's artifacts."""
 
     def load_context(self, context: Any) -> None:

@@ -21,10 +21,13 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from inpnet.errors import DataError, RegistryError
+from inpnet.errors import CheckpointError, DataError, RegistryError
 from inpnet.registry.store import CHALLENGER, CONFIG_FILE, WEIGHTS_FILE, RegisteredVersion, client, tracking
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
 
 __all__ = ["metric_tags", "register"]
 
@@ -73,11 +76,14 @@ def _input_example(img_size: int) -> Any:
     image = rng.integers(0, 256, size=(img_size, img_size, 3), dtype=np.uint8)
     mask = np.zeros((img_size, img_size, 3), dtype=np.uint8)
     mask[img_size // 4 : img_size // 2, img_size // 4 : img_size // 2] = 255
-    enc = lambda a: base64.b64encode(encode_png(a)).decode("ascii")  # noqa: E731
+
+    def enc(a: np.ndarray) -> str:
+        return base64.b64encode(encode_png(a)).decode("ascii")
+
     return pd.DataFrame({"image": [enc(image)], "mask": [enc(mask)]})
 
 
-def _signature():
+def _signature() -> ModelSignature:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 

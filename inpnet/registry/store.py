@@ -15,9 +15,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inpnet.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 __all__ = [
     "CHALLENGER",
@@ -66,7 +70,7 @@ def tracking(tracking_uri: str | None) -> Iterator[None]:
         mlflow.set_registry_uri(before_r)
 
 
-def client(tracking_uri: str | None):  # -> mlflow.MlflowClient
+def client(tracking_uri: str | None) -> MlflowClient:
     """An ``MlflowClient`` for ``tracking_uri`` (used as the registry URI too)."""
     from mlflow import MlflowClient
 
@@ -83,7 +87,7 @@ def init_store(tracking_uri: str | None) -> None:
     client(tracking_uri).search_experiments(max_results=1)
 
 
-def resolve_version(uri: str, *, tracking_uri: str | None):  # -> ModelVersion
+def resolve_version(uri: str, *, tracking_uri: str | None) -> ModelVersion:
     """The ``ModelVersion`` that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` names."""
     from mlflow.exceptions import MlflowException
 

@@ -35,7 +35,7 @@ class TrackingTarget:
     system_metrics: bool = True
 
     @classmethod
-    def from_registry(cls, registry: "RegistryConfig", explicit_uri: str | None = None) -> "TrackingTarget":
+    def from_registry(cls, registry: RegistryConfig, explicit_uri: str | None = None) -> TrackingTarget:
         """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``registry.tracking_uri``."""
         from inpnet.config import resolve_tracking_uri
 
@@ -61,7 +61,8 @@ def git_commit(cwd: str | Path = ".") -> str | None:
     """HEAD's commit hash (with ``-dirty`` when the tree has changes), or None outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return sha.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
@@ -162,7 +163,7 @@ def start_tracking(
             client.get_run(resume_run_id)
             client.update_run(resume_run_id, status="RUNNING")
             run_id = resume_run_id
-        except Exception as err:  # the store may have been reset since the checkpoint
+        except Exception as err:  # noqa: BLE001 - the store may have been reset since the checkpoint
             log.warning("cannot reopen MLflow run %s (%s); starting a new run", resume_run_id, err)
     if run_id is None:
         run = client.create_run(exp_id, run_name=run_name, tags=tag_values)

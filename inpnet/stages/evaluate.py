@@ -26,7 +26,7 @@ def evaluate_method(
     device: str = "cpu",
     save_outputs: bool = False,
     limit: int | None = None,
-) -> "EvalResult":
+) -> EvalResult:
     """Score method ``spec`` (a baseline name, a checkpoint folder or ``models:/...``) into ``out``."""
     from inpnet.evaluate.evaluator import evaluate
     from inpnet.evaluate.methods import resolve_method

@@ -189,5 +189,5 @@ def sample_grid(image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tenso
     n = min(max_images, image.shape[0])
     image, mask, prediction = image[:n].float().cpu(), mask[:n].float().cpu(), prediction[:n].float().cpu()
     rows = torch.cat([masked_input(image, mask, fill=0.5), composite(image, mask, prediction.clamp(0, 1)), image])
-    grid = make_grid(rows, nrow=n, padding=2, pad_value=1.0)  # (3, H', W')
+    grid: torch.Tensor = make_grid(rows, nrow=n, padding=2, pad_value=1.0)  # (3, H', W'); torchvision is untyped
     return (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

@@ -123,9 +123,10 @@ def read_meta(ckpt_dir: Path) -> dict[str, Any]:
     """meta.json of a complete checkpoint (step, world_size, mlflow_run_id, weights)."""
     path = resolve_checkpoint_dir(ckpt_dir) / META_FILE
     try:
-        return json.loads(path.read_text())
+        meta: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable checkpoint metadata: {err}") from None
+    return meta
 
 
 def read_variant(ckpt_dir: Path) -> ResolvedVariant:
@@ -141,11 +142,12 @@ def load_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict
     """The trainer state, loaded with ``weights_only=True`` (never unpickles arbitrary objects)."""
     path = resolve_checkpoint_dir(ckpt_dir) / STATE_FILE
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: trainer state missing; the checkpoint cannot be resumed") from None
-    except Exception as err:  # unpickling errors come in several types
+    except Exception as err:  # noqa: BLE001 - unpickling errors come in several types
         raise CheckpointError(f"{path}: cannot load trainer state safely: {err}") from None
+    return state
 
 
 def load_weights_into(module: nn.Module, ckpt_dir: Path, name: str, *, device: str | torch.device = "cpu") -> None:
@@ -155,7 +157,7 @@ def load_weights_into(module: nn.Module, ckpt_dir: Path, name: str, *, device: s
         raise CheckpointError(f"{path}: weights file missing from the checkpoint")
     try:
         missing, unexpected = _st_load_model(module, str(path), strict=False, device=str(device))
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise CheckpointError(f"{path}: cannot load into {type(module).__name__}: {err}") from None
     if missing or unexpected:
         raise CheckpointError(

@@ -82,7 +82,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        ema_params = list(self.module.parameters())
+        ema_params: list[torch.Tensor] = list(self.module.parameters())
         live_params = [p.detach() for p in module.parameters()]
         torch._foreach_lerp_(ema_params, live_params, 1.0 - self.decay)
         for ema_b, live_b in zip(self.module.buffers(), module.buffers(), strict=True):

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
 from inpnet.models.composite import composite
 from inpnet.train.optim import Precision
+
+if TYPE_CHECKING:
+    from inpnet.losses import AdvKind
 
 __all__ = ["AdversarialStep", "LossFn", "ReconstructionStep", "TrainStep", "Updater"]
 
@@ -29,7 +32,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor
 
 
 class TrainStep(Protocol):
-    updaters: dict[str, "Updater"]
+    updaters: dict[str, Updater]
 
     def __call__(self, micro: Micro, step: int) -> dict[str, torch.Tensor]: ...
 
@@ -58,7 +61,7 @@ class Updater:
         self.sync = sync
 
     def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
 
     def step(self) -> torch.Tensor | None:
         """Apply the accumulated gradients; returns the pre-clip gradient norm when clipping."""
@@ -80,8 +83,10 @@ class Updater:
 
 def _no_sync_unless_last(module: nn.Module, last: bool) -> AbstractContextManager[object]:
     """Skip DDP's gradient all-reduce on all but the last micro-batch of an accumulation."""
-    if not last and hasattr(module, "no_sync"):
-        return module.no_sync()
+    no_sync = getattr(module, "no_sync", None)  # DDP's, also through torch.compile's wrapper
+    if not last and no_sync is not None:
+        ctx: AbstractContextManager[object] = no_sync()
+        return ctx
     return nullcontext()
 
 
@@ -139,7 +144,7 @@ class AdversarialStep:
         d_updater: Updater,
         precision: Precision,
         *,
-        adv_loss: str,
+        adv_loss: AdvKind,
         adv_weight: float,
         r1_gamma: float = 0.0,
         r1_every: int = 16,

@@ -70,8 +70,9 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
     cfg = variant.train
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = build_model(variant.model).to(info.device)
-    if hasattr(model, "seed_noise"):  # CM-GAN: training-mode noise from a seeded generator, per rank
-        model.seed_noise(cfg.seed + info.rank)
+    seed_noise = getattr(model, "seed_noise", None)
+    if seed_noise is not None:  # CM-GAN: training-mode noise from a seeded generator, per rank
+        seed_noise(cfg.seed + info.rank)
     precision = resolve_precision(cfg.precision, info.device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     forward_model: nn.Module = model
@@ -80,7 +81,7 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
 
         forward_model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if cfg.compile:
-        forward_model = torch.compile(forward_model)
+        forward_model = torch.compile(forward_model)  # type: ignore[assignment]  # an OptimizedModule; stubs say Callable
     g_opt = adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     g_upd = Updater(list(model.parameters()), g_opt, scaler=precision.scaler(), grad_clip=cfg.grad_clip)
     loss_fn = build_loss(variant.model, cfg.loss)
@@ -314,8 +315,9 @@ def _seed_step_noise(parts: Components, seed: int, info: DistInfo, step: int) ->
     """Models that draw noise while training (CM-GAN) get a generator seeded by (seed, step,
     rank), so a resumed run draws exactly the noise an uninterrupted one would have."""
     model = getattr(parts.model, "module", parts.model)  # unwrap DDP
-    if hasattr(model, "seed_noise"):
-        model.seed_noise((seed * 1_000_003 + step) * max(info.world_size, 1) + info.rank)
+    seed_noise = getattr(model, "seed_noise", None)
+    if seed_noise is not None:
+        seed_noise((seed * 1_000_003 + step) * max(info.world_size, 1) + info.rank)
 
 
 def _validate(parts: Components, val: ValSet, tracker: Any, info: DistInfo, step: int, batch_size: int) -> dict[str, float]:

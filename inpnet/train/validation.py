@@ -38,7 +38,7 @@ class ValSet:
     flat_hole_psnr: float  # the flat mean-colour fill on the same pairs
 
     @classmethod
-    def from_dirs(cls, shards: str | Path, bank: str | Path, *, image_size: int, count: int) -> "ValSet":
+    def from_dirs(cls, shards: str | Path, bank: str | Path, *, image_size: int, count: int) -> ValSet:
         """Read ``count`` pairs from a val shard folder and an evaluation mask bank.
 
         Raises:

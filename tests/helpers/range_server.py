@@ -36,7 +36,7 @@ class RangeServer:
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            def do_GET(self) -> None:
                 outer.requests.append((self.path, self.headers.get("Range")))
                 route = outer.routes.get(self.path)
                 if route is None:
@@ -85,7 +85,7 @@ class RangeServer:
     def url(self, path: str) -> str:
         return self.base + path
 
-    def __enter__(self) -> "RangeServer":
+    def __enter__(self) -> RangeServer:
         self._thread.start()
         return self
 

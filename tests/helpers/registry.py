@@ -193,4 +193,4 @@ def subprocess_env(tmp_path_factory: Any) -> dict[str, str]:
 
 
 def as_records(**columns: Any) -> dict[str, Any]:
-    return {"dataframe_records": [dict(zip(columns, values)) for values in zip(*columns.values())]}
+    return {"dataframe_records": [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]}

@@ -118,7 +118,7 @@ def test_bad_params_key_exits_2_with_its_dotted_path(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(REPO)
     bad = _write_bad_params(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "pipelines.masks", "--params", str(bad)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "masks.sizee" in proc.stderr and "bad.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -64,7 +64,7 @@ def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1", eval
         (_tags(30, PATTERNS, evaluated="w2"), _tags(20, PATTERNS), REL, False, "evaluated weights w2"),
     ],
 )
-def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # noqa: ANN001
+def test_judge_gates(challenger, champion, gates, passes, reason) -> None:
     from inpnet.registry.promote import judge
 
     ok, reasons = judge(challenger, champion, gates)
@@ -72,7 +72,7 @@ def test_judge_gates(challenger, champion, gates, passes, reason) -> None:  # no
     assert any(reason in r for r in reasons), reasons
 
 
-def _reference(patterns: dict[str, float], bank: str | None = "b1"):  # noqa: ANN202
+def _reference(patterns: dict[str, float], bank: str | None = "b1"):
     from inpnet.registry.promote import Reference
 
     return Reference("telea", _tags(25.0, patterns, bank=None), bank)
@@ -94,7 +94,7 @@ def _reference(patterns: dict[str, float], bank: str | None = "b1"):  # noqa: AN
         (_tags(21, {"edges": 22}), None, _reference(PATTERNS), False, "center: challenger has no PSNR"),
     ],
 )
-def test_absolute_gate_against_the_reference(challenger, champion, reference, passes, reason) -> None:  # noqa: ANN001
+def test_absolute_gate_against_the_reference(challenger, champion, reference, passes, reason) -> None:
     from inpnet.registry.promote import judge
 
     ok, reasons = judge(challenger, champion, PromotionGates(reference="telea", max_gap_to_reference_db=1.0), reference)
@@ -151,7 +151,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):  # noqa: ANN202
+def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):
     from inpnet.registry.register import register
 
     metrics = write_metrics(store["root"] / tag / "metrics.json", psnr, patterns, checkpoint=store["ckpt"], bank=store["bank"])
@@ -165,7 +165,7 @@ def _alias(store: dict, alias: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def first(store: dict):  # noqa: ANN201
+def first(store: dict):
     return _register(store, "v1", 20.0, PATTERNS, tags={"purpose": "test"})
 
 
@@ -173,7 +173,7 @@ def first(store: dict):  # noqa: ANN201
 
 
 @pytest.mark.slow
-def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: ANN001
+def test_register_alias_load_and_predict(store: dict, first) -> None:
     import mlflow
 
     from inpnet.registry.store import client
@@ -205,7 +205,7 @@ def test_register_alias_load_and_predict(store: dict, first) -> None:  # noqa: A
 
 
 @pytest.mark.slow
-def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: ANN001
+def test_promotion_both_ways_with_reasons(store: dict, first) -> None:
     from inpnet.registry.store import client
     from inpnet.registry.promote import promote
 
@@ -231,7 +231,7 @@ def test_promotion_both_ways_with_reasons(store: dict, first) -> None:  # noqa: 
 
 
 @pytest.mark.slow
-def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
     from inpnet.inpaint import load_inpainter
@@ -243,7 +243,7 @@ def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch:
 
     # offline: the registry is unreachable, the folder alone must do
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    inpainter, info = load_inpainter(out)
+    _inpainter, info = load_inpainter(out)
     assert info["variant"] == "inpnet_tiny" and info["name"] == store["name"]
     image, hole = image_and_mask(33, 40)
     out_df = mlflow.pyfunc.load_model(str(out)).predict(
@@ -254,7 +254,7 @@ def test_pull_then_load_offline(store: dict, first, tmp_path: Path, monkeypatch:
 
     with pytest.raises(DataError, match="not empty"):
         pull(f"models:/{store['name']}@challenger", out, tracking_uri=store["uri"])
-    with pytest.raises(RegistryError, match="no alias 'nope'.*challenger"):
+    with pytest.raises(RegistryError, match=r"no alias 'nope'.*challenger"):
         pull(f"models:/{store['name']}@nope", tmp_path / "a", tracking_uri=store["uri"])
     with pytest.raises(RegistryError, match="no registered model 'missing-model'"):
         load_inpainter("models:/missing-model@champion", tracking_uri=store["uri"])
@@ -292,7 +292,7 @@ def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """``mlflow server`` on a fresh sqlite store, 127.0.0.1 and a free port; stopped afterwards."""
     root = tmp_path_factory.mktemp("mlflow-server")
     backend = f"sqlite:///{migrated_copy(os.environ['MLFLOW_TRACKING_URI'], root / 'server.db')}"
@@ -301,7 +301,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"), start_new_session=True,
+        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"),  # noqa: SIM115 - open while the server runs
+        start_new_session=True,
         # the job runner starts several huey consumers: minutes of start-up on two cores
         env={**subprocess_env(tmp_path_factory), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
@@ -369,7 +370,7 @@ def test_register_refuses_metrics_that_are_not_of_these_weights_or_this_bank(eva
                                                    "these are another checkpoint's metrics"),
         "another mask bank": (metrics["a"], banks[1] / "manifest.json", r"evaluated on the masks .*bank0.*not on the mask bank .*bank1"),
     }
-    for case, (metrics_json, bank, message) in refused.items():
+    for metrics_json, bank, message in refused.values():
         with pytest.raises(RegistryError, match=message):
             register(ckpt, metrics_json, tracking_uri="sqlite:///unused-never-reached.db", name="x", bank_manifest=bank)
     lonely = evaluations["root"] / "lonely" / "metrics.json"  # metrics without their report

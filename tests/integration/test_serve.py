@@ -37,7 +37,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def served(tmp_path_factory: pytest.TempPathFactory):
     """One champion in the session store and `mlflow models serve` on it."""
     from inpnet.registry.store import CHAMPION, client
     from inpnet.registry.register import register
@@ -52,7 +52,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{CHAMPION}",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "serve.log", "wb"), start_new_session=True,
+        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "serve.log", "wb"),  # noqa: SIM115 - open while the server runs
+        start_new_session=True,
         env={**subprocess_env(tmp_path_factory), "MLFLOW_TRACKING_URI": uri},
     )
     try:

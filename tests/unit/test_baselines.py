@@ -73,7 +73,7 @@ def test_resolve_method_baselines_and_bad_spec(tmp_path) -> None:
     m = resolve_method("navier_stokes", radius=5, workers=3)
     assert isinstance(m, BaselineInpainter) and m.name == "navier_stokes"
     assert m.settings() == {"kind": "baseline", "workers": 3, "radius": 5}
-    with pytest.raises(ConfigError, match="nope.*models:/NAME@ALIAS"):
+    with pytest.raises(ConfigError, match=r"nope.*models:/NAME@ALIAS"):
         resolve_method("nope")
     with pytest.raises(ConfigError, match="missing"):
         resolve_method(str(tmp_path / "missing"))
@@ -109,7 +109,7 @@ def test_resolve_method_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     class FakeInpainter:  # the registry's tiling Inpainter: a callable holding its network
         model = torch.nn.Linear(1, 1)
 
-        def __call__(self, image, mask):  # noqa: ANN001, ANN204
+        def __call__(self, image, mask):
             return image * 0 + 0.25
 
     def fake_load_inpainter(uri, *, device="cpu", tracking_uri=None):

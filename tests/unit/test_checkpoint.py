@@ -38,7 +38,7 @@ def test_a_crash_between_the_renames_falls_back_to_the_previous_checkpoint(tmp_p
     os.rename(target, tmp_path / ".inpnet_tiny.old")  # as if killed right after moving it aside
     assert ckpt.resolve_checkpoint_dir(target) == tmp_path / ".inpnet_tiny.old"
     assert ckpt.read_meta(target)["step"] == 1
-    model, variant = ckpt.load_model(target)
+    _model, variant = ckpt.load_model(target)
     assert variant.name == "inpnet_tiny"
 
 
@@ -51,7 +51,7 @@ def test_state_loading_refuses_arbitrary_pickled_objects(tmp_path: Path) -> None
     target = _save(tmp_path / "inpnet_tiny", 1)
 
     class Evil:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (os.system, ("echo pwned",))
 
     torch.save({"step": 1, "payload": Evil()}, target / "state.pt")
@@ -72,7 +72,7 @@ def test_load_model_uses_ema_weights_and_refuses_mismatched_weights(tmp_path: Pa
     loaded, _ = ckpt.load_model(target)
     assert all(torch.all(p == 0.25) for p in loaded.parameters())
     loaded_live, _ = ckpt.load_model(target, ema=False)
-    assert all(torch.equal(a, b) for a, b in zip(loaded_live.parameters(), live.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(loaded_live.parameters(), live.parameters(), strict=True))
     with pytest.raises(CheckpointError, match="do not match"):
         ckpt.load_weights_into(torch.nn.Linear(3, 3), target, "model")
 

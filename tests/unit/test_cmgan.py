@@ -175,8 +175,8 @@ def test_short_adversarial_run_moves_both_losses_and_ema(repo_root) -> None:
         mask = (torch.rand(b, 1, size, size, generator=g) > 0.5).float()
         parts = comp.step([(image, mask)], step)
         comp.ema.update(comp.model)
-        for key in history:
-            history[key].append(float(parts[key]))
+        for key, series in history.items():
+            series.append(float(parts[key]))
     for key, values in history.items():
         assert all(torch.isfinite(torch.tensor(values))), f"{key} not finite: {values}"
         assert max(values) - min(values) > 1e-4, f"{key} did not move: {values}"

@@ -63,8 +63,8 @@ def test_variant_overrides_merge_with_train_defaults() -> None:
 
 def test_params_are_frozen() -> None:
     params = parse_params({})
-    with pytest.raises(Exception):
-        params.train.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(Exception, match="frozen"):
+        params.train.lr = 1.0  # type: ignore[misc]  # writing to a frozen model is what is tested
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

@@ -129,7 +129,7 @@ def test_all_images_unreadable_is_an_error(tmp_path: Path, bank_dir: Path) -> No
     d = tmp_path / "bad"
     d.mkdir()
     (d / "a.jpg").write_bytes(b"nope")
-    with pytest.raises(DataError, match="nothing could be evaluated.*a.jpg"):
+    with pytest.raises(DataError, match=r"nothing could be evaluated.*a.jpg"):
         evaluate(resolve_method("telea"), d, bank_dir, out_dir=tmp_path / "o", cfg=_cfg())
 
 
@@ -193,7 +193,7 @@ def test_folder_images_resize_and_crop(image_dir: Path) -> None:
     images = list(src)
     assert [i.name for i in images] == ["img0", "img1", "img2"] and src.names() == ["img0", "img1", "img2"]
     assert images[0].image.shape == (3, SIZE, SIZE) and images[0].source_size == (48, 40)
-    assert 0 <= float(images[0].image.min()) and float(images[0].image.max()) <= 1
+    assert float(images[0].image.min()) >= 0 and float(images[0].image.max()) <= 1
     with pytest.raises(DataError, match="not a folder"):
         open_images(image_dir / "missing", size=SIZE)
 
@@ -203,7 +203,7 @@ def test_model_size_mismatch_is_refused(image_dir: Path, bank_dir: Path, tmp_pat
     from inpnet.evaluate.methods import ModelMethod
 
     method = ModelMethod("m", lambda image, mask: image, image_size=64)
-    with pytest.raises(ConfigError, match="64 px.*32 px"):
+    with pytest.raises(ConfigError, match=r"64 px.*32 px"):
         evaluate(method, image_dir, bank_dir, out_dir=tmp_path / "o", cfg=_cfg())
 
 
@@ -365,7 +365,7 @@ def test_an_exact_match_is_excluded_not_scored_100_db(bank_dir: Path, tmp_path: 
         Image.fromarray(np.full((SIZE, SIZE, 3), 90 + i, np.uint8)).save(flat / f"f{i}.png")
     # a "method" that predicts the right colour: every composite equals the original exactly
     exact = ModelMethod("exact", lambda image, mask: image.clone(), image_size=None)
-    with pytest.raises(DataError, match="all 8 pairs are left out .*exact match"):
+    with pytest.raises(DataError, match=r"all 8 pairs are left out .*exact match"):
         evaluate(exact, flat, bank_dir, out_dir=tmp_path / "ev", cfg=_cfg())
 
 

@@ -95,11 +95,11 @@ def test_fid_unavailable_without_weights(tmp_path: Path) -> None:
     assert not ok and "nope.pth" in reason
     (tmp_path / "empty.pth").write_bytes(b"")
     assert not fid_available(tmp_path / "empty.pth")[0]
-    with pytest.raises(DataError, match="^FID unavailable: "):
+    with pytest.raises(DataError, match=r"^FID unavailable: "):
         FIDScorer.from_weights(None)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     assert fid_available(tmp_path / "junk.pth")[0]  # cheap check passes; loading says why it fails
-    with pytest.raises(DataError, match="FID unavailable: .*junk.pth do not load"):
+    with pytest.raises(DataError, match=r"FID unavailable: .*junk.pth do not load"):
         FIDScorer.from_weights(tmp_path / "junk.pth")
 
 
@@ -139,7 +139,7 @@ def test_inception_weights_load_from_a_local_file(tmp_path: Path) -> None:
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     empty = mock.patch.object(fe, "load_state_dict_from_url", return_value={})
-    with empty, mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
+    with empty, mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):  # noqa: PT008 - binds as a method
         random_net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])  # keeps its random init
     weights = tmp_path / "random_inception.pth"
     torch.save(random_net.state_dict(), weights)

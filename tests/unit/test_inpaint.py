@@ -118,7 +118,7 @@ def test_folder_mode_pairs_by_stem_all_or_nothing(inpainter: Inpainter, tmp_path
     (imgs / "p2.png").write_bytes(b"corrupt")
     _write(masks / "p2.png", _mask_png(np.zeros((8, 8), bool)))
     fresh = tmp_path / "fresh"
-    with pytest.raises(DataError, match="p2.png"):
+    with pytest.raises(DataError, match=r"p2.png"):
         inpaint_folder(inpainter, imgs, masks, fresh)
     assert list(fresh.iterdir()) == []  # nothing written, not even p0/p1
     (masks / "p2.png").unlink()

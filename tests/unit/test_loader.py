@@ -75,7 +75,7 @@ def test_batches_have_the_contract_shapes_and_labels(shards: Path) -> None:
     labels = {s["__key__"]: json.loads(s["json"])["label"] for s in wds.WebDataset(shard_urls(shards), shardshuffle=False)}
     batch = next(iter(make_loader(shards, image_size=24, batch_size=5, train=True)))
     assert batch["image"].shape == (5, 3, 24, 24) and batch["image"].dtype == torch.float32
-    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
     assert batch["label"].dtype == torch.long
     assert batch["label"].tolist() == [labels[k] for k in batch["key"]]
 

@@ -39,7 +39,7 @@ def test_reconstruction_with_empty_hole_is_whole_image_loss() -> None:
     assert parts["mse_hole"].item() == 0.0
     assert total.item() == pytest.approx(0.04)
     with pytest.raises(ValueError, match="mse"):
-        losses.reconstruction_loss(image, torch.zeros(1, 1, 4, 4), image, kind="l2")  # type: ignore[arg-type]
+        losses.reconstruction_loss(image, torch.zeros(1, 1, 4, 4), image, kind="l2")  # type: ignore[arg-type]  # an unknown kind, on purpose
 
 
 def test_masked_patch_loss_counts_masked_patches_only() -> None:
@@ -85,7 +85,7 @@ def test_adversarial_known_values(kind: str, d_zero: float, g_zero: float) -> No
 
 def test_unknown_adversarial_kind() -> None:
     with pytest.raises(ValueError, match="hinge"):
-        losses.d_loss("lsgan", torch.zeros(1), torch.zeros(1))  # type: ignore[arg-type]
+        losses.d_loss("lsgan", torch.zeros(1), torch.zeros(1))  # type: ignore[arg-type]  # an unknown kind, on purpose
 
 
 class _LinearCritic(nn.Module):

@@ -161,7 +161,7 @@ def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="missing encoder keys"):
         load_mae_weights(model, tmp_path / "a.pth")
     torch.save({"model": _official(_model(seed=1, patch_size=4))}, tmp_path / "b.pth")
-    with pytest.raises(CheckpointError, match="patch_embed.proj.weight"):
+    with pytest.raises(CheckpointError, match=r"patch_embed.proj.weight"):
         load_mae_weights(model, tmp_path / "b.pth")
     torch.save({"model": {k: v for k, v in state.items() if k != "decoder_pred.bias"}}, tmp_path / "c.pth")
     with pytest.raises(CheckpointError, match="partly"):
@@ -189,6 +189,6 @@ def test_build_model_without_the_pretraining_file(tmp_path: Path) -> None:
     from inpnet.models.build import build_model
 
     cfg = TINY.model_copy(update={"pretrained": str(tmp_path / "gone.pth")})
-    with pytest.raises(CheckpointError, match="gone.pth"):
+    with pytest.raises(CheckpointError, match=r"gone.pth"):
         build_model(cfg)
     assert isinstance(build_model(cfg, pretrained=False), MAE)  # e.g. loading a trained checkpoint elsewhere

@@ -90,7 +90,7 @@ def test_read_mask_png_threshold_resize_and_errors(tmp_path: Path) -> None:
     with pytest.raises(MaskError, match="expected 4x4"):
         read_mask_png(tmp_path / "grey.png", size=4, resize=False)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(MaskError, match="bad.png"):
+    with pytest.raises(MaskError, match=r"bad.png"):
         read_mask_png(tmp_path / "bad.png")
 
 

@@ -25,7 +25,7 @@ def _photos(size: int = 96) -> list[np.ndarray]:
 def _distortions(img: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     noisy = np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1)
     blurred = ndimage.gaussian_filter(img, sigma=(1.5, 1.5, 0))
-    ok, buf = cv2.imencode(".jpg", np.round(img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 20])
+    _ok, buf = cv2.imencode(".jpg", np.round(img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 20])
     jpeg = cv2.imdecode(buf, cv2.IMREAD_COLOR).astype(np.float64) / 255.0
     filled = img.copy()
     filled[20:70, 30:80] = img.mean(axis=(0, 1))  # a hole filled with the mean colour, as a crude inpainting
@@ -46,7 +46,7 @@ def test_psnr_and_ssim_match_scikit_image_on_photos() -> None:
     got_ssim = ssim(_t(preds), _t(targets))
     got_psnr = psnr(_t(preds), _t(targets))
     assert got_ssim.shape == got_psnr.shape == (len(preds),)
-    for i, (p, t) in enumerate(zip(preds, targets)):
+    for i, (p, t) in enumerate(zip(preds, targets, strict=True)):
         ref_ssim = structural_similarity(
             t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,9 +151,9 @@ def test_inpnet_config_checks() -> None:
         InpNetModelConfig(depth=4, skip_depths=(0, 5), embed_dim=32, num_heads=2)
     with pytest.raises(ValueError, match="decoder_channels"):
         InpNetModelConfig(patch_size=4, decoder_channels=(32, 16, 8, 4), embed_dim=32, num_heads=2)
-    with pytest.raises(ConfigError, match="variants.bad.model"):
-        from inpnet.config import parse_params
+    from inpnet.config import parse_params
 
+    with pytest.raises(ConfigError, match=r"variants.bad.model"):
         parse_params({"variants": {"bad": {"family": "inpnet", "model": {"img_size": 30, "patch_size": 16}}}})
 
 
@@ -175,7 +174,7 @@ def test_patchgan_scores_and_gradients(size: int) -> None:
 
 def test_build_dispatch(params) -> None:
     with pytest.raises(ValueError, match="unknown discriminator"):
-        build_discriminator("nope", img_size=32)  # type: ignore[arg-type]
+        build_discriminator("nope", img_size=32)  # type: ignore[arg-type]  # an unknown kind, on purpose
     d = build_discriminator("stylegan2", img_size=32, base_channels=8)  # H7's module, imported lazily
     assert d(torch.rand(4, 3, 32, 32), torch.zeros(4, 1, 32, 32)).shape[0] == 4
     assert type(build_model(params.variant("cmgan_tiny").model)).__name__ == "CMGAN"

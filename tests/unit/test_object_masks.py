@@ -59,7 +59,7 @@ def test_instance_maps_read_grey_and_panoptic_rgb(tmp_path: Path) -> None:
     small = load_instance_map(tmp_path / "grey.png", size=20)
     assert small.shape == (20, 20) and set(np.unique(small)) <= set(np.unique(labels))
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(MaskError, match="bad.png"):
+    with pytest.raises(MaskError, match=r"bad.png"):
         load_instance_map(tmp_path / "bad.png")
 
 
@@ -77,7 +77,7 @@ def test_sampler_with_keys_never_covers_most_of_an_object(tmp_path: Path) -> Non
     masks = sampler.sample(12, 32, 32, step=0, generator=np.random.default_rng(0), keys=batch_keys)
     assert masks.shape == (12, 1, 32, 32)
     assert set(masks.unique().tolist()) <= {0.0, 1.0} and masks.sum() > 0
-    for m, key in zip(masks[:, 0].numpy() > 0.5, batch_keys):
+    for m, key in zip(masks[:, 0].numpy() > 0.5, batch_keys, strict=True):
         labels = sampler.labels(key, 32)
         for obj in (1, 2):
             inside = labels == obj
@@ -100,7 +100,7 @@ def test_sampler_without_keys_warns_and_from_config(tmp_path: Path, caplog: pyte
     with pytest.raises(MaskError, match="object_dir"):
         ObjectMaskSampler.from_config(TrainMasksConfig())
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MaskError, match="no .png"):
+    with pytest.raises(MaskError, match=r"no .png"):
         ObjectMaskSampler(tmp_path / "empty")
 
 

@@ -40,9 +40,8 @@ def test_a_stale_lock_file_of_a_dead_process_is_taken_over(tmp_path: Path) -> No
 def test_one_process_cannot_hold_a_folder_twice_and_two_spellings_share_the_lock(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
-    with FolderLock(out):
-        with pytest.raises(OutputLockedError, match=f"locked by PID {os.getpid()}"):
-            FolderLock(tmp_path / "alias" / "reports").acquire()
+    with FolderLock(out), pytest.raises(OutputLockedError, match=f"locked by PID {os.getpid()}"):
+        FolderLock(tmp_path / "alias" / "reports").acquire()
     with FolderLock(tmp_path / "alias" / "reports"):
         pass
 
@@ -68,7 +67,8 @@ def test_the_decorator_holds_the_lock_for_the_call(tmp_path: Path) -> None:
 
 def test_an_output_folder_that_cannot_be_created_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match=r"file/out: cannot lock the output folder: a file of that name exists where a folder is needed \(.*/file\)"):
+    with pytest.raises(OutputError,
+                       match=r"file/out: cannot lock the output folder: a file of that name exists where a folder is needed \(.*/file\)"):
         FolderLock(tmp_path / "file" / "out").acquire()
     with pytest.raises(OutputError, match=r"file: the output folder is a file"):
         FolderLock(tmp_path / "file").acquire()

@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _check():  # noqa: ANN202
+def _check():
     spec = importlib.util.spec_from_file_location("check_readme", REPO / ".ci" / "check_readme.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

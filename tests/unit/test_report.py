@@ -18,10 +18,9 @@ def _rows(offset: float = 0.0) -> list[dict]:
     rows = []
     for pattern in ("center", "random"):
         for ratio, base in (("0.10", 30.0), ("0.50", 20.0)):
-            for k in range(2):
-                rows.append({"image": f"im{k}", "pattern": pattern, "ratio": ratio, "achieved_ratio": float(ratio),
-                             "mask": f"{pattern}/{ratio}/000{k}.png", "psnr": base + k + offset,
-                             "ssim": 0.5 + 0.1 * k})
+            rows.extend({"image": f"im{k}", "pattern": pattern, "ratio": ratio, "achieved_ratio": float(ratio),
+                         "mask": f"{pattern}/{ratio}/000{k}.png", "psnr": base + k + offset,
+                         "ssim": 0.5 + 0.1 * k} for k in range(2))
     return rows
 
 
@@ -41,7 +40,8 @@ def test_aggregate_means_counts_and_layout() -> None:
 
 
 def test_excluded_rows_and_exact_matches_stay_out_of_every_mean() -> None:
-    rows = _rows() + [
+    rows = [
+        *_rows(),
         {"pattern": "center", "ratio": "0.10", "psnr": math.inf, "ssim": 1.0},  # exact match: no number can stand for it
         {"pattern": "center", "ratio": "0.00", "psnr": None, "ssim": None, "excluded": "empty hole: ..."},
         {"pattern": "edges", "ratio": "0.50", "psnr": None, "ssim": None, "excluded": "full hole: ..."},
@@ -107,7 +107,7 @@ def test_compare_expands_folders_marks_baselines_and_dedups(tmp_path: Path) -> N
 
 
 def test_load_reports_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no metrics.json"):
+    with pytest.raises(DataError, match=r"no metrics.json"):
         load_reports([tmp_path])
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "metrics.json").write_text("{not json")

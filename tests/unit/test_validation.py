@@ -16,7 +16,7 @@ from helpers.train import synthetic_loader, tiny_variant, write_shards
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _ramps_val(n: int = 8):  # noqa: ANN202
+def _ramps_val(n: int = 8):
     from inpnet.train.validation import ValSet
 
     image = next(synthetic_loader(Path("."), image_size=32, batch_size=n, seed=123))["image"]
@@ -68,7 +68,7 @@ def test_training_logs_val_metrics_and_keeps_the_best_weights(tmp_path: Path) ->
     assert val.score(model, _fp32(), batch_size=4, device=torch.device("cpu"))["hole_psnr"] == pytest.approx(best.value, abs=1e-4)
     if best.step != 12:  # the best weights are an earlier step's, not the last ones
         last, _ = load_model(ckpt)
-        assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), last.state_dict().values()))
+        assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), last.state_dict().values(), strict=True))
 
 
 def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:
     assert after["hole_psnr"] >= first["hole_psnr"]  # the earlier best competes after a resume
 
 
-def _fp32():  # noqa: ANN202
+def _fp32():
     from inpnet.train.optim import resolve_precision
 
     return resolve_precision("fp32", torch.device("cpu"))

@@ -55,7 +55,7 @@ def test_fetch_with_url_and_sha256_override(server, tmp_path):
     full = hashlib.sha256(BLOB).hexdigest()
     path = fetch_weights("mae_vit_base", tmp_path, url=server.url("/mae.pth"), sha256=full, **FAST)
     assert path.name == "mae_pretrain_vit_base.pth"
-    with pytest.raises(DownloadError, match="does not verify.*md5"):  # the table's md5 prefix applies otherwise
+    with pytest.raises(DownloadError, match=r"does not verify.*md5"):  # the table's md5 prefix applies otherwise
         fetch_weights("mae_vit_large", tmp_path, url=server.url("/mae.pth"), **FAST)
     with pytest.raises(DownloadError, match="unknown weights 'nope'"):
         fetch_weights("nope", tmp_path)
