@@ -305,6 +305,14 @@ class ResolvedVariant(_Section):
     model: ModelConfig
     train: TrainConfig
 
+    def check_sizes(self) -> ResolvedVariant:
+        """Raise :class:`ConfigError` unless ``model.img_size`` equals ``train.image_size``: the
+        trainer feeds ``train.image_size`` crops to a model built for ``model.img_size``."""
+        if self.model.img_size != self.train.image_size:
+            raise ConfigError(f"variants.{self.name}: model.img_size {self.model.img_size} and train.image_size "
+                              f"{self.train.image_size} must agree (the model trains on train.image_size crops); set both")
+        return self
+
 
 # ---------------------------------------------------------------------- eval, registry
 
@@ -387,6 +395,9 @@ class Params(_Section):
     def _check_variants(self) -> Params:
         for name in self.variants:
             self.variant(name)  # raises ConfigError with the variant's path on a bad override
+        for name in self.pipeline.variants:  # the ones `dvc repro` trains must be trainable as configured
+            if name in self.variants:
+                self.variant(name).check_sizes()
         missing = [v for v in self.pipeline.variants if v not in self.variants]
         if missing:
             raise ValueError(f"pipeline.variants names undefined variants {missing}; defined: {sorted(self.variants)}")
@@ -401,11 +412,7 @@ class Params(_Section):
         model = _validate(model_cls, {**v.model, "family": v.family}, f"variants.{name}.model")
         train_dict = _deep_merge(self.train.model_dump(), v.train)
         train = _validate(TrainConfig, train_dict, f"variants.{name}.train")
-        resolved = ResolvedVariant(name=name, model=model, train=train)  # narrows model to the family's config
-        if resolved.model.img_size != train.image_size:  # the trainer feeds image_size crops to a model built for img_size
-            raise ConfigError(f"variants.{name}: model.img_size {resolved.model.img_size} and train.image_size "
-                              f"{train.image_size} must agree (the model trains on train.image_size crops); set both")
-        return resolved
+        return ResolvedVariant(name=name, model=model, train=train)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

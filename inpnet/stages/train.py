@@ -48,7 +48,7 @@ def train_variant(
     from inpnet.train.trainer import train
     from inpnet.train.validation import open_val_set
 
-    resolved = params.variant(variant)
+    resolved = params.variant(variant).check_sizes()
     cfg = resolved.train
     split = shard_split(Path(shards) if shards else Path(params.data.shards_dir) / "train")
     if not split.is_dir():

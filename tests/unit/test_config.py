@@ -114,6 +114,9 @@ def test_yaml_merge_keys_may_still_override(tmp_path: Path) -> None:
 
 
 def test_model_and_training_sizes_must_agree() -> None:
+    spec = {"train": {"image_size": 128}, "variants": {"big": {"family": "inpnet", "model": {"img_size": 64, "patch_size": 16}}}}
+    params = parse_params(spec)  # defined but not trained by the pipeline: only refused when trained
     with pytest.raises(ConfigError, match=r"variants\.big: model\.img_size 64 and train\.image_size 128 must agree"):
-        parse_params({"train": {"image_size": 128},
-                      "variants": {"big": {"family": "inpnet", "model": {"img_size": 64, "patch_size": 16}}}})
+        params.variant("big").check_sizes()
+    with pytest.raises(ConfigError, match=r"variants\.big: model\.img_size 64 and train\.image_size 128 must agree"):
+        parse_params({**spec, "pipeline": {"variants": ["big"]}})
