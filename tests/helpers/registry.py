@@ -186,9 +186,11 @@ def subprocess_env(tmp_path_factory: Any) -> dict[str, str]:
     MLflow from source again; a shared cache prefix lets the later ones reuse it.
     """
     import os
+    import sys
 
     prefix = Path(tmp_path_factory.getbasetemp()) / "pycache"
-    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(prefix),
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the servers' own scripts (uvicorn)
+    return {**os.environ, "PATH": path, "PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(prefix),
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
