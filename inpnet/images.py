@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inpnet.data.jpeg import BadImage, open_image
 from inpnet.errors import DataError, MaskError
@@ -45,8 +45,6 @@ def hole_ratio(mask: np.ndarray) -> float:
 
 def fit_square(img: Image.Image, size: int, resample: int) -> Image.Image:
     """Scale the shortest side to ``size`` and centre-crop to ``size`` x ``size``."""
-    from PIL import ImageOps
-
     return ImageOps.fit(img, (size, size), method=resample, centering=(0.5, 0.5))
 
 
@@ -56,7 +54,6 @@ def load_image(path: Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     Raises :class:`DataError` if the file cannot be decoded.
     """
     import torch
-    from PIL import ImageOps
 
     try:
         with open_image(path) as raw:
@@ -127,8 +124,6 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
 def decode_image(data: bytes, *, source: str) -> np.ndarray:
     """(H, W, 3) uint8 from encoded image bytes; :class:`DataError` naming ``source`` if corrupt
     or over :data:`~inpnet.data.jpeg.DEFAULT_MAX_PIXELS` (checked before decoding)."""
-    from PIL import UnidentifiedImageError
-
     try:
         with open_image(io.BytesIO(data)) as img:
             img.load()
@@ -141,8 +136,6 @@ def decode_image(data: bytes, *, source: str) -> np.ndarray:
 
 def decode_mask(data: bytes, *, source: str, invert: bool = False) -> np.ndarray:
     """(H, W) bool, True = hole, from an 8-bit mask image (255 = hole, or 0 = hole if ``invert``)."""
-    from PIL import UnidentifiedImageError
-
     try:
         with open_image(io.BytesIO(data)) as img:
             img.load()
@@ -157,8 +150,6 @@ def decode_mask(data: bytes, *, source: str, invert: bool = False) -> np.ndarray
 
 def encode_png(image: np.ndarray) -> bytes:
     """Lossless PNG bytes of an (H, W, 3) uint8 array."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()

@@ -130,8 +130,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def run_entry(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse arguments, run ``main``, and map expected failures to a one-line error and exit 2."""
-    from inpnet.errors import ConfigError
-    from inpnet.errors import InpnetError
+    from inpnet.errors import InpnetError  # ConfigError included
 
     from inpnet.cli.app import setup_logging
 
@@ -140,7 +139,7 @@ def run_entry(main: Callable[[argparse.Namespace], object], parser: argparse.Arg
     try:
         with _prefect_api():
             main(args)
-    except (InpnetError, ConfigError) as err:
+    except InpnetError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -39,10 +39,9 @@ def _tracking_uri(params: Params) -> str:
 def _transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     """Retry a registration that failed on the store (e.g. a busy sqlite), never one that
     refused its input (metrics of other weights or another mask bank stay refused)."""
-    from inpnet.errors import ConfigError
-    from inpnet.errors import InpnetError
+    from inpnet.errors import InpnetError  # ConfigError included
 
-    return not isinstance(getattr(state, "data", None), (InpnetError, ConfigError))
+    return not isinstance(getattr(state, "data", None), InpnetError)
 
 
 @task(name="register-variant", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient, cache_policy=NO_CACHE)

@@ -33,8 +33,7 @@ def _register_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
-    from inpnet.errors import ConfigError
-    from inpnet.errors import InpnetError
+    from inpnet.errors import InpnetError  # ConfigError included
 
     setup_logging()
     _register_commands()
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as err:
         code = err.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    except (InpnetError, ConfigError) as err:
+    except InpnetError as err:
         print(f"inpnet: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

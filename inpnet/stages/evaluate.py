@@ -41,11 +41,11 @@ def evaluate_method(
 
 def evaluate_baselines(params: Params) -> list[Path]:
     """Every method of ``evaluate.baselines`` on the val shards and the bank, into ``reports/baselines``."""
-    out = []
-    for name in params.evaluate.baselines:
-        out.append(report_dir(params, name, baseline=True))
-        evaluate_method(params.evaluate, name, Path(params.data.shards_dir) / "val", Path(params.masks.out_dir), out[-1])
-    return out
+    images, masks = Path(params.data.shards_dir) / "val", Path(params.masks.out_dir)
+    outs = [report_dir(params, name, baseline=True) for name in params.evaluate.baselines]
+    for name, out in zip(params.evaluate.baselines, outs, strict=True):
+        evaluate_method(params.evaluate, name, images, masks, out)
+    return outs
 
 
 def evaluate_variant(params: Params, variant: str) -> Path:

@@ -20,13 +20,10 @@ def repo_params_with_tiny_variants(repo: Path = REPO_ROOT) -> dict[str, Any]:
     return deep_merge(base, yaml.safe_load(TINY_VARIANTS.read_text()))
 
 
-def test_params() -> Params:
+def params_for_tests() -> Params:
     """The validated params: the repository's, with the tiny variants."""
     return parse_params(repo_params_with_tiny_variants())
 
 
-test_params.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test, despite its name
-
-
 def tiny_variant(name: str = "inpnet_tiny") -> ResolvedVariant:
-    return test_params().variant(name)
+    return params_for_tests().variant(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.params import test_params
+from helpers.params import params_for_tests
 from inpnet.models.cmgan import CMGAN
 from inpnet.models.composite import composite
 from inpnet.models.ffc import FFCResBlock
@@ -143,7 +143,7 @@ def test_discriminator_scores_and_r1_is_positive() -> None:
 def test_variants_resolve_and_build(repo_root) -> None:
     from inpnet.models.build import build_discriminator, build_model
 
-    params = test_params()
+    params = params_for_tests()
     for name in ("cmgan_tiny", "cmgan_s", "cmgan_b", "cmgan_b512"):
         assert params.variant(name).model.family == "cmgan"
     assert params.variant("cmgan_s").model.mask_attention and not params.variant("cmgan_s_noattn").model.mask_attention
@@ -160,7 +160,7 @@ def test_short_adversarial_run_moves_both_losses_and_ema(repo_root) -> None:
     from inpnet.train.distributed import DistInfo
     from inpnet.train.trainer import build_components
 
-    variant = test_params().variant("cmgan_tiny")
+    variant = params_for_tests().variant("cmgan_tiny")
     variant = variant.model_copy(update={"train": variant.train.model_copy(update={"ema_decay": 0.9})})
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     comp = build_components(variant, info)

@@ -20,9 +20,9 @@ def test_repository_params_parse_and_every_variant_resolves(repo_root: Path) -> 
 
 
 def test_the_tiny_test_variants_resolve_from_the_fixture_profile() -> None:
-    from helpers.params import test_params
+    from helpers.params import params_for_tests
 
-    params = test_params()
+    params = params_for_tests()
     for name in ("inpnet_tiny", "mae_tiny", "cmgan_tiny"):
         assert params.variant(name).model.img_size == 32
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import cli_error_lines
-from helpers.params import test_params
+from helpers.params import params_for_tests
 from inpnet.cli import main
 from inpnet.config import EvalConfig
 from inpnet.errors import DataError
@@ -270,7 +270,7 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     from inpnet.models.build import build_model
     from inpnet.train.checkpoint import save_checkpoint
 
-    variant = test_params().variant("inpnet_tiny")
+    variant = params_for_tests().variant("inpnet_tiny")
     assert variant.model.img_size == SIZE
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "models" / "inpnet_tiny", variant=variant,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.params import test_params
+from helpers.params import params_for_tests
 from inpnet.config import InpNetModelConfig
 from inpnet.errors import ConfigError
 from inpnet.models.blocks import (
@@ -24,7 +24,7 @@ from inpnet.models.inpnet import InpNet, default_skip_depths
 
 @pytest.fixture(scope="module")
 def params():
-    return test_params()
+    return params_for_tests()
 
 
 def _batch(size: int = 32, b: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
