@@ -54,17 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     readme_machine, stated = cells(text.split(START, 1)[1].split(END, 1)[0])
     run_machine, produced = cells(args.summary.read_text())
-    problems = [f"{k}: README {v} vs run {produced.get(k)}" for k, v in stated.items()
-                if k not in produced or abs(produced[k] - v) > args.tolerance]
-    problems += [f"{k}: produced by the run ({v}) but not in the README" for k, v in produced.items() if k not in stated]
+    problems = [
+        f"{k}: README {v} vs run {produced.get(k)}"
+        for k, v in stated.items()
+        if k not in produced or abs(produced[k] - v) > args.tolerance
+    ]
+    problems += [
+        f"{k}: produced by the run ({v}) but not in the README" for k, v in produced.items() if k not in stated
+    ]
     same_machine = readme_machine == run_machine
     print(f"README figures: {readme_machine or 'no Machine: line'}; this run: {run_machine}")
     print(f"{len(stated)} README cells, {len(produced)} produced, {len(problems)} beyond {args.tolerance}")
     for p in problems:
         print(f"  {p}")
     if problems and same_machine:
-        print("the README's quickstart figures are not what this run produced on the same CPU kind: "
-              f"copy {args.summary} into the README's summary section", file=sys.stderr)
+        print(
+            "the README's quickstart figures are not what this run produced on the same CPU kind: "
+            f"copy {args.summary} into the README's summary section",
+            file=sys.stderr,
+        )
         return 1
     if problems:
         print("(another CPU kind than the README's: differences are reported, not failed)")

@@ -45,8 +45,8 @@ def photos(n: int, size: int) -> torch.Tensor:
 def main() -> None:
     from inpnet.evaluate.baselines import BASELINES, BaselineInpainter
     from inpnet.evaluate.metrics import psnr, quantize, ssim
-    from inpnet.masks import load_bank, write_bank
     from inpnet.images import read_mask_png
+    from inpnet.masks import load_bank, write_bank
     from inpnet.models.composite import composite
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,8 +58,14 @@ def main() -> None:
 
     images = photos(args.images, args.size)
     with tempfile.TemporaryDirectory() as tmp:
-        write_bank(Path(tmp), size=args.size, patterns=["random", "center", "corners", "edges", "free_form"],
-                   ratios=[0.1, 0.3, 0.5, 0.7], per_cell=1, seed=0)
+        write_bank(
+            Path(tmp),
+            size=args.size,
+            patterns=["random", "center", "corners", "edges", "free_form"],
+            ratios=[0.1, 0.3, 0.5, 0.7],
+            per_cell=1,
+            seed=0,
+        )
         bank = [(m.pattern, m.ratio, read_mask_png(m.path, size=args.size)) for m in load_bank(tmp)]
     pairs = [(i, p, r, hole) for i in range(len(images)) for p, r, hole in bank]
     print(f"{len(pairs)} pairs: {len(images)} images x {len(bank)} cells at {args.size} px")
@@ -101,8 +107,10 @@ def main() -> None:
     print(f"evaluator overhead (composite, quantise, PSNR, SSIM): {overhead:.1f} CPU ms/pair")
 
     total = QUICKSTART_PAIRS * (sum(per_method.values()) + 3 * overhead) / 1000
-    print(f"quickstart baselines ({QUICKSTART_PAIRS} pairs x 3 methods): {total:.0f} CPU s, "
-          f"about {total / 2:.0f} s wall on 2 idle cores")
+    print(
+        f"quickstart baselines ({QUICKSTART_PAIRS} pairs x 3 methods): {total:.0f} CPU s, "
+        f"about {total / 2:.0f} s wall on 2 idle cores"
+    )
 
 
 if __name__ == "__main__":

@@ -101,9 +101,13 @@ def main() -> None:
     params = load_params(args.params)
     torch.set_num_threads(args.threads)
     goal = GOAL_MS.get(args.device.split(":")[0], float("nan"))
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, reps {args.reps}, goal {goal:g} ms at 256 px")
-    print(f"{'variant':<10} {'size':>5} {'path':<12} {'dtype':<5} {'wall ms':>9} {'cpu ms':>9} "
-          f"{'2-core est':>10} {'telea cpu':>9} {'x telea':>8}  note")
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}, reps {args.reps}, goal {goal:g} ms at 256 px"
+    )
+    print(
+        f"{'variant':<10} {'size':>5} {'path':<12} {'dtype':<5} {'wall ms':>9} {'cpu ms':>9} "
+        f"{'2-core est':>10} {'telea cpu':>9} {'x telea':>8}  note"
+    )
     for size in args.sizes:
         image, mask = photo(size, 0), hole(size, 0)
         _, t_telea = timed(lambda: telea(image, mask), args.reps, "cpu")  # noqa: B023 - timed() calls it at once
@@ -117,11 +121,16 @@ def main() -> None:
                 for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                     try:
                         inp = build(variant, grid, dtype, args.device)
-                        ms, cpu = timed(lambda: inpaint_image(inp, image, mask, device=args.device),  # noqa: B023 - called at once
-                                        args.reps, args.device)
+                        ms, cpu = timed(
+                            lambda: inpaint_image(inp, image, mask, device=args.device),  # noqa: B023 - called at once
+                            args.reps,
+                            args.device,
+                        )
                     except Exception as err:  # noqa: BLE001 - e.g. an op without a bf16 kernel on this device
-                        print(f"{name:<10} {size:>5} {path:<12} {label:<5} {'n/a':>9} {'':>9} {'':>10} {t_telea:>9.1f} {'':>8}  "
-                              f"{type(err).__name__}: {str(err)[:60]}")
+                        print(
+                            f"{name:<10} {size:>5} {path:<12} {label:<5} {'n/a':>9} {'':>9} {'':>10} {t_telea:>9.1f} {'':>8}  "
+                            f"{type(err).__name__}: {str(err)[:60]}"
+                        )
                         continue
                     on_cpu = args.device == "cpu"
                     est = cpu / 2 if on_cpu else ms  # total CPU work spread over 2 cores, ideally
@@ -129,7 +138,9 @@ def main() -> None:
                     if size == 256 and path == "native":
                         note = f"goal {'met' if est <= goal else 'missed'}"
                     ratio = cpu / t_telea if on_cpu else ms / t_telea
-                    print(f"{name:<10} {size:>5} {path:<12} {label:<5} {ms:>9.1f} {cpu:>9.1f} {est:>10.1f} {t_telea:>9.1f} {ratio:>8.1f}  {note}")
+                    print(
+                        f"{name:<10} {size:>5} {path:<12} {label:<5} {ms:>9.1f} {cpu:>9.1f} {est:>10.1f} {t_telea:>9.1f} {ratio:>8.1f}  {note}"
+                    )
 
 
 if __name__ == "__main__":

@@ -57,15 +57,21 @@ def isolated_rates(images: list[bytes], repeats: int) -> dict[str, tuple[float, 
             im.draft("RGB", (im.width * SIZE // box[3], im.height * SIZE // box[2]))
             scale = im.width / simplejpeg.decode_jpeg_header(data)[1]
             top, left, h, w = (round(v * scale) for v in box)
-            return np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR, box=(left, top, left + w, top + h)))
+            return np.asarray(
+                im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR, box=(left, top, left + w, top + h))
+            )
 
     def tv(data: bytes, box: tuple[int, int, int, int]) -> np.ndarray:
-        pixels = torchvision.io.decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)).permute(1, 2, 0).numpy()
+        pixels = (
+            torchvision.io.decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)).permute(1, 2, 0).numpy()
+        )
         return crop_resize(pixels, box)
 
     decoders = {
         "simplejpeg, DCT-scaled (loader's path)": lambda d, b: decode_crop(d, b, SIZE, fast=True),
-        "simplejpeg, full decode": lambda d, b: crop_resize(simplejpeg.decode_jpeg(d, fastdct=True, fastupsample=True), b),
+        "simplejpeg, full decode": lambda d, b: crop_resize(
+            simplejpeg.decode_jpeg(d, fastdct=True, fastupsample=True), b
+        ),
         "PIL, draft mode": pil,
         "torchvision.io.decode_jpeg": tv,
     }
@@ -105,8 +111,16 @@ def loader_rate(shards: Path, workers: int, batches: int) -> tuple[float, float,
     torch.set_num_threads(1)
     start_main, start_children = time.process_time(), _children_cpu()
     # fork: workers must be this process's children for RUSAGE_CHILDREN to count them
-    loader = make_loader(shards, image_size=SIZE, batch_size=32, train=True, num_workers=workers, resampled=True,
-                         shuffle_buffer=64, start_method="fork")
+    loader = make_loader(
+        shards,
+        image_size=SIZE,
+        batch_size=32,
+        train=True,
+        num_workers=workers,
+        resampled=True,
+        shuffle_buffer=64,
+        start_method="fork",
+    )
     stream = iter(loader)
     warm = sum(next(stream)["image"].shape[0] for _ in range(max(2, workers * 2)))  # start-up excluded from wall
     start = time.perf_counter()
@@ -142,20 +156,28 @@ def main() -> None:
             for m in index_tar(tar)[:48]:
                 handle.seek(m.offset)
                 images.append(handle.read(m.size))
-        print(f"{os.cpu_count()} CPUs; 512 px JPEGs ({np.mean([len(i) for i in images]) / 1e3:.0f} KB) -> random resized crop {SIZE}")
+        print(
+            f"{os.cpu_count()} CPUs; 512 px JPEGs ({np.mean([len(i) for i in images]) / 1e3:.0f} KB) -> random resized crop {SIZE}"
+        )
         iso = isolated_rates(images, repeats=3)
         for name, (wall, cpu) in iso.items():
             print(f"  isolated {name:<40} {wall:7.0f} img/s wall, {cpu:7.0f} img per CPU-s (one core)")
         best_name, (best_wall, best_cpu) = max(iso.items(), key=lambda kv: kv[1][1])
         single, single_cpu, _ = loader_rate(work / "train", 0, args.batches)
         multi, multi_cpu, main_ms = loader_rate(work / "train", args.workers, args.batches)
-        print(f"  loader, in process (1 worker)          {single:7.0f} img/s wall, {single_cpu:7.0f} img per CPU-s (everything)")
-        print(f"  loader, {args.workers} DataLoader workers           {multi:7.0f} img/s wall ({multi / args.workers:.0f} per worker), "
-              f"{multi_cpu:7.0f} img per worker-CPU-s, main process {main_ms:.2f} CPU-ms per image (float conversion)")
+        print(
+            f"  loader, in process (1 worker)          {single:7.0f} img/s wall, {single_cpu:7.0f} img per CPU-s (everything)"
+        )
+        print(
+            f"  loader, {args.workers} DataLoader workers           {multi:7.0f} img/s wall ({multi / args.workers:.0f} per worker), "
+            f"{multi_cpu:7.0f} img per worker-CPU-s, main process {main_ms:.2f} CPU-ms per image (float conversion)"
+        )
         print(f"fastest isolated: {best_name}")
-        print(f"ratio loader / isolated: in process {single / best_wall:.2f} (wall), {single_cpu / best_cpu:.2f} (per CPU-s); "
-              f"{args.workers} workers {multi / args.workers / best_wall:.2f} (wall, per worker), {multi_cpu / best_cpu:.2f} (per worker-CPU-s)"
-              f"  [goal >= 0.7]")
+        print(
+            f"ratio loader / isolated: in process {single / best_wall:.2f} (wall), {single_cpu / best_cpu:.2f} (per CPU-s); "
+            f"{args.workers} workers {multi / args.workers / best_wall:.2f} (wall, per worker), {multi_cpu / best_cpu:.2f} (per worker-CPU-s)"
+            f"  [goal >= 0.7]"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -54,14 +54,17 @@ def timed(fn) -> tuple[float, float, object]:
 def skimage_scores(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    return np.array([
-        (
-            peak_signal_noise_ratio(r, f, data_range=1),
-            structural_similarity(r, f, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                  data_range=1, channel_axis=-1),
-        )
-        for r, f in zip(real, fake, strict=True)
-    ])
+    return np.array(
+        [
+            (
+                peak_signal_noise_ratio(r, f, data_range=1),
+                structural_similarity(
+                    r, f, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1
+                ),
+            )
+            for r, f in zip(real, fake, strict=True)
+        ]
+    )
 
 
 def our_scores(real: torch.Tensor, fake: torch.Tensor, batch: int) -> np.ndarray:
@@ -92,8 +95,10 @@ def bench_metrics(args: argparse.Namespace) -> None:
     for t in sorted({1, threads}):
         torch.set_num_threads(t)
         us_w, us_c, us = timed(lambda: our_scores(rt, ft, args.batch))
-        print(f"  ours, CPU, {t} thread(s)  {n / us_w:8.1f} img/s wall  {n / us_c:8.1f} img/CPU-s"
-              f"   ratio {sk_w / us_w:.2f}x wall, {sk_c / us_c:.2f}x CPU")
+        print(
+            f"  ours, CPU, {t} thread(s)  {n / us_w:8.1f} img/s wall  {n / us_c:8.1f} img/CPU-s"
+            f"   ratio {sk_w / us_w:.2f}x wall, {sk_c / us_c:.2f}x CPU"
+        )
         worst = np.maximum(worst, np.abs(sk - us).max(axis=0))
     torch.set_num_threads(threads)
     print(f"  largest difference: PSNR {worst[0]:.2e} dB, SSIM {worst[1]:.2e}")
@@ -101,7 +106,9 @@ def bench_metrics(args: argparse.Namespace) -> None:
         rc, fc = rt.cuda(), ft.cuda()
         our_scores(rc, fc, args.batch)
         g_w, _, g = timed(lambda: our_scores(rc, fc, 128))
-        print(f"  ours, CUDA, b=128 {n / g_w:8.1f} img/s wall   largest SSIM difference vs skimage {np.abs(sk[:, 1] - g[:, 1]).max():.2e}")
+        print(
+            f"  ours, CUDA, b=128 {n / g_w:8.1f} img/s wall   largest SSIM difference vs skimage {np.abs(sk[:, 1] - g[:, 1]).max():.2e}"
+        )
 
 
 def bench_sqrtm(dim: int) -> None:
@@ -136,8 +143,10 @@ def bench_gpu_pipeline(size: int, n: int = 2048, batch: int = 256) -> None:
     from inpnet.evaluate.fid import InceptionFeatures
     from inpnet.evaluate.metrics import psnr, quantize, ssim
 
-    with mock.patch.object(fe, "load_state_dict_from_url", return_value={}), \
-            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):  # noqa: PT008 - binds as a method
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None),  # noqa: PT008 - binds as a method
+    ):
         net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     feats = InceptionFeatures(None, device="cuda", model=net)
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -151,7 +160,9 @@ def bench_gpu_pipeline(size: int, n: int = 2048, batch: int = 256) -> None:
 
     one_pass()
     w, _, _ = timed(one_pass)
-    print(f"GPU: Inception features + PSNR + SSIM at {size} px: {n / w:.0f} img/s (goal 2000; features come back to the CPU)")
+    print(
+        f"GPU: Inception features + PSNR + SSIM at {size} px: {n / w:.0f} img/s (goal 2000; features come back to the CPU)"
+    )
 
 
 def main() -> None:

@@ -53,22 +53,39 @@ def main() -> int:
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     subprocess.run(["git", "checkout", "--quiet", args.rev], cwd=clone, check=True)
     homes = workdir / "homes"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "INPNET_PREFECT_SERVER")}
-    env.update({"PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "PREFECT_HOME": str(homes / "prefect"),
-                "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PYTHONUNBUFFERED": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "INPNET_PREFECT_SERVER")
+    }
+    env.update(
+        {
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PREFECT_HOME": str(homes / "prefect"),
+            "DVC_NO_ANALYTICS": "1",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
 
     stages: list[dict[str, float | str]] = []  # stage name, start and work seconds
     start = time.monotonic()
-    proc = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=clone, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "dvc"), "repro"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     log = (workdir / "repro.log").open("w")
     begin: float | None = None  # the stage's first flow run began (clock seconds)
     for line in proc.stdout:
         log.write(line)
         now = time.monotonic() - start
-        if (m := _STAGE.search(line)):
+        if m := _STAGE.search(line):
             stages.append({"stage": m.group(1), "start": now, "work": 0.0})
             print(f"[{now:7.1f} s] {m.group(1)}", flush=True)
             begin = None

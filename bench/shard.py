@@ -31,6 +31,7 @@ from places_like import build_tar
 
 def timed(fn) -> tuple[float, float]:
     """Wall seconds and CPU seconds (this process, its threads and reaped child processes)."""
+
     def cpu() -> float:
         child = resource.getrusage(resource.RUSAGE_CHILDREN)
         return time.process_time() + child.ru_utime + child.ru_stime
@@ -58,8 +59,13 @@ def shardwriter_pass(tar: Path, filelist: Path, split: str, out: Path) -> None:
     with wds.ShardWriter(str(out / "wds-%06d.tar"), maxcount=1000, verbose=0) as sink:
         for m in index_tar(tar):
             if m.kind == "file" and list_key(m.name) in labels:
-                sink.write({"__key__": sample_key(list_key(m.name)), "jpg": os.pread(fd, m.size, m.offset),
-                            "cls": labels[list_key(m.name)]})
+                sink.write(
+                    {
+                        "__key__": sample_key(list_key(m.name)),
+                        "jpg": os.pread(fd, m.size, m.offset),
+                        "cls": labels[list_key(m.name)],
+                    }
+                )
     os.close(fd)
 
 
@@ -86,10 +92,14 @@ def main() -> None:
         def record(name: str, seconds: tuple[float, float]) -> None:
             rows[name] = (size_mb / seconds[0], size_mb / max(seconds[1], 1e-9))
 
-        record("raw read (cat)", timed(lambda: subprocess.run(["cat", str(tar)], stdout=subprocess.DEVNULL, check=True)))
+        record(
+            "raw read (cat)", timed(lambda: subprocess.run(["cat", str(tar)], stdout=subprocess.DEVNULL, check=True))
+        )
         record("plain copy (read + write + fsync)", timed(lambda: plain_copy(tar, work / "copy.tar")))
         (work / "copy.tar").unlink()
-        record("webdataset ShardWriter, 1 core", timed(lambda: shardwriter_pass(tar, filelist, args.split, work / "wds")))
+        record(
+            "webdataset ShardWriter, 1 core", timed(lambda: shardwriter_pass(tar, filelist, args.split, work / "wds"))
+        )
         shutil.rmtree(work / "wds")
 
         def ours(name: str, **cfg) -> tuple[float, float]:
@@ -100,20 +110,37 @@ def main() -> None:
             return seconds
 
         for workers, runner in ((1, "threads"), (2, "threads"), (2, "processes")):
-            record(f"ours pass-through, {workers} worker(s), {runner}", ours(f"p{workers}{runner}", workers=workers, task_runner=runner))
-        record("ours verify=decode, 2 workers, processes", ours("dec", workers=2, task_runner="processes", verify="decode"))
+            record(
+                f"ours pass-through, {workers} worker(s), {runner}",
+                ours(f"p{workers}{runner}", workers=workers, task_runner=runner),
+            )
+        record(
+            "ours verify=decode, 2 workers, processes", ours("dec", workers=2, task_runner="processes", verify="decode")
+        )
         width = max(map(len, rows))
         print(f"  {'':<{width}}  {'wall MB/s':>10}  {'MB/CPU-s':>9}")
         for name, (wall, per_cpu) in rows.items():
             print(f"  {name:<{width}}  {wall:10.1f}  {per_cpu:9.1f}")
         one = rows["ours pass-through, 1 worker(s), threads"]
-        copy, raw, wds_rate = rows["plain copy (read + write + fsync)"], rows["raw read (cat)"], rows["webdataset ShardWriter, 1 core"]
-        best = max(rows["ours pass-through, 2 worker(s), threads"][0], rows["ours pass-through, 2 worker(s), processes"][0])
-        print(f"ratios (wall): 1 worker / raw read {one[0] / raw[0]:.2f}, 1 worker / plain copy {one[0] / copy[0]:.2f}, "
-              f"2 workers / plain copy {best / copy[0]:.2f}, 1 worker / ShardWriter {one[0] / wds_rate[0]:.2f}")
-        print(f"ratios (per CPU second): 1 worker / plain copy {one[1] / copy[1]:.2f}, 1 worker / ShardWriter {one[1] / wds_rate[1]:.2f}")
-        print(f"goal >= 300 MB/s per worker: wall {one[0]:.0f}, per CPU second {one[1]:.0f}; "
-              f"goal >= 0.7x plain copy with all workers: {best / copy[0]:.2f}x")
+        copy, raw, wds_rate = (
+            rows["plain copy (read + write + fsync)"],
+            rows["raw read (cat)"],
+            rows["webdataset ShardWriter, 1 core"],
+        )
+        best = max(
+            rows["ours pass-through, 2 worker(s), threads"][0], rows["ours pass-through, 2 worker(s), processes"][0]
+        )
+        print(
+            f"ratios (wall): 1 worker / raw read {one[0] / raw[0]:.2f}, 1 worker / plain copy {one[0] / copy[0]:.2f}, "
+            f"2 workers / plain copy {best / copy[0]:.2f}, 1 worker / ShardWriter {one[0] / wds_rate[0]:.2f}"
+        )
+        print(
+            f"ratios (per CPU second): 1 worker / plain copy {one[1] / copy[1]:.2f}, 1 worker / ShardWriter {one[1] / wds_rate[1]:.2f}"
+        )
+        print(
+            f"goal >= 300 MB/s per worker: wall {one[0]:.0f}, per CPU second {one[1]:.0f}; "
+            f"goal >= 0.7x plain copy with all workers: {best / copy[0]:.2f}x"
+        )
         n_images = None
         if not args.tar:
             with tarfile.open(tar) as members:

@@ -51,9 +51,16 @@ class PlainViT:
                 super().__init__()
                 self.p = cfg.patch_size
                 self.encoder = VisionTransformer(
-                    img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=4, embed_dim=cfg.embed_dim,
-                    depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, num_classes=0,
-                    global_pool="", class_token=False,
+                    img_size=cfg.img_size,
+                    patch_size=cfg.patch_size,
+                    in_chans=4,
+                    embed_dim=cfg.embed_dim,
+                    depth=cfg.depth,
+                    num_heads=cfg.num_heads,
+                    mlp_ratio=cfg.mlp_ratio,
+                    num_classes=0,
+                    global_pool="",
+                    class_token=False,
                 )
                 self.head = nn.Linear(cfg.embed_dim, 3 * cfg.patch_size**2)
 
@@ -68,8 +75,9 @@ class PlainViT:
         return _ViTReconstructor()
 
 
-def measure(name: str, *, steps: int, warmup: int, batch_size: int | None, precision: str, device: str,
-            peer: bool) -> dict[str, Any]:
+def measure(
+    name: str, *, steps: int, warmup: int, batch_size: int | None, precision: str, device: str, peer: bool
+) -> dict[str, Any]:
     """One variant (or its ViT peer) in this process: images/s, ms/step, peak memory, FLOPs."""
     import numpy as np
     import torch
@@ -83,8 +91,9 @@ def measure(name: str, *, steps: int, warmup: int, batch_size: int | None, preci
     from inpnet.train.trainer import build_components
 
     v = load_params(REPO / "params.yaml").variant(name)
-    train_cfg = v.train.model_copy(update={"precision": precision, "compile": False,
-                                           "batch_size": batch_size or v.train.batch_size})
+    train_cfg = v.train.model_copy(
+        update={"precision": precision, "compile": False, "batch_size": batch_size or v.train.batch_size}
+    )
     v = ResolvedVariant(name=v.name, model=v.model, train=train_cfg)
     dev = torch.device(device)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
@@ -116,13 +125,23 @@ def measure(name: str, *, steps: int, warmup: int, batch_size: int | None, preci
         step_fn([(image, mask)], warmup + 1 + i)
     _sync(dev)
     dt = (time.perf_counter() - t0) / steps
-    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated(dev)
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return {
-        "variant": name + (" (timm ViT peer)" if peer else ""), "family": v.model.family, "batch": b, "size": s,
-        "precision": resolve_precision(precision, dev).name, "ms_per_step": dt * 1e3, "images_per_s": b / dt,
-        "peak_mem_mb": peak / 2**20, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "gflop_per_image": counter.get_total_flops() / b / 1e9, "threads": torch.get_num_threads(),
+        "variant": name + (" (timm ViT peer)" if peer else ""),
+        "family": v.model.family,
+        "batch": b,
+        "size": s,
+        "precision": resolve_precision(precision, dev).name,
+        "ms_per_step": dt * 1e3,
+        "images_per_s": b / dt,
+        "peak_mem_mb": peak / 2**20,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "gflop_per_image": counter.get_total_flops() / b / 1e9,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -144,8 +163,20 @@ def matmul_peak_tflops(device: str, n: int = 8192, iters: int = 20) -> float:
 
 
 def _run_child(name: str, args: argparse.Namespace, peer: bool) -> dict[str, Any] | None:
-    cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--precision", args.precision, "--device", args.device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        name,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--precision",
+        args.precision,
+        "--device",
+        args.device,
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.batch_size:
@@ -176,30 +207,47 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(measure(args.one, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-                                 precision=args.precision, device=args.device, peer=args.peer)))
+        print(
+            json.dumps(
+                measure(
+                    args.one,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    batch_size=args.batch_size,
+                    precision=args.precision,
+                    device=args.device,
+                    peer=args.peer,
+                )
+            )
+        )
         return
 
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, precision {args.precision}")
+    print(
+        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, precision {args.precision}"
+    )
     peak = matmul_peak_tflops(args.device) if args.device == "cuda" else None
     if peak:
         print(f"measured bf16 matmul peak: {peak:.0f} TFLOP/s")
     rows: dict[str, dict[str, Any]] = {}
     for name in args.variants:
-        for peer in ([False, True] if name.startswith("inpnet") else [False]):
+        for peer in [False, True] if name.startswith("inpnet") else [False]:
             r = _run_child(name, args, peer)
             if r is None:
                 continue
             rows[r["variant"]] = r
             mfu = f"  MFU {100 * r['gflop_per_image'] * r['images_per_s'] / 1e3 / peak:5.1f}%" if peak else ""
-            print(f"{r['variant']:28s} {r['precision']:>5s} b={r['batch']:<4d} {r['size']}px  "
-                  f"{r['images_per_s']:8.1f} img/s  {r['ms_per_step']:9.1f} ms/step  peak {r['peak_mem_mb']:8.0f} MB  "
-                  f"{r['params_m']:6.1f} M params  {r['gflop_per_image']:6.2f} GFLOP/img{mfu}")
+            print(
+                f"{r['variant']:28s} {r['precision']:>5s} b={r['batch']:<4d} {r['size']}px  "
+                f"{r['images_per_s']:8.1f} img/s  {r['ms_per_step']:9.1f} ms/step  peak {r['peak_mem_mb']:8.0f} MB  "
+                f"{r['params_m']:6.1f} M params  {r['gflop_per_image']:6.2f} GFLOP/img{mfu}"
+            )
     for name, r in rows.items():
         peer = rows.get(f"{name} (timm ViT peer)")
         if peer:
             ratio = r["ms_per_step"] / peer["ms_per_step"]
-            print(f"{name} step time / timm ViT step time: {ratio:.2f}x (goal <= 1.30x) -> {'ok' if ratio <= 1.3 else 'over'}")
+            print(
+                f"{name} step time / timm ViT step time: {ratio:.2f}x (goal <= 1.30x) -> {'ok' if ratio <= 1.3 else 'over'}"
+            )
     if "inpnet_s" in rows and "mae_s" in rows:
         print(f"inpnet_s / mae_s images/s: {rows['inpnet_s']['images_per_s'] / rows['mae_s']['images_per_s']:.2f}x")
 

@@ -65,7 +65,9 @@ class FetchConfig(_Section):
     backoff_s: float = Field(default=2.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     chunk_bytes: int = Field(default=1 << 20, gt=0)
-    url_base: str | None = Field(default=None, description="mirror: replaces everything before each file name in the URLs")
+    url_base: str | None = Field(
+        default=None, description="mirror: replaces everything before each file name in the URLs"
+    )
 
 
 class SampleConfig(_Section):
@@ -85,9 +87,13 @@ class SampleConfig(_Section):
 class ShardConfig(_Section):
     """Streaming a Places365 tar into WebDataset shards."""
 
-    resize: int | None = Field(default=None, ge=16, description="re-encode with this shortest side; None keeps the JPEG bytes")
+    resize: int | None = Field(
+        default=None, ge=16, description="re-encode with this shortest side; None keeps the JPEG bytes"
+    )
     samples_per_shard: int = Field(default=1000, ge=1)
-    shard_multiple: int = Field(default=4, ge=1, description="shard count is rounded to a multiple of this (ranks x workers)")
+    shard_multiple: int = Field(
+        default=4, ge=1, description="shard count is rounded to a multiple of this (ranks x workers)"
+    )
     workers: int = Field(default=2, ge=1)
     task_runner: Literal["threads", "processes", "dask"] = "threads"
     jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality when --resize re-encodes")
@@ -97,7 +103,8 @@ class ShardConfig(_Section):
     )
     retries: int = Field(default=2, ge=0, description="Prefect retries of a failed shard task")
     max_pixels: int = Field(
-        default=50_000_000, ge=1,
+        default=50_000_000,
+        ge=1,
         description="refuse images whose header claims more pixels (a 600-byte JPEG can claim 60000x60000)",
     )
     resume_check: Literal["quick", "sha256"] = Field(
@@ -129,7 +136,9 @@ class MasksConfig(_Section):
     ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
     per_cell: int = Field(default=4, ge=1)
     seed: int = 0
-    external_dir: str | None = Field(default=None, description="folder of mask PNGs (e.g. NVIDIA irregular masks) for pattern 'external'")
+    external_dir: str | None = Field(
+        default=None, description="folder of mask PNGs (e.g. NVIDIA irregular masks) for pattern 'external'"
+    )
     external_invert: bool = Field(default=False, description="the external masks use white = known")
     random_patch_size: int = Field(default=16, ge=1, description="grid cell of the 'random' pattern, in pixels")
 
@@ -157,7 +166,9 @@ class InpNetModelConfig(_Section):
     num_heads: int = Field(default=6, ge=1)
     mlp_ratio: float = Field(default=4.0, gt=0)
     skip_connections: bool = True
-    skip_depths: tuple[int, ...] | None = Field(default=None, description="encoder blocks feeding the decoder; None = 1/4, 1/2, 3/4, last")
+    skip_depths: tuple[int, ...] | None = Field(
+        default=None, description="encoder blocks feeding the decoder; None = 1/4, 1/2, 3/4, last"
+    )
     decoder_channels: tuple[int, ...] = Field(
         default=(96, 48, 24, 12),
         min_length=1,
@@ -171,7 +182,9 @@ class InpNetModelConfig(_Section):
     @model_validator(mode="after")
     def _check_shapes(self) -> InpNetModelConfig:
         if self.embed_dim % self.num_heads or self.embed_dim % 4:
-            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads} and by 4 (sin-cos)")
+            raise ValueError(
+                f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads} and by 4 (sin-cos)"
+            )
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
         stages = 2 ** (len(self.decoder_channels) - 1)
@@ -202,9 +215,14 @@ class MAEModelConfig(_Section):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> MAEModelConfig:
-        for dim, heads, name in ((self.embed_dim, self.num_heads, ""), (self.decoder_embed_dim, self.decoder_num_heads, "decoder_")):
+        for dim, heads, name in (
+            (self.embed_dim, self.num_heads, ""),
+            (self.decoder_embed_dim, self.decoder_num_heads, "decoder_"),
+        ):
             if dim % heads or dim % 4:
-                raise ValueError(f"{name}embed_dim {dim} must be divisible by {name}num_heads {heads} and by 4 (sin-cos)")
+                raise ValueError(
+                    f"{name}embed_dim {dim} must be divisible by {name}num_heads {heads} and by 4 (sin-cos)"
+                )
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
         return self
@@ -218,11 +236,15 @@ class CMGANModelConfig(_Section):
     num_ffc_blocks: int = Field(default=2, ge=0)
     style_dim: int = Field(default=256, ge=8)
     mapping_layers: int = Field(default=2, ge=1)
-    mask_attention: bool = Field(default=True, description="mask-aware attention at resolutions <= attn_max_res (ablation switch)")
+    mask_attention: bool = Field(
+        default=True, description="mask-aware attention at resolutions <= attn_max_res (ablation switch)"
+    )
     attn_max_res: int = Field(default=16, ge=1, description="highest feature resolution that gets an attention block")
     attn_heads: int = Field(default=4, ge=1)
     ffc_stride: int = Field(default=8, ge=1, description="FFC residual blocks run at img_size / ffc_stride (LaMa: 8)")
-    disc_channels: int = Field(default=64, ge=4, description="discriminator channels at full resolution (doubled per halving)")
+    disc_channels: int = Field(
+        default=64, ge=4, description="discriminator channels at full resolution (doubled per halving)"
+    )
 
 
 ModelConfig = Annotated[InpNetModelConfig | MAEModelConfig | CMGANModelConfig, Field(discriminator="family")]
@@ -242,7 +264,9 @@ class LossConfig(_Section):
     perceptual_weight: float = Field(default=0.0, ge=0)
     perceptual_weights_path: str | None = None
     disc: Literal["patchgan", "stylegan2"] = "patchgan"
-    rec_loss: Literal["mse", "l1"] | None = Field(default=None, description="reconstruction kind; None = family default (cmgan: l1, else mse)")
+    rec_loss: Literal["mse", "l1"] | None = Field(
+        default=None, description="reconstruction kind; None = family default (cmgan: l1, else mse)"
+    )
     r1_masked: bool = Field(default=False, description="R1 penalises only the gradient on hole pixels")
 
 
@@ -255,14 +279,27 @@ class TrainMasksConfig(_Section):
     min_ratio: float = Field(default=0.0, ge=0, le=0.9)
     max_ratio: float = Field(default=0.75, ge=0, le=0.9)
     warmup_steps: int = Field(default=0, ge=0, description="max ratio ramps up linearly over these steps")
-    dynamic: bool = Field(default=True, description="False: one fixed pattern/ratio per image for the whole run (ablation)")
-    object_dir: str | None = Field(default=None, description="folder of segmentation PNGs for object-shaped holes (CM-GAN)")
-    random_patch_size: int = Field(default=16, ge=1, description="grid cell of the 'random' pattern (match the model's patch size)")
-    object_prob: float = Field(default=0.5, ge=0, le=1, description="share of holes shaped like objects (rest: strokes and boxes)")
-    object_overlap: float = Field(
-        default=0.5, gt=0, le=1, description="an image's object with more than this share of its area in the hole is removed from the hole"
+    dynamic: bool = Field(
+        default=True, description="False: one fixed pattern/ratio per image for the whole run (ablation)"
     )
-    object_max_area: float = Field(default=0.5, gt=0, le=1, description="segments larger than this share of the image count as background")
+    object_dir: str | None = Field(
+        default=None, description="folder of segmentation PNGs for object-shaped holes (CM-GAN)"
+    )
+    random_patch_size: int = Field(
+        default=16, ge=1, description="grid cell of the 'random' pattern (match the model's patch size)"
+    )
+    object_prob: float = Field(
+        default=0.5, ge=0, le=1, description="share of holes shaped like objects (rest: strokes and boxes)"
+    )
+    object_overlap: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="an image's object with more than this share of its area in the hole is removed from the hole",
+    )
+    object_max_area: float = Field(
+        default=0.5, gt=0, le=1, description="segments larger than this share of the image count as background"
+    )
 
 
 class TrainConfig(_Section):
@@ -285,8 +322,12 @@ class TrainConfig(_Section):
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
     sample_every: int = Field(default=100, ge=1)
-    val_every: int = Field(default=100, ge=0, description="score the fixed val subset every N steps and at the end; 0 = off")
-    val_images: int = Field(default=16, ge=1, description="size of that subset (first val images, each with a bank mask)")
+    val_every: int = Field(
+        default=100, ge=0, description="score the fixed val subset every N steps and at the end; 0 = off"
+    )
+    val_images: int = Field(
+        default=16, ge=1, description="size of that subset (first val images, each with a bank mask)"
+    )
     loss: LossConfig = LossConfig()
     masks: TrainMasksConfig = TrainMasksConfig()
 
@@ -309,8 +350,10 @@ class ResolvedVariant(_Section):
         """Raise :class:`ConfigError` unless ``model.img_size`` equals ``train.image_size``: the
         trainer feeds ``train.image_size`` crops to a model built for ``model.img_size``."""
         if self.model.img_size != self.train.image_size:
-            raise ConfigError(f"variants.{self.name}: model.img_size {self.model.img_size} and train.image_size "
-                              f"{self.train.image_size} must agree (the model trains on train.image_size crops); set both")
+            raise ConfigError(
+                f"variants.{self.name}: model.img_size {self.model.img_size} and train.image_size "
+                f"{self.train.image_size} must agree (the model trains on train.image_size crops); set both"
+            )
         return self
 
 
@@ -322,8 +365,15 @@ class EvalConfig(_Section):
 
     out_dir: str = "reports"
     batch_size: int = Field(default=16, ge=1)
-    image_size: int = Field(default=128, ge=16, description="size for plain image folders; with the mask bank its size wins")
-    baselines: tuple[Literal["flat", "telea", "navier_stokes", "biharmonic"], ...] = ("flat", "telea", "navier_stokes", "biharmonic")
+    image_size: int = Field(
+        default=128, ge=16, description="size for plain image folders; with the mask bank its size wins"
+    )
+    baselines: tuple[Literal["flat", "telea", "navier_stokes", "biharmonic"], ...] = (
+        "flat",
+        "telea",
+        "navier_stokes",
+        "biharmonic",
+    )
     inpaint_radius: int = Field(default=3, ge=1, description="OpenCV Telea / Navier-Stokes neighbourhood radius (px)")
     workers: int = Field(default=2, ge=1, description="CPU processes for the classical baselines")
     mask_size_mismatch: Literal["resize", "refuse"] = Field(
@@ -337,10 +387,13 @@ class EvalConfig(_Section):
 
 class PromotionGates(_Section):
     primary_metric: Literal["psnr", "ssim"] = "psnr"
-    min_improvement: float = Field(default=0.0, ge=0, description="challenger must beat the champion by this much on the primary metric")
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="challenger must beat the champion by this much on the primary metric"
+    )
     max_pattern_psnr_drop: float = Field(default=0.5, ge=0, description="no pattern may lose more PSNR (dB) than this")
     reference: Literal["flat", "telea", "navier_stokes", "biharmonic"] | None = Field(
-        default="telea", description="classical method every version is judged against, first versions included; None = no absolute gate"
+        default="telea",
+        description="classical method every version is judged against, first versions included; None = no absolute gate",
     )
     max_gap_to_reference_db: float = Field(
         default=1.0, ge=0, description="no pattern's PSNR may trail the reference's (same bank) by more than this (dB)"
@@ -350,7 +403,9 @@ class PromotionGates(_Section):
 class RegistryConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "inpnet"
-    model_names: dict[str, str] = Field(default_factory=lambda: {"inpnet": "inpnet", "mae": "inpnet-mae", "cmgan": "inpnet-cmgan"})
+    model_names: dict[str, str] = Field(
+        default_factory=lambda: {"inpnet": "inpnet", "mae": "inpnet-mae", "cmgan": "inpnet-cmgan"}
+    )
     gates: PromotionGates = PromotionGates()
 
 
@@ -504,7 +559,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise ConfigError(f"duplicate key {key!r} on line {line} (first on line {seen[key]}); write each key once")
+                raise ConfigError(
+                    f"duplicate key {key!r} on line {line} (first on line {seen[key]}); write each key once"
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -527,7 +584,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: {err}") from None
     if data is None or data == {}:
         sections = ", ".join(Params.model_fields)
-        raise ConfigError(f"{path}: params file is empty; it needs the sections {sections} (see the repository's params.yaml)")
+        raise ConfigError(
+            f"{path}: params file is empty; it needs the sections {sections} (see the repository's params.yaml)"
+        )
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     try:

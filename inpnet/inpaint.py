@@ -171,7 +171,9 @@ def inpaint_image(
         hole = np.zeros((height, width), dtype=bool)
     else:
         if mask.shape != (height, width):
-            raise MaskError(f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but the image is {width}x{height}; they must match")
+            raise MaskError(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but the image is {width}x{height}; they must match"
+            )
         hole = mask.astype(bool)
         if hole.all():
             raise MaskError("the mask marks every pixel as a hole; there are no known pixels to inpaint from")
@@ -188,7 +190,9 @@ def inpaint_image(
 # --------------------------------------------------------------------------- loading
 
 
-def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str = "cpu") -> tuple[Inpainter, dict[str, Any]]:
+def inpainter_from_files(
+    weights: str | Path, config: str | Path, *, device: str = "cpu"
+) -> tuple[Inpainter, dict[str, Any]]:
     """An :class:`Inpainter` built from ``config.json`` and safetensors weights."""
     import safetensors.torch
 
@@ -206,13 +210,21 @@ def inpainter_from_files(weights: str | Path, config: str | Path, *, device: str
     except (OSError, RuntimeError) as err:
         raise CheckpointError(f"{weights}: weights do not load into {variant.name} ({err})") from None
     model.to(device).eval()
-    return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(variant, weights.parent)
+    return Inpainter(model, grid=variant.model.img_size, family=variant.model.family).eval(), _info(
+        variant, weights.parent
+    )
 
 
 def _info(variant: Any, source: str | Path, name: str | None = None, version: str | None = None) -> dict[str, Any]:
     """What a loaded model is and where it came from (plain values, for reports)."""
-    return {"family": variant.model.family, "variant": variant.name, "img_size": variant.model.img_size,
-            "source": str(source), "name": name, "version": version}
+    return {
+        "family": variant.model.family,
+        "variant": variant.name,
+        "img_size": variant.model.img_size,
+        "source": str(source),
+        "name": name,
+        "version": version,
+    }
 
 
 def _pyfunc_artifacts(model_dir: Path) -> tuple[Path, Path]:
@@ -223,7 +235,9 @@ def _pyfunc_artifacts(model_dir: Path) -> tuple[Path, Path]:
     try:
         return model_dir / arts["weights"]["path"], model_dir / arts["config"]["path"]
     except KeyError:
-        raise RegistryError(f"{model_dir}: MLmodel lists no inpnet 'weights'/'config' artifacts; not an inpnet model") from None
+        raise RegistryError(
+            f"{model_dir}: MLmodel lists no inpnet 'weights'/'config' artifacts; not an inpnet model"
+        ) from None
 
 
 def load_inpainter(
@@ -297,7 +311,9 @@ def inpaint_files(
     if out.suffix.lower() != ".png":
         raise DataError(f"{out}: output must be a .png file (a lossy format would change known pixels)")
     if out.is_dir():
-        raise OutputError(f"{out}: a folder of that name exists; pass the path of a .png file (or an image folder for folder mode)")
+        raise OutputError(
+            f"{out}: a folder of that name exists; pass the path of a .png file (or an image folder for folder mode)"
+        )
     with writing_output(out, "cannot create the folder for the output"):
         out.parent.mkdir(parents=True, exist_ok=True)
     arr = decode_image(_read(Path(image)), source=str(image))

@@ -233,7 +233,13 @@ class MAELoss:
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> LossOut:
         return masked_patch_loss(
-            image, mask, prediction, patch_size=self.patch_size, norm_pix=self.norm_pix, kind=self.kind, weight=self.weight
+            image,
+            mask,
+            prediction,
+            patch_size=self.patch_size,
+            norm_pix=self.norm_pix,
+            kind=self.kind,
+            weight=self.weight,
         )
 
 
@@ -249,10 +255,14 @@ def build_loss(model_cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig,
 
     kind: RecKind = loss_cfg.rec_loss or _DEFAULT_REC[model_cfg.family]
     if loss_cfg.perceptual_weight > 0:
-        log.warning("loss.perceptual_weight=%s: build_loss returns pixel terms only; the perceptual term is not included",
-                    loss_cfg.perceptual_weight)
+        log.warning(
+            "loss.perceptual_weight=%s: build_loss returns pixel terms only; the perceptual term is not included",
+            loss_cfg.perceptual_weight,
+        )
     if isinstance(model_cfg, MAEModelConfig):
         if loss_cfg.valid_weight > 0:
             log.info("MAE loss covers masked patches only; loss.valid_weight=%s is not used", loss_cfg.valid_weight)
-        return MAELoss(patch_size=model_cfg.patch_size, norm_pix=model_cfg.norm_pix_loss, kind=kind, weight=loss_cfg.hole_weight)
+        return MAELoss(
+            patch_size=model_cfg.patch_size, norm_pix=model_cfg.norm_pix_loss, kind=kind, weight=loss_cfg.hole_weight
+        )
     return PixelLoss(kind=kind, hole_weight=loss_cfg.hole_weight, valid_weight=loss_cfg.valid_weight)

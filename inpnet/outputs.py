@@ -175,10 +175,18 @@ class FolderLock:
     def _take_over(self, previous: dict[str, Any]) -> None:
         assert self._fd is not None
         if previous.get("pid"):
-            log.info("%s: taking over the lock left by PID %s (started %s), which has ended",
-                     self.folder, previous["pid"], previous.get("since", "at an unknown time"))
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                  "folder": str(self.folder)}
+            log.info(
+                "%s: taking over the lock left by PID %s (started %s), which has ended",
+                self.folder,
+                previous["pid"],
+                previous.get("since", "at an unknown time"),
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "folder": str(self.folder),
+        }
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, (json.dumps(record) + "\n").encode(), 0)
 
@@ -188,8 +196,10 @@ class FolderLock:
         if holder.get("host") and holder["host"] != socket.gethostname():
             who += f" on {holder['host']}"
         when = f" since {since}" if since else ""
-        return (f"{self.folder} is locked by {who}{when} (lock file {self.lock_file}): another run is writing "
-                "into this folder; wait for it to finish or stop it, or pass another output folder")
+        return (
+            f"{self.folder} is locked by {who}{when} (lock file {self.lock_file}): another run is writing "
+            "into this folder; wait for it to finish or stop it, or pass another output folder"
+        )
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

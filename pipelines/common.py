@@ -124,15 +124,18 @@ def _prefect_api() -> Iterator[None]:
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml to read (default: %(default)s)")
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params.yaml to read (default: %(default)s)"
+    )
     return parser
 
 
-def run_entry(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+def run_entry(
+    main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> int:
     """Parse arguments, run ``main``, and map expected failures to a one-line error and exit 2."""
-    from inpnet.errors import InpnetError  # ConfigError included
-
     from inpnet.cli.app import setup_logging
+    from inpnet.errors import InpnetError  # ConfigError included
 
     setup_logging()
     args = parser.parse_args(argv)

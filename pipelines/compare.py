@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import Params, load_params
 from inpnet.stages.compare import compare_pipeline_reports
+from pipelines.common import base_parser, run_entry
 
 
 @task(name="compare-reports", cache_policy=NO_CACHE)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 
 from inpnet.config import DataConfig, load_params
+from pipelines.common import base_parser, run_entry
 
 
 @task(name="write-sample")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import Params, load_params
 from inpnet.stages.evaluate import evaluate_baselines, evaluate_variant
+from pipelines.common import base_parser, run_entry
 
 
 @task(name="evaluate-baselines", cache_policy=NO_CACHE)

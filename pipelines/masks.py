@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 
 from inpnet.config import MasksConfig, load_params
 from inpnet.stages.masks import build_mask_bank
+from pipelines.common import base_parser, run_entry
 
 
 @task(name="write-mask-bank")

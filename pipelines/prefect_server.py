@@ -149,7 +149,10 @@ def _spawn_supervisor(state: Path, timeout: float) -> SharedServer:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipelines.prefect_server", "serve", "--state", str(state)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             cwd=str(Path(__file__).resolve().parents[1]),
         )
     deadline = time.monotonic() + timeout
@@ -164,8 +167,10 @@ def _spawn_supervisor(state: Path, timeout: float) -> SharedServer:
         proc.terminate()
     from inpnet.errors import InpnetError
 
-    raise InpnetError(f"the shared Prefect server did not start within {timeout:.0f} s (exit code {proc.poll()}); "
-                      f"see {log_path}, or set INPNET_PREFECT_SERVER=temporary or PREFECT_API_URL")
+    raise InpnetError(
+        f"the shared Prefect server did not start within {timeout:.0f} s (exit code {proc.poll()}); "
+        f"see {log_path}, or set INPNET_PREFECT_SERVER=temporary or PREFECT_API_URL"
+    )
 
 
 @contextmanager
@@ -214,8 +219,12 @@ def serve(state: Path, idle_s: float, poll_s: float = 1.0) -> int:
     server.start()
     record = SharedServer(os.getpid(), server.api_url)
     record.write(state)
-    logger.info("shared Prefect server %s (supervisor %d, stops %.0f s after the last stage)",
-                server.api_url, os.getpid(), idle_s)
+    logger.info(
+        "shared Prefect server %s (supervisor %d, stops %.0f s after the last stage)",
+        server.api_url,
+        os.getpid(),
+        idle_s,
+    )
     last_busy = time.monotonic()
     try:
         while not stopping:

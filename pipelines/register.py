@@ -20,12 +20,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import Params, load_params, resolve_tracking_uri
 from inpnet.stages.reports import report_dir
+from pipelines.common import base_parser, run_entry
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -65,7 +65,11 @@ def fingerprint(params: Params, variant: str) -> str:
     """SHA-256 over the variant's weights and its evaluation metrics (what a version carries)."""
     digest = hashlib.sha256()
     ckpt = Path(params.variant(variant).train.out_dir) / variant
-    for path in (ckpt / "model.safetensors", ckpt / "model_ema.safetensors", report_dir(params, variant) / "metrics.json"):
+    for path in (
+        ckpt / "model.safetensors",
+        ckpt / "model_ema.safetensors",
+        report_dir(params, variant) / "metrics.json",
+    ):
         if path.is_file():
             with path.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
@@ -83,7 +87,11 @@ def _previous(out: Path, tracking_uri: str) -> dict[str, dict[str, Any]]:
     if summary.get("tracking_uri") != tracking_uri:
         return {}
     return {
-        v: {"version": entry, "fingerprint": summary.get("fingerprints", {}).get(v), "decision": summary.get("decisions", {}).get(v)}
+        v: {
+            "version": entry,
+            "fingerprint": summary.get("fingerprints", {}).get(v),
+            "decision": summary.get("decisions", {}).get(v),
+        }
         for v, entry in summary.get("registered", {}).items()
     }
 
@@ -125,15 +133,24 @@ def register_flow(params: Params, out: str = "reports/registry.json") -> dict[st
     for variant in params.pipeline.variants:
         fingerprints[variant] = fingerprint(params, variant)
         old = previous.get(variant, {})
-        if old.get("fingerprint") == fingerprints[variant] and old.get("decision") and still_registered(params, old["version"]):
+        if (
+            old.get("fingerprint") == fingerprints[variant]
+            and old.get("decision")
+            and still_registered(params, old["version"])
+        ):
             # already judged: promoting again would re-judge whatever the alias now points at
             registered[variant], decisions[variant] = old["version"], old["decision"]
             reused.append(variant)
             continue
         registered[variant] = register_task(params, variant)
         decisions[variant] = promote_task(params, registered[variant]["name"])
-    summary = {"tracking_uri": uri, "registered": registered, "reused": reused,
-               "fingerprints": fingerprints, "decisions": decisions}
+    summary = {
+        "tracking_uri": uri,
+        "registered": registered,
+        "reused": reused,
+        "fingerprints": fingerprints,
+        "decisions": decisions,
+    }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     for variant, d in decisions.items():

@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 
 from inpnet.config import load_params
 from inpnet.errors import InpnetError
+from pipelines.common import base_parser, run_entry
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -112,8 +112,11 @@ def main(args: argparse.Namespace) -> None:
         serve(make_deployment(repo, args.params), limit=1)
     else:
         result = retrain_flow(
-            repo=str(repo), params_file=str(args.params), exp_name=args.name,
-            set_params=args.set or [], targets=args.targets or [],
+            repo=str(repo),
+            params_file=str(args.params),
+            exp_name=args.name,
+            set_params=args.set or [],
+            targets=args.targets or [],
         )
         print(json.dumps(result, indent=2))
 

@@ -27,14 +27,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import base_parser, run_entry, tie_prefect_server
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import DataConfig, ShardConfig, load_params, parse_params
-from inpnet.errors import ConfigError
 from inpnet.data.manifest import ShardRecord
 from inpnet.data.shard import ShardJob, check_inputs, shard_tar
+from inpnet.errors import ConfigError
+from pipelines.common import base_parser, run_entry, tie_prefect_server
 
 
 @task(name="write-shard", cache_policy=NO_CACHE, task_run_name="write-{job.name}")
@@ -69,30 +69,55 @@ def make_task_runner(cfg: ShardConfig, dask_address: str | None = None) -> Any:
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
-        raise ConfigError("data.shard.task_runner: 'dask' needs prefect-dask; install it with `uv sync --extra dask`") from None
+        raise ConfigError(
+            "data.shard.task_runner: 'dask' needs prefect-dask; install it with `uv sync --extra dask`"
+        ) from None
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1})
 
 
-def resolve_paths(data: DataConfig, split: str, tar: str | None, filelist: str | None, out: str | None) -> tuple[Path, Path, Path]:
+def resolve_paths(
+    data: DataConfig, split: str, tar: str | None, filelist: str | None, out: str | None
+) -> tuple[Path, Path, Path]:
     """Explicit paths, or the defaults under ``data.raw_dir`` / ``data.shards_dir``."""
     if split not in ("train", "val"):
         raise ConfigError(f"--split must be train or val, got {split!r}")
     raw = Path(data.raw_dir)
     official = data.fetch.train.filename if split == "train" else data.fetch.val.filename
-    return (Path(tar) if tar else raw / official,
-            Path(filelist) if filelist else raw / data.fetch.filelist.filename,
-            Path(out) if out else Path(data.shards_dir) / split)
+    return (
+        Path(tar) if tar else raw / official,
+        Path(filelist) if filelist else raw / data.fetch.filelist.filename,
+        Path(out) if out else Path(data.shards_dir) / split,
+    )
 
 
-def run_shard(params: str | Path, split: str, *, tar: str | None = None, filelist: str | None = None, out: str | None = None,
-              resize: int | None = None, workers: int | None = None, task_runner: str | None = None,
-              dask_address: str | None = None, resume_check: str | None = None, use_prefect: bool = True) -> dict[str, Any]:
+def run_shard(
+    params: str | Path,
+    split: str,
+    *,
+    tar: str | None = None,
+    filelist: str | None = None,
+    out: str | None = None,
+    resize: int | None = None,
+    workers: int | None = None,
+    task_runner: str | None = None,
+    dask_address: str | None = None,
+    resume_check: str | None = None,
+    use_prefect: bool = True,
+) -> dict[str, Any]:
     """Parse ``params``, apply the command-line overrides, and shard one split."""
     data = load_params(params).data
-    overrides = {k: v for k, v in {"resize": resize, "workers": workers, "task_runner": task_runner,
-                                   "resume_check": resume_check}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "resize": resize,
+            "workers": workers,
+            "task_runner": task_runner,
+            "resume_check": resume_check,
+        }.items()
+        if v is not None
+    }
     # validated like params.yaml, so a bad override is a one-line ConfigError naming data.shard.<key>
     cfg = parse_params({"data": {"shard": {**data.shard.model_dump(), **overrides}}}).data.shard
     tar_path, list_path, out_path = resolve_paths(data, split, tar, filelist, out)
@@ -111,15 +136,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", help="split folder for shards and manifest.json (default: data.shards_dir/SPLIT)")
     parser.add_argument("--resize", type=int, help="re-encode with this shortest side (default: data.shard.resize)")
     parser.add_argument("--workers", type=int, help="parallel shard tasks (default: data.shard.workers)")
-    parser.add_argument("--task-runner", choices=["threads", "processes", "dask"], help="default: data.shard.task_runner")
+    parser.add_argument(
+        "--task-runner", choices=["threads", "processes", "dask"], help="default: data.shard.task_runner"
+    )
     parser.add_argument("--dask-address", help="scheduler of an existing Dask cluster (task runner dask)")
-    parser.add_argument("--resume-check", choices=["quick", "sha256"], help="how finished shards are trusted (default: data.shard.resume_check)")
+    parser.add_argument(
+        "--resume-check",
+        choices=["quick", "sha256"],
+        help="how finished shards are trusted (default: data.shard.resume_check)",
+    )
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    run_shard(args.params, args.split, tar=args.tar, filelist=args.filelist, out=args.out, resize=args.resize,
-              workers=args.workers, task_runner=args.task_runner, dask_address=args.dask_address, resume_check=args.resume_check)
+    run_shard(
+        args.params,
+        args.split,
+        tar=args.tar,
+        filelist=args.filelist,
+        out=args.out,
+        resize=args.resize,
+        workers=args.workers,
+        task_runner=args.task_runner,
+        dask_address=args.dask_address,
+        resume_check=args.resume_check,
+    )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.common import base_parser, run_entry
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from inpnet.config import Params, load_params
 from inpnet.stages.train import train_variant
+from pipelines.common import base_parser, run_entry
 
 
 @task(name="train-variant", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -23,7 +23,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Download Places365, write the embedded sample, shard tars.", no_args_is_help=True)
 masks_app = typer.Typer(help="Mask generators and the fixed evaluation mask bank.", no_args_is_help=True)
-weights_app = typer.Typer(help="Pretrained weights (FID Inception, MAE, LPIPS): fetch with checksums.", no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Pretrained weights (FID Inception, MAE, LPIPS): fetch with checksums.", no_args_is_help=True
+)
 
 app.add_typer(data_app, name="data")
 app.add_typer(masks_app, name="masks")

@@ -19,9 +19,13 @@ class FetchPart(str, enum.Enum):  # noqa: UP042 - StrEnum changes str() and form
 
 @data_app.command("fetch")
 def fetch(
-    what: FetchPart = typer.Option(..., "--what", help="Which official file: train (105 GB), val (2 GB), filelist, or all."),
+    what: FetchPart = typer.Option(
+        ..., "--what", help="Which official file: train (105 GB), val (2 GB), filelist, or all."
+    ),
     dest: Path | None = typer.Option(None, "--dest", help="Folder for the downloads (default: params data.raw_dir)."),
-    url_base: str | None = typer.Option(None, "--url-base", help="Mirror or local server: replaces everything before the file name in each URL."),
+    url_base: str | None = typer.Option(
+        None, "--url-base", help="Mirror or local server: replaces everything before the file name in each URL."
+    ),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
 ) -> None:
@@ -37,7 +41,9 @@ def fetch(
 
 @data_app.command("sample")
 def sample(
-    out: Path | None = typer.Option(None, "--out", help="Folder for the three sample tars (default: params data.raw_dir)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for the three sample tars (default: params data.raw_dir)."
+    ),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Write the embedded offline sample: the three Places365 files, same names and layout, same bytes every run."""

@@ -37,16 +37,24 @@ def evaluate_command(
     masks: Path = typer.Option(
         ..., "--masks", help="The mask bank (with manifest.json) or a folder of external mask PNGs (255 = hole)."
     ),
-    out: Path = typer.Option(..., "--out", help="Report folder: metrics.json, report.json, per_image.csv, table.md, plots/, grid.png."),
-    save_outputs: bool = typer.Option(False, "--save-outputs", help="Also write each composite as outputs/<pattern>/<ratio>/<name>.png."),
+    out: Path = typer.Option(
+        ..., "--out", help="Report folder: metrics.json, report.json, per_image.csv, table.md, plots/, grid.png."
+    ),
+    save_outputs: bool = typer.Option(
+        False, "--save-outputs", help="Also write each composite as outputs/<pattern>/<ratio>/<name>.png."
+    ),
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help=PARAMS_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N readable images."),
     device: str = typer.Option("cpu", "--device", help="Torch device for models and metrics (cpu, cuda, cuda:1)."),
     reference: list[Path] = typer.Option(
-        [], "--reference", help="Report folder of another method (repeatable; a folder of reports counts as each), "
-        "shown as reference rows and dashed lines, e.g. reports/baselines."
+        [],
+        "--reference",
+        help="Report folder of another method (repeatable; a folder of reports counts as each), "
+        "shown as reference rows and dashed lines, e.g. reports/baselines.",
     ),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Override evaluate.workers (CPU processes for baselines)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Override evaluate.workers (CPU processes for baselines)."
+    ),
 ) -> None:
     """Score one method: PSNR/SSIM (and FID with Inception weights) per pattern and hole ratio."""
     from inpnet.evaluate.report import load_reports
@@ -56,21 +64,29 @@ def evaluate_command(
     if workers is not None:
         cfg = cfg.model_copy(update={"workers": workers})
     ref_dirs = [e.path for e in load_reports(reference) if e.path is not None and e.path.resolve() != out.resolve()]
-    result = evaluate_method(cfg, method, images, masks, out, references=ref_dirs, device=device,
-                             save_outputs=save_outputs, limit=limit)
+    result = evaluate_method(
+        cfg, method, images, masks, out, references=ref_dirs, device=device, save_outputs=save_outputs, limit=limit
+    )
     o = result.metrics["overall"]
     fid = "n/a" if o["fid"] is None else f"{o['fid']:.2f}"
-    typer.echo(f"{result.report['method']}: PSNR {o['psnr']:.2f} dB  SSIM {o['ssim']:.4f}  FID {fid}  "
-               f"({o['n']} pairs, {o['excluded']} left out, {len(result.report['skipped'])} files skipped) -> {out}")
+    typer.echo(
+        f"{result.report['method']}: PSNR {o['psnr']:.2f} dB  SSIM {o['ssim']:.4f}  FID {fid}  "
+        f"({o['n']} pairs, {o['excluded']} left out, {len(result.report['skipped'])} files skipped) -> {out}"
+    )
 
 
 @app.command("compare")
 def compare_command(
     report_dirs: Optional[list[Path]] = typer.Argument(None, help="Report folders (or folders of report folders)."),
-    reports: list[Path] = typer.Option([], "--reports", help="Report folder, repeatable; same as the positional folders."),
-    out: Path = typer.Option(..., "--out", help="Folder for table.md, psnr_by_ratio.png, ssim_by_ratio.png, compare.json."),
+    reports: list[Path] = typer.Option(
+        [], "--reports", help="Report folder, repeatable; same as the positional folders."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for table.md, psnr_by_ratio.png, ssim_by_ratio.png, compare.json."
+    ),
     params: Path = typer.Option(
-        DEFAULT_PARAMS, "--params",
+        DEFAULT_PARAMS,
+        "--params",
         help=PARAMS_HELP + " Its registry.gates (reference, max_gap_to_reference_db) decide the warnings.",
     ),
 ) -> None:

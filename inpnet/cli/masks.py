@@ -18,11 +18,19 @@ def _split(text: str) -> list[str]:
 def bank_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Bank folder (default: masks.out_dir)."),
     size: Optional[int] = typer.Option(None, "--size", min=8, help="Mask side in pixels (default: masks.size)."),
-    patterns: Optional[str] = typer.Option(None, "--patterns", help="Comma-separated patterns (default: masks.patterns)."),
-    ratios: Optional[str] = typer.Option(None, "--ratios", help="Comma-separated hole ratios in [0, 0.9] (default: masks.ratios)."),
-    per_cell: Optional[int] = typer.Option(None, "--per-cell", min=1, help="Masks per pattern x ratio cell (default: masks.per_cell)."),
+    patterns: Optional[str] = typer.Option(
+        None, "--patterns", help="Comma-separated patterns (default: masks.patterns)."
+    ),
+    ratios: Optional[str] = typer.Option(
+        None, "--ratios", help="Comma-separated hole ratios in [0, 0.9] (default: masks.ratios)."
+    ),
+    per_cell: Optional[int] = typer.Option(
+        None, "--per-cell", min=1, help="Masks per pattern x ratio cell (default: masks.per_cell)."
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Bank seed (default: masks.seed)."),
-    external: Optional[Path] = typer.Option(None, "--external", help="Folder of mask PNGs bucketed by hole ratio as pattern 'external'."),
+    external: Optional[Path] = typer.Option(
+        None, "--external", help="Folder of mask PNGs bucketed by hole ratio as pattern 'external'."
+    ),
     external_invert: bool = typer.Option(False, "--external-invert", help="The external masks use white = known."),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
@@ -36,9 +44,17 @@ def bank_command(
         ratio_list = [float(r) for r in _split(ratios)] if ratios else None
     except ValueError:
         raise ConfigError(f"--ratios {ratios!r}: expected comma-separated numbers such as 0.1,0.3,0.5") from None
-    manifest = build_mask_bank(cfg, out=out, size=size, patterns=_split(patterns) if patterns else None,
-                               ratios=ratio_list, per_cell=per_cell, seed=seed, external_dir=external,
-                               external_invert=external_invert)
+    manifest = build_mask_bank(
+        cfg,
+        out=out,
+        size=size,
+        patterns=_split(patterns) if patterns else None,
+        ratios=ratio_list,
+        per_cell=per_cell,
+        seed=seed,
+        external_dir=external,
+        external_invert=external_invert,
+    )
     typer.echo(f"mask bank written: {manifest}")
     _print_summary(manifest.parent)
 
@@ -59,4 +75,6 @@ def _print_summary(bank: Path) -> None:
         cells.setdefault((m.pattern, m.ratio), []).append(m.achieved)
     typer.echo(f"{'pattern':<10} {'ratio':>5} {'n':>4} {'achieved':>9} {'min':>6} {'max':>6}")
     for (pattern, ratio), got in cells.items():
-        typer.echo(f"{pattern:<10} {ratio:>5.2f} {len(got):>4} {sum(got) / len(got):>9.4f} {min(got):>6.3f} {max(got):>6.3f}")
+        typer.echo(
+            f"{pattern:<10} {ratio:>5.2f} {len(got):>4} {sum(got) / len(got):>9.4f} {min(got):>6.3f} {max(got):>6.3f}"
+        )

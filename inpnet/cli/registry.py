@@ -41,17 +41,23 @@ def _tracking_uri(explicit: str | None, params: Path) -> str:
 def register_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `inpnet train` (models/<variant>)."),
     metrics: Optional[Path] = typer.Option(
-        None, "--metrics",
+        None,
+        "--metrics",
         help="The evaluator's metrics.json for this checkpoint (needed to promote); its report.json must name these "
         "weights.",
     ),
-    name: Optional[str] = typer.Option(None, "--name", help="Registered model name (default: registry.model_names[family])."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Registered model name (default: registry.model_names[family])."
+    ),
     bank: Optional[Path] = typer.Option(
-        None, "--bank",
+        None,
+        "--bank",
         help="Mask bank manifest.json it must have been evaluated on (checked against report.json beside --metrics; "
         "default: the bank the report names).",
     ),
-    shards: Optional[Path] = typer.Option(None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."),
+    shards: Optional[Path] = typer.Option(
+        None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."
+    ),
     tag: list[str] = typer.Option([], "--tag", help="Extra version tag KEY=VALUE (repeatable)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
@@ -68,8 +74,17 @@ def register_cmd(
         extra[key] = value
     cfg = _registry_cfg(params).registry
     uri = _tracking_uri(tracking_uri, params)
-    result = register(checkpoint, metrics, tracking_uri=uri, name=name, model_names=cfg.model_names,
-                      experiment=cfg.experiment, tags=extra, shard_manifest=shards, bank_manifest=bank)
+    result = register(
+        checkpoint,
+        metrics,
+        tracking_uri=uri,
+        name=name,
+        model_names=cfg.model_names,
+        experiment=cfg.experiment,
+        tags=extra,
+        shard_manifest=shards,
+        bank_manifest=bank,
+    )
     typer.echo(f"registered {result.model_uri} (alias challenger, run {result.run_id})")
 
 
@@ -77,7 +92,8 @@ def register_cmd(
 def promote_cmd(
     name: str = typer.Option(..., "--name", help="Registered model name, e.g. inpnet."),
     reference: Optional[Path] = typer.Option(
-        None, "--reference",
+        None,
+        "--reference",
         help="Evaluation folder of the reference method (registry.gates.reference) for the absolute gate (default: "
         "<evaluate.out_dir>/baselines/<reference>).",
     ),
@@ -117,7 +133,8 @@ def inpaint_cmd(
     model: str = typer.Option(..., "--model", help="A pulled model folder, a checkpoint folder or models:/NAME@ALIAS."),
     image: Path = typer.Option(..., "--image", help="Input image, or a folder of images (folder mode)."),
     mask: Optional[Path] = typer.Option(
-        None, "--mask",
+        None,
+        "--mask",
         help="Mask PNG (255 = hole) or a folder of masks paired by stem; omit for whole-image restoration (InP-Net "
         "only).",
     ),
@@ -131,8 +148,7 @@ def inpaint_cmd(
     import torch
 
     from inpnet.errors import ConfigError
-    from inpnet.inpaint import inpaint_files, inpaint_folder
-    from inpnet.inpaint import load_inpainter
+    from inpnet.inpaint import inpaint_files, inpaint_folder, load_inpainter
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")

@@ -21,8 +21,12 @@ def list_weights() -> None:
 @weights_app.command("fetch")
 def fetch(
     name: str = typer.Option(..., "--name", help="Weights to fetch (see `inpnet weights list`), e.g. fid_inception."),
-    dest: Path = typer.Option(..., "--dest", help="Folder for the file; use $TORCH_HOME/hub/checkpoints for LPIPS backbones."),
-    url: str = typer.Option(None, "--url", help="Download from this URL (mirror or local server) instead of the official one."),
+    dest: Path = typer.Option(
+        ..., "--dest", help="Folder for the file; use $TORCH_HOME/hub/checkpoints for LPIPS backbones."
+    ),
+    url: str = typer.Option(
+        None, "--url", help="Download from this URL (mirror or local server) instead of the official one."
+    ),
     sha256: str = typer.Option(None, "--sha256", help="Full sha256 (64 hex digits) that replaces the known checksum."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
 ) -> None:

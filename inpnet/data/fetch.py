@@ -93,8 +93,9 @@ def download(
             finished file does not match ``size`` / the checksums. A corrupt part is deleted.
     """
     dest = Path(dest)
-    digests = {alg: value.lower() for alg, value in
-               (("md5", md5 or md5_prefix), ("sha256", sha256 or sha256_prefix)) if value}
+    digests = {
+        alg: value.lower() for alg, value in (("md5", md5 or md5_prefix), ("sha256", sha256 or sha256_prefix)) if value
+    }
     expected = _Expected(url=url, size=size, digests=digests)
     if dest.is_file():
         return _check_existing(dest, expected, chunk_bytes)
@@ -104,8 +105,16 @@ def download(
         # A resumed prefix that turns out corrupt gets one fresh download; a fresh one that
         # does not verify means the server's file is not the one expected.
         resumed = part.size > 0
-        _fetch_to_part(url, part, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
-                       chunk_bytes=chunk_bytes, progress=progress, label=dest.name)
+        _fetch_to_part(
+            url,
+            part,
+            retries=retries,
+            backoff_s=backoff_s,
+            timeout_s=timeout_s,
+            chunk_bytes=chunk_bytes,
+            progress=progress,
+            label=dest.name,
+        )
         problem = expected.problem(part.size, part.hashers)
         if problem is None:
             os.replace(part.path, dest)
@@ -115,8 +124,10 @@ def download(
         if not (fresh_retry_allowed and resumed):
             break
         log.warning("%s: resumed download does not verify (%s); downloading again from the start", dest, problem)
-    raise DownloadError(f"{url}: downloaded file does not verify ({problem}); the partial file was deleted. "
-                        f"Check that the URL/mirror serves the official file, or fix the expected checksum")
+    raise DownloadError(
+        f"{url}: downloaded file does not verify ({problem}); the partial file was deleted. "
+        f"Check that the URL/mirror serves the official file, or fix the expected checksum"
+    )
 
 
 def _check_existing(dest: Path, expected: _Expected, chunk_bytes: int) -> Path:
@@ -165,14 +176,18 @@ class _Part:
             for chunk in chunks:
                 if self.size == 0 and chunk.lstrip()[:16].lower().startswith(_HTML_MARKERS):
                     self.reset()
-                    raise DownloadError(f"{url}: the response is an HTML page, not the file; "
-                                        f"open the URL in a browser and pass the direct file URL")
+                    raise DownloadError(
+                        f"{url}: the response is an HTML page, not the file; "
+                        f"open the URL in a browser and pass the direct file URL"
+                    )
                 try:
                     fh.write(chunk)
                     fh.flush()
                 except OSError as err:
                     fh.truncate(self.size)  # keep the part equal to what the hashes cover
-                    raise DownloadError(f"{self.path}: cannot write ({err}); free disk space and re-run to resume") from None
+                    raise DownloadError(
+                        f"{self.path}: cannot write ({err}); free disk space and re-run to resume"
+                    ) from None
                 for h in self.hashers.values():
                     h.update(chunk)
                 self.size += len(chunk)
@@ -185,8 +200,17 @@ class _Retryable(Exception):
     """A server answer worth trying again (5xx, 429, a Range reply that does not fit)."""
 
 
-def _fetch_to_part(url: str, part: _Part, *, retries: int, backoff_s: float, timeout_s: float,
-                   chunk_bytes: int, progress: bool, label: str) -> None:
+def _fetch_to_part(
+    url: str,
+    part: _Part,
+    *,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    chunk_bytes: int,
+    progress: bool,
+    label: str,
+) -> None:
     """Grow ``part`` until the server says it is complete; retries transient failures."""
     expected_size = part.expected.size
     failures = 0
@@ -199,26 +223,36 @@ def _fetch_to_part(url: str, part: _Part, *, retries: int, backoff_s: float, tim
                 part.reset()
             before = part.size
             try:
-                if _one_attempt(session, url, part, timeout_s=timeout_s, chunk_bytes=chunk_bytes,
-                                progress=progress, label=label):
+                if _one_attempt(
+                    session, url, part, timeout_s=timeout_s, chunk_bytes=chunk_bytes, progress=progress, label=label
+                ):
                     return
                 reason = "connection closed before the end of the file"
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    urllib3.exceptions.HTTPError, _Retryable) as err:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError,
+                _Retryable,
+            ) as err:
                 reason = str(err)
             # progress resets the count: a flaky link should not exhaust the retries
             failures = 0 if part.size > before else failures + 1
             if failures > retries:
-                todo = (f"re-run the same command to resume from {part.path} ({part.size} bytes)" if part.size
-                        else "check the network connection and the URL, then re-run")
+                todo = (
+                    f"re-run the same command to resume from {part.path} ({part.size} bytes)"
+                    if part.size
+                    else "check the network connection and the URL, then re-run"
+                )
                 raise DownloadError(f"{url}: gave up after {retries + 1} attempts without progress ({reason}); {todo}")
             wait = min(backoff_s * 2 ** max(failures - 1, 0), _MAX_BACKOFF_S)
             log.warning("%s: attempt interrupted at byte %d (%s); retrying in %.1fs", label, part.size, reason, wait)
             time.sleep(wait)
 
 
-def _one_attempt(session: requests.Session, url: str, part: _Part, *, timeout_s: float, chunk_bytes: int,
-                 progress: bool, label: str) -> bool:
+def _one_attempt(
+    session: requests.Session, url: str, part: _Part, *, timeout_s: float, chunk_bytes: int, progress: bool, label: str
+) -> bool:
     """One GET from the end of ``part``, appending to it. Returns whether the part is complete."""
     offset = part.size
     headers = {"Accept-Encoding": "identity"}  # byte ranges must count bytes of the file itself
@@ -231,11 +265,15 @@ def _one_attempt(session: requests.Session, url: str, part: _Part, *, timeout_s:
         if status in _RETRYABLE_STATUS:
             raise _Retryable(f"HTTP {status}")
         if status not in (200, 206):
-            raise DownloadError(f"{url}: server answered HTTP {status} {resp.reason}; check the URL "
-                                f"(or --url-base / the mirror) and that the file is published there")
+            raise DownloadError(
+                f"{url}: server answered HTTP {status} {resp.reason}; check the URL "
+                f"(or --url-base / the mirror) and that the file is published there"
+            )
         if resp.headers.get("Content-Type", "").lower().startswith("text/html"):
-            raise DownloadError(f"{url}: server sent an HTML page instead of the file (a login, error or "
-                                f"moved-page notice); open the URL in a browser and pass the direct file URL")
+            raise DownloadError(
+                f"{url}: server sent an HTML page instead of the file (a login, error or "
+                f"moved-page notice); open the URL in a browser and pass the direct file URL"
+            )
         if status == 206:
             start, total = _content_range(resp)
             if start != offset:
@@ -249,10 +287,20 @@ def _one_attempt(session: requests.Session, url: str, part: _Part, *, timeout_s:
             total = int(length) if length.isdigit() else None
         expected_size = part.expected.size
         if total is not None and expected_size is not None and total != expected_size:
-            raise DownloadError(f"{url}: server reports {total} bytes, expected {expected_size}; "
-                                f"the mirror serves a different file (check the URL or the expected size)")
-        with tqdm(total=total, initial=part.size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                  disable=not progress, leave=False) as bar:
+            raise DownloadError(
+                f"{url}: server reports {total} bytes, expected {expected_size}; "
+                f"the mirror serves a different file (check the URL or the expected size)"
+            )
+        with tqdm(
+            total=total,
+            initial=part.size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=label,
+            disable=not progress,
+            leave=False,
+        ) as bar:
             part.append(_raw_chunks(resp, chunk_bytes), bar, url)
         # without a length the server's clean close is the only end marker; checksums decide
         return total is None or part.size == total
@@ -269,7 +317,9 @@ def _handle_416(resp: requests.Response, part: _Part) -> bool:
     total = resp.headers.get("Content-Range", "").rpartition("/")[2]  # "bytes */TOTAL"
     if total.isdigit() and int(total) == part.size:
         return True
-    log.warning("%s: server cannot resume at byte %d (file is %s bytes); starting over", part.path, part.size, total or "?")
+    log.warning(
+        "%s: server cannot resume at byte %d (file is %s bytes); starting over", part.path, part.size, total or "?"
+    )
     part.reset()
     raise _Retryable("HTTP 416 for the partial file")
 
@@ -290,8 +340,9 @@ def rebase_url(url: str, url_base: str) -> str:
     return f"{url_base.rstrip('/')}/{url.rstrip('/').rpartition('/')[2]}"
 
 
-def places365_files(what: str, cfg: FetchConfig, url_overrides: dict[str, str] | None = None,
-                    url_base: str | None = None) -> list[tuple[str, RemoteFile]]:
+def places365_files(
+    what: str, cfg: FetchConfig, url_overrides: dict[str, str] | None = None, url_base: str | None = None
+) -> list[tuple[str, RemoteFile]]:
     """The (part, RemoteFile) pairs that ``what`` names, with mirror/override URLs applied."""
     if what not in (*PLACES365_PARTS, "all"):
         raise DownloadError(f"unknown Places365 part {what!r}; choose one of {', '.join(PLACES365_PARTS)}, all")
@@ -307,8 +358,15 @@ def places365_files(what: str, cfg: FetchConfig, url_overrides: dict[str, str] |
     return out
 
 
-def fetch_places365(what: str, dest: str | Path, cfg: FetchConfig, url_overrides: dict[str, str] | None = None,
-                    *, url_base: str | None = None, progress: bool = True) -> list[Path]:
+def fetch_places365(
+    what: str,
+    dest: str | Path,
+    cfg: FetchConfig,
+    url_overrides: dict[str, str] | None = None,
+    *,
+    url_base: str | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Download the official Places365 ``train``, ``val``, ``filelist`` tar (or ``all``) into ``dest``.
 
     URLs and checksums come from ``cfg`` (``params.yaml: data.fetch``); ``url_overrides``
@@ -319,7 +377,18 @@ def fetch_places365(what: str, dest: str | Path, cfg: FetchConfig, url_overrides
     paths = []
     for name, remote in places365_files(what, cfg, url_overrides, url_base):
         log.info("fetching Places365 %s from %s", name, remote.url)
-        paths.append(download(remote.url, dest / remote.filename, size=remote.size, md5=remote.md5,
-                               sha256=remote.sha256, retries=cfg.retries, backoff_s=cfg.backoff_s,
-                               timeout_s=cfg.timeout_s, chunk_bytes=cfg.chunk_bytes, progress=progress))
+        paths.append(
+            download(
+                remote.url,
+                dest / remote.filename,
+                size=remote.size,
+                md5=remote.md5,
+                sha256=remote.sha256,
+                retries=cfg.retries,
+                backoff_s=cfg.backoff_s,
+                timeout_s=cfg.timeout_s,
+                chunk_bytes=cfg.chunk_bytes,
+                progress=progress,
+            )
+        )
     return paths

@@ -27,8 +27,17 @@ import numpy as np
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "BadImage", "JpegInfo", "check_jpeg", "decode_rgb", "open_image", "pixel_problem",
-           "resize_shortest", "verify_decode"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "BadImage",
+    "JpegInfo",
+    "check_jpeg",
+    "decode_rgb",
+    "open_image",
+    "pixel_problem",
+    "resize_shortest",
+    "verify_decode",
+]
 
 # Images whose header claims more pixels are refused before decoding: a 634-byte JPEG can
 # claim 60000x60000, which costs ~1 s and 0.7 GB to decode at 1/8 scale (10.8 GB in full).
@@ -136,8 +145,15 @@ def open_image(fp: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> PIL.Image.Image
     return image
 
 
-def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bool = False, strict: bool = False,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_rgb(
+    data: bytes,
+    *,
+    min_height: int = 0,
+    min_width: int = 0,
+    fast: bool = False,
+    strict: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """Decode to uint8 RGB (H, W, 3), at the smallest DCT scale that keeps ``min_*`` pixels.
 
     libjpeg-turbo scales by 1/8..8/8 during the inverse DCT, so a downscaled decode skips
@@ -156,8 +172,13 @@ def decode_rgb(data: bytes, *, min_height: int = 0, min_width: int = 0, fast: bo
             raise BadImage(f"JPEG is {problem}")
     try:
         rgb: np.ndarray = simplejpeg.decode_jpeg(  # simplejpeg is untyped
-            data, colorspace="rgb", fastdct=fast, fastupsample=fast,
-            min_height=min_height, min_width=min_width, strict=strict,
+            data,
+            colorspace="rgb",
+            fastdct=fast,
+            fastupsample=fast,
+            min_height=min_height,
+            min_width=min_width,
+            strict=strict,
         )
         return rgb
     except ValueError as err:
@@ -189,7 +210,9 @@ def verify_decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         raise BadImage(f"JPEG does not decode: {err}") from None
 
 
-def resize_shortest(data: bytes, side: int, quality: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, JpegInfo]:
+def resize_shortest(
+    data: bytes, side: int, quality: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[bytes, JpegInfo]:
     """Re-encode with shortest side ``side`` (never upscaled: smaller images keep their bytes)."""
     import cv2
     import simplejpeg

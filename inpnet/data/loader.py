@@ -54,15 +54,22 @@ def _split(shards: str | Path) -> tuple[list[str], int]:
     urls = [str(Path(shards) / s.name) for s in manifest.shards]
     missing = [u for u in urls if not Path(u).is_file()]
     if missing:
-        raise DataError(f"{shards}: {len(missing)} shards listed in manifest.json are missing (e.g. {missing[0]}); re-run the shard stage")
+        raise DataError(
+            f"{shards}: {len(missing)} shards listed in manifest.json are missing (e.g. {missing[0]}); re-run the shard stage"
+        )
     return urls, int(manifest.settings.get("max_pixels", DEFAULT_MAX_PIXELS))
 
 
 # ------------------------------------------------------------------- geometry, decoding
 
 
-def random_resized_box(height: int, width: int, rng: np.random.Generator, scale: tuple[float, float],
-                       ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Box:
+def random_resized_box(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Box:
     """A random crop of ``scale`` of the area and aspect ``ratio`` (torchvision's recipe)."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -81,8 +88,16 @@ def center_box(height: int, width: int) -> Box:
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def decode_crop(data: bytes, box: Box | None, size: int, *, rng: np.random.Generator | None = None,
-                scale: tuple[float, float] = (0.25, 1.0), fast: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_crop(
+    data: bytes,
+    box: Box | None,
+    size: int,
+    *,
+    rng: np.random.Generator | None = None,
+    scale: tuple[float, float] = (0.25, 1.0),
+    fast: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """Decode a JPEG, crop and resize to (size, size, 3) uint8.
 
     ``box=None`` draws a random resized crop from ``rng`` (training); pass
@@ -166,7 +181,9 @@ def _tar_samples(sources: Iterable[dict[str, str]]) -> Iterator[dict[str, Any]]:
                 yield sample
 
 
-def _shuffle(samples: Iterable[dict[str, Any]], *, bufsize: int, seed: int, epoch: int, rank: int) -> Iterator[dict[str, Any]]:
+def _shuffle(
+    samples: Iterable[dict[str, Any]], *, bufsize: int, seed: int, epoch: int, rank: int
+) -> Iterator[dict[str, Any]]:
     worker, _ = _worker()
     if bufsize <= 1:
         yield from samples
@@ -184,8 +201,17 @@ def _shuffle(samples: Iterable[dict[str, Any]], *, bufsize: int, seed: int, epoc
     yield from buffer
 
 
-def _decode(samples: Iterable[dict[str, Any]], *, size: int, train: bool, seed: int, epoch: int, rank: int,
-            scale: tuple[float, float], max_pixels: int) -> Iterator[dict[str, Any]]:
+def _decode(
+    samples: Iterable[dict[str, Any]],
+    *,
+    size: int,
+    train: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    scale: tuple[float, float],
+    max_pixels: int,
+) -> Iterator[dict[str, Any]]:
     import cv2
 
     worker, _ = _worker()
@@ -201,7 +227,9 @@ def _decode(samples: Iterable[dict[str, Any]], *, size: int, train: bool, seed: 
                 image = decode_crop(data, _eval_box(data), size, max_pixels=max_pixels)
             label = int(sample["cls"])
         except (ValueError, OSError, KeyError) as err:
-            raise DataError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r} is unreadable ({err}); re-run the shard stage") from None
+            raise DataError(
+                f"{sample.get('__url__')}: sample {sample.get('__key__')!r} is unreadable ({err}); re-run the shard stage"
+            ) from None
         chw = np.ascontiguousarray(image.transpose(2, 0, 1))  # (S, S, 3) -> (3, S, S)
         yield {"image": chw, "label": label, "key": sample["__key__"]}
 
@@ -213,8 +241,20 @@ def _eval_box(data: bytes) -> Box:
     return center_box(height, width)
 
 
-def _pipeline(urls: list[str], *, size: int, train: bool, rank: int, world_size: int, seed: int, epoch: int,
-              resampled: bool, shuffle_buffer: int, scale: tuple[float, float], max_pixels: int) -> Any:
+def _pipeline(
+    urls: list[str],
+    *,
+    size: int,
+    train: bool,
+    rank: int,
+    world_size: int,
+    seed: int,
+    epoch: int,
+    resampled: bool,
+    shuffle_buffer: int,
+    scale: tuple[float, float],
+    max_pixels: int,
+) -> Any:
     import webdataset as wds
 
     if resampled:
@@ -227,7 +267,9 @@ def _pipeline(urls: list[str], *, size: int, train: bool, rank: int, world_size:
     stages: list[Any] = [_Restartable(source), _tar_samples]
     if train:
         stages.append(partial(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch, rank=rank))
-    stages.append(partial(_decode, size=size, train=train, seed=seed, epoch=epoch, rank=rank, scale=scale, max_pixels=max_pixels))
+    stages.append(
+        partial(_decode, size=size, train=train, seed=seed, epoch=epoch, rank=rank, scale=scale, max_pixels=max_pixels)
+    )
     return wds.DataPipeline(*stages)
 
 
@@ -280,10 +322,22 @@ class ShardLoader:
             yield _to_float(batch)
 
 
-def make_loader(shards: str | Path, *, image_size: int, batch_size: int, train: bool, num_workers: int = 0,
-                rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0, resampled: bool = False,
-                shuffle_buffer: int = 500, crop_scale: tuple[float, float] = (0.25, 1.0),
-                start_method: str = "forkserver") -> ShardLoader:
+def make_loader(
+    shards: str | Path,
+    *,
+    image_size: int,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    epoch: int = 0,
+    resampled: bool = False,
+    shuffle_buffer: int = 500,
+    crop_scale: tuple[float, float] = (0.25, 1.0),
+    start_method: str = "forkserver",
+) -> ShardLoader:
     """Batches from the split folder ``shards`` (with manifest.json).
 
     train=True: seeded shard and sample shuffle (new order per ``epoch``), random resized
@@ -305,8 +359,19 @@ def make_loader(shards: str | Path, *, image_size: int, batch_size: int, train: 
             f"{shards}: {len(urls)} shards do not split evenly over {world_size} ranks x {max(1, num_workers)} workers"
             f" (DDP would hang on unequal batch counts); re-shard with data.shard.shard_multiple = {streams} or use resampled=True"
         )
-    dataset = _pipeline(urls, size=image_size, train=train, rank=rank, world_size=world_size, seed=seed, epoch=epoch,
-                        resampled=resampled, shuffle_buffer=shuffle_buffer, scale=crop_scale, max_pixels=max_pixels)
+    dataset = _pipeline(
+        urls,
+        size=image_size,
+        train=train,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        epoch=epoch,
+        resampled=resampled,
+        shuffle_buffer=shuffle_buffer,
+        scale=crop_scale,
+        max_pixels=max_pixels,
+    )
     context = None
     if num_workers:
         import multiprocessing
@@ -314,15 +379,32 @@ def make_loader(shards: str | Path, *, image_size: int, batch_size: int, train: 
         context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             context.set_forkserver_preload([__name__])  # imports torch & co. once, in the server
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                                         worker_init_fn=_worker_init if num_workers else None, multiprocessing_context=context)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if num_workers else None,
+        multiprocessing_context=context,
+    )
     return ShardLoader(loader, len(urls))
 
 
 def iter_eval_images(shards: str | Path, *, image_size: int) -> Iterator[tuple[str, torch.Tensor]]:
     """``(key, (3, S, S) float [0,1])`` for every sample once, in manifest and tar order."""
     urls, max_pixels = _split(shards)
-    pipeline = _pipeline(urls, size=image_size, train=False, rank=0, world_size=1, seed=0, epoch=0,
-                         resampled=False, shuffle_buffer=0, scale=(1.0, 1.0), max_pixels=max_pixels)
+    pipeline = _pipeline(
+        urls,
+        size=image_size,
+        train=False,
+        rank=0,
+        world_size=1,
+        seed=0,
+        epoch=0,
+        resampled=False,
+        shuffle_buffer=0,
+        scale=(1.0, 1.0),
+        max_pixels=max_pixels,
+    )
     for sample in pipeline:
         yield sample["key"], _to_unit(torch.from_numpy(sample["image"]))

@@ -18,8 +18,18 @@ from typing import Any
 from inpnet.errors import DataError
 from inpnet.outputs import fsync_dir, write_atomic
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "TAIL_BYTES", "Manifest", "ShardRecord", "fsync_dir", "load_manifest",
-           "shard_mismatch", "tail_sha256", "write_json_atomic"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "TAIL_BYTES",
+    "Manifest",
+    "ShardRecord",
+    "fsync_dir",
+    "load_manifest",
+    "shard_mismatch",
+    "tail_sha256",
+    "write_json_atomic",
+]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -69,9 +79,14 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         shards = [{k: v for k, v in asdict(s).items() if k != "rejected"} for s in self.shards]
         return {
-            "format": self.format, "split": self.split, "fingerprint": self.fingerprint,
-            "source": self.source, "settings": self.settings, "totals": self.totals,
-            "shards": shards, "rejected": self.rejected,
+            "format": self.format,
+            "split": self.split,
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+            "settings": self.settings,
+            "totals": self.totals,
+            "shards": shards,
+            "rejected": self.rejected,
         }
 
     def write(self, split_dir: str | Path) -> Path:
@@ -102,7 +117,9 @@ def shard_mismatch(path: Path, record: ShardRecord, *, written_ns: int, full: bo
             with open(path, "rb") as handle:
                 digest = hashlib.file_digest(handle, "sha256").hexdigest()
             return None if digest == record.sha256 else "its sha256 differs from the manifest"
-        return None if tail_sha256(path) == record.tail_sha256 else f"its last {TAIL_BYTES} bytes differ from the manifest"
+        return (
+            None if tail_sha256(path) == record.tail_sha256 else f"its last {TAIL_BYTES} bytes differ from the manifest"
+        )
     except FileNotFoundError:
         return "it is missing"
     except OSError as err:
@@ -123,10 +140,18 @@ def load_manifest(split_dir: str | Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != FORMAT_VERSION:
-            raise DataError(f"{path}: manifest format {data.get('format')!r}, expected {FORMAT_VERSION}; re-run the shard stage")
+            raise DataError(
+                f"{path}: manifest format {data.get('format')!r}, expected {FORMAT_VERSION}; re-run the shard stage"
+            )
         rejected = data["rejected"]
         shards = [ShardRecord.from_dict({**s, "rejected": []}) for s in data["shards"]]
-        return Manifest(split=data["split"], fingerprint=data["fingerprint"], source=data["source"],
-                        settings=data["settings"], shards=shards, rejected=rejected)
+        return Manifest(
+            split=data["split"],
+            fingerprint=data["fingerprint"],
+            source=data["source"],
+            settings=data["settings"],
+            shards=shards,
+            rejected=rejected,
+        )
     except (ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a valid shard manifest ({err}); re-run the shard stage") from None

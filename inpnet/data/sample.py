@@ -98,8 +98,9 @@ def _package_file(package: str, relative: str) -> _Photo:
     def load() -> np.ndarray:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise DataError(f"sample photograph {package}/{relative}: package {package!r} is not installed; "
-                            "run `uv sync --locked`")
+            raise DataError(
+                f"sample photograph {package}/{relative}: package {package!r} is not installed; run `uv sync --locked`"
+            )
         path = Path(next(iter(spec.submodule_search_locations))) / relative
         if not path.is_file():
             raise DataError(f"sample photograph {path} is missing from the installed {package}")
@@ -180,11 +181,19 @@ def write_sample(out_dir: str | Path, cfg: SampleConfig) -> dict[str, Path]:
     list_members = {name: ("\n".join(lines) + "\n").encode("ascii") for name, lines in lists.items()}
 
     paths = {}
-    for key, members, with_dirs in (("train", train_members, True), ("val", val_members, True),
-                                    ("filelist", list_members, False)):
+    for key, members, with_dirs in (
+        ("train", train_members, True),
+        ("val", val_members, True),
+        ("filelist", list_members, False),
+    ):
         paths[key] = _write_tar(out_dir / SAMPLE_FILES[key], members, with_dirs=with_dirs)
-    log.info("sample: %d train and %d val images from disjoint photographs (%d categories) under %s",
-             len(train_members), len(val_members), len(SAMPLE_CATEGORIES), out_dir)
+    log.info(
+        "sample: %d train and %d val images from disjoint photographs (%d categories) under %s",
+        len(train_members),
+        len(val_members),
+        len(SAMPLE_CATEGORIES),
+        out_dir,
+    )
     return paths
 
 
@@ -196,8 +205,9 @@ def _as_rgb(image: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
-def _distinct_boxes(photos: list[np.ndarray], count: int, shortest_side: int,
-                    rng: np.random.Generator) -> list[tuple[int, tuple[int, int, int, int]]]:
+def _distinct_boxes(
+    photos: list[np.ndarray], count: int, shortest_side: int, rng: np.random.Generator
+) -> list[tuple[int, tuple[int, int, int, int]]]:
     """``count`` different (photo index, (left, top, width, height)) crops, in draw order."""
     seen: set[tuple[int, tuple[int, int, int, int]]] = set()
     out = []
@@ -219,13 +229,15 @@ def _distinct_boxes(photos: list[np.ndarray], count: int, shortest_side: int,
             out.append(key)
             if len(out) == count:
                 return out
-    raise DataError(f"could not draw {count} distinct crops from the sample photographs; lower "
-                    f"data.sample.train_per_category/val_per_category")
+    raise DataError(
+        f"could not draw {count} distinct crops from the sample photographs; lower "
+        f"data.sample.train_per_category/val_per_category"
+    )
 
 
 def _crop_resize(photo: np.ndarray, box: tuple[int, int, int, int], shortest_side: int) -> Image.Image:
     left, top, width, height = box
-    crop = Image.fromarray(photo[top:top + height, left:left + width])
+    crop = Image.fromarray(photo[top : top + height, left : left + width])
     scale = shortest_side / min(width, height)
     size = (max(shortest_side, round(width * scale)), max(shortest_side, round(height * scale)))
     return crop.resize(size, Image.Resampling.LANCZOS)

@@ -36,9 +36,26 @@ from pathlib import Path
 from typing import Any
 
 from inpnet.config import ShardConfig
-from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, BadImage, JpegInfo, check_jpeg, pixel_problem, resize_shortest, verify_decode
-from inpnet.data.manifest import (FORMAT_VERSION, MANIFEST_NAME, Manifest, ShardRecord, fsync_dir, load_manifest, shard_mismatch,
-                                  tail_sha256, write_json_atomic)
+from inpnet.data.jpeg import (
+    DEFAULT_MAX_PIXELS,
+    BadImage,
+    JpegInfo,
+    check_jpeg,
+    pixel_problem,
+    resize_shortest,
+    verify_decode,
+)
+from inpnet.data.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    ShardRecord,
+    fsync_dir,
+    load_manifest,
+    shard_mismatch,
+    tail_sha256,
+    write_json_atomic,
+)
 from inpnet.data.tarindex import Member, display_name, index_tar, list_key, member_problem, read_labels, sample_key
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
@@ -96,8 +113,16 @@ def _reject(member: Member | Candidate, reason: str) -> dict[str, Any]:
     return {"ordinal": member.ordinal, "member": display_name(member.name), "reason": reason}
 
 
-def plan_shards(members: Sequence[Member], labels: dict[str, int], *, split: str, samples_per_shard: int,
-                shard_multiple: int, tar_name: str = "tar", list_name: str = "file list") -> ShardPlan:
+def plan_shards(
+    members: Sequence[Member],
+    labels: dict[str, int],
+    *,
+    split: str,
+    samples_per_shard: int,
+    shard_multiple: int,
+    tar_name: str = "tar",
+    list_name: str = "file list",
+) -> ShardPlan:
     """Label, key and split the usable members into shard jobs (no member data is read)."""
     candidates: list[Candidate] = []
     rejected: list[dict[str, Any]] = []
@@ -135,7 +160,9 @@ def plan_shards(members: Sequence[Member], labels: dict[str, int], *, split: str
     count = math.ceil(len(candidates) / samples_per_shard)
     count = math.ceil(count / shard_multiple) * shard_multiple
     if count > len(candidates):
-        logger.warning("%d samples for %d shards (multiple of %d): some shards are empty", len(candidates), count, shard_multiple)
+        logger.warning(
+            "%d samples for %d shards (multiple of %d): some shards are empty", len(candidates), count, shard_multiple
+        )
     jobs = []
     for i in range(count):  # even spread: shard sizes differ by at most one
         chunk = candidates[i * len(candidates) // count : (i + 1) * len(candidates) // count]
@@ -148,8 +175,15 @@ def check_inputs(tar: str | Path, filelist: str | Path, split: str, probe: int =
     matches none of the tar's first ``probe`` members (e.g. the train list for val)."""
     labels, _ = read_labels(filelist, split)
     members = index_tar(tar, limit=probe)
-    plan_shards(members, labels, split=split, samples_per_shard=1, shard_multiple=1,
-                tar_name=f"{tar} (first {len(members)} members)", list_name=str(filelist))
+    plan_shards(
+        members,
+        labels,
+        split=split,
+        samples_per_shard=1,
+        shard_multiple=1,
+        tar_name=f"{tar} (first {len(members)} members)",
+        list_name=str(filelist),
+    )
 
 
 def _prepare(data: bytes, spec: ShardSpec) -> tuple[bytes, JpegInfo]:
@@ -206,28 +240,43 @@ def write_shard(job: ShardJob, spec: ShardSpec) -> ShardRecord:
         fsync_dir(out)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"{tmp}: cannot write the shard: {err.strerror or err}; free space in {out} and re-run (finished shards are kept)") from None
+        raise DataError(
+            f"{tmp}: cannot write the shard: {err.strerror or err}; free space in {out} and re-run (finished shards are kept)"
+        ) from None
     finally:
         os.close(fd)
     first_ord = job.members[0].ordinal if job.members else -1
     last_ord = job.members[-1].ordinal if job.members else -2
     record = ShardRecord(
-        index=job.index, name=job.name, member_start=first_ord, member_end=last_ord + 1,
-        first_member=job.members[0].name if job.members else "", last_member=job.members[-1].name if job.members else "",
-        samples=samples, bytes=final.stat().st_size, sha256=sha, rejected=rejected, tail_sha256=tail_sha256(final),
+        index=job.index,
+        name=job.name,
+        member_start=first_ord,
+        member_end=last_ord + 1,
+        first_member=job.members[0].name if job.members else "",
+        last_member=job.members[-1].name if job.members else "",
+        samples=samples,
+        bytes=final.stat().st_size,
+        sha256=sha,
+        rejected=rejected,
+        tail_sha256=tail_sha256(final),
     )
     _write_partial(out, spec.fingerprint, record)
     logger.debug("wrote %s: %d samples, %d rejected", final, samples, len(rejected))
     return record
 
 
-def _reusable(out: Path, fingerprint: str, plan: ShardPlan, manifest: Manifest | None, *, full: bool) -> dict[int, ShardRecord]:
+def _reusable(
+    out: Path, fingerprint: str, plan: ShardPlan, manifest: Manifest | None, *, full: bool
+) -> dict[int, ShardRecord]:
     """Records of the shards an earlier run with the same inputs finished, by job index, whose
     files still hold what that run wrote; a shard that does not is logged and left to convert."""
     found: dict[int, tuple[ShardRecord, int]] = {}
     if manifest is not None:
         written = (out / MANIFEST_NAME).stat().st_mtime_ns
-        found = {job.index: (record, written) for job, record in zip(plan.jobs, _manifest_records(manifest, plan), strict=True)}
+        found = {
+            job.index: (record, written)
+            for job, record in zip(plan.jobs, _manifest_records(manifest, plan), strict=True)
+        }
     for job in plan.jobs:
         if job.index not in found and (partial := _partial_record(job, out, fingerprint)) is not None:
             found[job.index] = partial
@@ -264,16 +313,27 @@ def _manifest_records(manifest: Manifest, plan: ShardPlan) -> list[ShardRecord]:
     header_level = {r["ordinal"] for r in plan.rejected}
     own = [r for r in manifest.rejected if r["ordinal"] not in header_level]
     ordinals = [r["ordinal"] for r in own]
-    return [dataclasses.replace(s, rejected=own[bisect.bisect_left(ordinals, s.member_start) : bisect.bisect_left(ordinals, s.member_end)])
-            for s in manifest.shards]
+    return [
+        dataclasses.replace(
+            s, rejected=own[bisect.bisect_left(ordinals, s.member_start) : bisect.bisect_left(ordinals, s.member_end)]
+        )
+        for s in manifest.shards
+    ]
 
 
 def _fingerprint(members: Sequence[Member], list_bytes: bytes, settings: dict[str, Any]) -> tuple[str, str]:
     index = hashlib.sha256()
     for m in members:
         index.update(f"{m.name}\0{m.offset}\0{m.size}\0{m.kind}\n".encode("utf-8", "surrogateescape"))
-    blob = json.dumps({"format": FORMAT_VERSION, "index": index.hexdigest(),
-                       "list": hashlib.sha256(list_bytes).hexdigest(), "settings": settings}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "index": index.hexdigest(),
+            "list": hashlib.sha256(list_bytes).hexdigest(),
+            "settings": settings,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest(), index.hexdigest()
 
 
@@ -303,8 +363,15 @@ def _clean_stale(out: Path, split: str, keep: set[str]) -> None:
 
 
 @locks_output("out_dir")
-def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | Path, cfg: ShardConfig,
-              *, map_fn: MapFn | None = None) -> Manifest:
+def shard_tar(
+    tar: str | Path,
+    filelist: str | Path,
+    split: str,
+    out_dir: str | Path,
+    cfg: ShardConfig,
+    *,
+    map_fn: MapFn | None = None,
+) -> Manifest:
     """Convert ``tar`` into validated shards under ``out_dir``; returns the manifest.
 
     ``map_fn(fn, jobs)`` runs ``fn`` on every job and returns the records in job order
@@ -315,11 +382,24 @@ def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | 
     tar, out = Path(tar), Path(out_dir)
     members = index_tar(tar)
     labels, list_bytes = read_labels(filelist, split)
-    settings = {"resize": cfg.resize, "jpeg_quality": cfg.jpeg_quality, "verify": cfg.verify, "max_pixels": cfg.max_pixels,
-                "samples_per_shard": cfg.samples_per_shard, "shard_multiple": cfg.shard_multiple}
+    settings = {
+        "resize": cfg.resize,
+        "jpeg_quality": cfg.jpeg_quality,
+        "verify": cfg.verify,
+        "max_pixels": cfg.max_pixels,
+        "samples_per_shard": cfg.samples_per_shard,
+        "shard_multiple": cfg.shard_multiple,
+    }
     fingerprint, index_sha = _fingerprint(members, list_bytes, settings)
-    plan = plan_shards(members, labels, split=split, samples_per_shard=cfg.samples_per_shard,
-                       shard_multiple=cfg.shard_multiple, tar_name=str(tar), list_name=str(filelist))
+    plan = plan_shards(
+        members,
+        labels,
+        split=split,
+        samples_per_shard=cfg.samples_per_shard,
+        shard_multiple=cfg.shard_multiple,
+        tar_name=str(tar),
+        list_name=str(filelist),
+    )
     manifest = _same_manifest(out, fingerprint, plan)
     records = _reusable(out, fingerprint, plan, manifest, full=cfg.resume_check == "sha256")
     if manifest is not None and len(records) == len(plan.jobs):
@@ -334,8 +414,15 @@ def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | 
             _write_partial(out, fingerprint, record)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest while shards may change
     _clean_stale(out, split, {job.name for job in plan.jobs})
-    spec = ShardSpec(tar=str(tar.resolve()), out_dir=str(out.resolve()), fingerprint=fingerprint,
-                     verify=cfg.verify, resize=cfg.resize, jpeg_quality=cfg.jpeg_quality, max_pixels=cfg.max_pixels)
+    spec = ShardSpec(
+        tar=str(tar.resolve()),
+        out_dir=str(out.resolve()),
+        fingerprint=fingerprint,
+        verify=cfg.verify,
+        resize=cfg.resize,
+        jpeg_quality=cfg.jpeg_quality,
+        max_pixels=cfg.max_pixels,
+    )
     todo = [job for job in plan.jobs if job.index not in records]
     logger.info("%s: %d shards planned, %d already done, converting %d", out, len(plan.jobs), len(records), len(todo))
     runner = map_fn or local_map(cfg.workers, cfg.task_runner)
@@ -343,14 +430,25 @@ def shard_tar(tar: str | Path, filelist: str | Path, split: str, out_dir: str | 
         records[job.index] = record
     shards = [records[job.index] for job in plan.jobs]
     rejected = sorted(plan.rejected + [r for s in shards for r in s.rejected], key=lambda r: r["ordinal"])
-    source = {"tar": str(tar), "tar_bytes": tar.stat().st_size, "members": len(members), "index_sha256": index_sha,
-              "filelist": str(filelist), "list_sha256": hashlib.sha256(list_bytes).hexdigest(),
-              "list_entries": len(labels), "list_entries_not_in_tar": plan.list_missing}
-    manifest = Manifest(split=split, fingerprint=fingerprint, source=source, settings=settings, shards=shards, rejected=rejected)
+    source = {
+        "tar": str(tar),
+        "tar_bytes": tar.stat().st_size,
+        "members": len(members),
+        "index_sha256": index_sha,
+        "filelist": str(filelist),
+        "list_sha256": hashlib.sha256(list_bytes).hexdigest(),
+        "list_entries": len(labels),
+        "list_entries_not_in_tar": plan.list_missing,
+    }
+    manifest = Manifest(
+        split=split, fingerprint=fingerprint, source=source, settings=settings, shards=shards, rejected=rejected
+    )
     manifest.write(out)
     shutil.rmtree(out / _PARTIAL, ignore_errors=True)
     totals = manifest.totals
-    logger.info("%s: %d samples in %d shards, %d members rejected", out, totals["samples"], totals["shards"], totals["rejected"])
+    logger.info(
+        "%s: %d samples in %d shards, %d members rejected", out, totals["samples"], totals["shards"], totals["rejected"]
+    )
     return manifest
 
 

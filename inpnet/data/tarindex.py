@@ -19,7 +19,16 @@ from pathlib import Path, PurePosixPath
 
 from inpnet.errors import DataError
 
-__all__ = ["LIST_NAMES", "Member", "display_name", "index_tar", "list_key", "member_problem", "read_labels", "sample_key"]
+__all__ = [
+    "LIST_NAMES",
+    "Member",
+    "display_name",
+    "index_tar",
+    "list_key",
+    "member_problem",
+    "read_labels",
+    "sample_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +48,17 @@ class Member:
     kind: str  # file, dir, symlink, hardlink, chardev, blockdev, fifo, other
 
 
-_KINDS = {b"0": "file", b"\0": "file", b"7": "file", b"5": "dir", b"2": "symlink", b"1": "hardlink",
-          b"3": "chardev", b"4": "blockdev", b"6": "fifo"}
+_KINDS = {
+    b"0": "file",
+    b"\0": "file",
+    b"7": "file",
+    b"5": "dir",
+    b"2": "symlink",
+    b"1": "hardlink",
+    b"3": "chardev",
+    b"4": "blockdev",
+    b"6": "fifo",
+}
 _NO_DATA = frozenset({"dir", "symlink", "hardlink", "chardev", "blockdev", "fifo"})
 _ZERO_BLOCK = bytes(512)
 # Headers that describe the next one, by typeflag. Their payload is read into memory, so it
@@ -126,19 +144,28 @@ def index_tar(path: str | Path, limit: int | None = None) -> list[Member]:
         while limit is None or len(members) < limit:
             header = offset
             if offset == end:
-                logger.warning("%s: no end-of-archive blocks after %d members (byte %d); the tar may be cut short",
-                               path, len(members), end)
+                logger.warning(
+                    "%s: no end-of-archive blocks after %d members (byte %d); the tar may be cut short",
+                    path,
+                    len(members),
+                    end,
+                )
                 break
             if offset + 512 > end:
-                where = (f"{end - offset} bytes into the header at byte {offset}" if offset < end
-                         else f"inside the padding after the last member's data (the next header would be at byte {offset})")
+                where = (
+                    f"{end - offset} bytes into the header at byte {offset}"
+                    if offset < end
+                    else f"inside the padding after the last member's data (the next header would be at byte {offset})"
+                )
                 raise DataError(f"{path}: truncated tar: it ends at byte {end}, {where}; re-download the tar")
             block = os.pread(fd, 512, offset)
             if block == _ZERO_BLOCK:
                 break
             if not _checksum_ok(block):
                 if offset == 0:
-                    raise DataError(f"{path}: not an uncompressed tar (bad header checksum); pass the .tar as downloaded")
+                    raise DataError(
+                        f"{path}: not an uncompressed tar (bad header checksum); pass the .tar as downloaded"
+                    )
                 raise DataError(f"{path}: corrupt tar header at byte {offset} (bad checksum); re-download the tar")
             flag = block[156:157]
             kind = "meta" if flag in _META else _KINDS.get(flag, "other")
@@ -154,8 +181,10 @@ def index_tar(path: str | Path, limit: int | None = None) -> list[Member]:
                     size = pax_size
             data_offset = header + 512
             if kind not in _NO_DATA and size > end - data_offset:
-                raise _BadHeader(f"member {name!r}: size field says {size} bytes, which runs past the end of the file "
-                                 f"({end - data_offset} bytes follow the header): the tar is truncated or the header corrupt")
+                raise _BadHeader(
+                    f"member {name!r}: size field says {size} bytes, which runs past the end of the file "
+                    f"({end - data_offset} bytes follow the header): the tar is truncated or the header corrupt"
+                )
             offset = data_offset if kind in _NO_DATA else data_offset + -(-size // 512) * 512
             if kind == "meta":
                 if size > _MAX_META:

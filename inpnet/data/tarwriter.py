@@ -26,7 +26,9 @@ _MAX_SIZE = 8**11 - 1  # the 11 octal digits of the ustar size field (8 GiB)
 # the checksum a regular-file typeflag, an empty link name, the ustar magic and the
 # owner names; only name, size and mtime vary, so the checksum is a constant plus theirs.
 _MODE_IDS = b"0000644\0" + b"0000000\0" * 2
-_TAIL = (b"0" + b"\0" * 100 + b"ustar\x0000" + b"root".ljust(32, b"\0") + b"root".ljust(32, b"\0")).ljust(BLOCK - 156, b"\0")
+_TAIL = (b"0" + b"\0" * 100 + b"ustar\x0000" + b"root".ljust(32, b"\0") + b"root".ljust(32, b"\0")).ljust(
+    BLOCK - 156, b"\0"
+)
 _CONSTANT_SUM = sum(_MODE_IDS) + sum(_TAIL) + 8 * ord(" ")
 
 

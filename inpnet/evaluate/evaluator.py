@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from inpnet.config import EvalConfig
-from inpnet.errors import ConfigError
-from inpnet.errors import DataError
+from inpnet.errors import ConfigError, DataError
 from inpnet.evaluate.sources import EvalImage, EvalMask, Skipped, open_images, open_masks
 from inpnet.outputs import locks_output, writing_output
 
@@ -96,12 +95,18 @@ class _GridPicker:
     def rows(self) -> dict[str, list[tuple[torch.Tensor, ...]]]:
         """pattern -> [(masked, output, truth) by increasing ratio], each (3, S, S)."""
         # offer() fills the fallback slot of every ratio it adds, so `example` is never None
-        return {pattern: [example for r in sorted(kept, key=float) if (example := kept[r][1] or kept[r][0]) is not None]
-                for pattern, kept in self.kept.items()}
+        return {
+            pattern: [example for r in sorted(kept, key=float) if (example := kept[r][1] or kept[r][0]) is not None]
+            for pattern, kept in self.kept.items()
+        }
 
 
 def _iter_pairs(
-    images: Iterable[EvalImage], masks: BankMasks | FolderMasks, size: int, limit: int | None, skipped: list[Skipped],
+    images: Iterable[EvalImage],
+    masks: BankMasks | FolderMasks,
+    size: int,
+    limit: int | None,
+    skipped: list[Skipped],
     seen: set[int],
 ) -> Iterator[_Pair]:
     """(image, mask) pairs in a fixed order: image by image, cell by cell."""
@@ -132,11 +137,20 @@ def _degenerate(hole: np.ndarray) -> str | None:
     return None
 
 
-def _row(pair: _Pair, masks: str | Path, psnr: float | None, ssim: float | None, excluded: str | None) -> dict[str, Any]:
+def _row(
+    pair: _Pair, masks: str | Path, psnr: float | None, ssim: float | None, excluded: str | None
+) -> dict[str, Any]:
     """One per_image.csv row; an excluded pair carries its reason and no scores."""
-    return {"image": pair.image.name, "pattern": pair.mask.pattern, "ratio": _ratio_key(pair.mask.ratio),
-            "achieved_ratio": round(pair.mask.achieved, 4), "mask": _display_path(pair.mask.path, masks),
-            "psnr": None if excluded else psnr, "ssim": None if excluded else ssim, "excluded": excluded}
+    return {
+        "image": pair.image.name,
+        "pattern": pair.mask.pattern,
+        "ratio": _ratio_key(pair.mask.ratio),
+        "achieved_ratio": round(pair.mask.achieved, 4),
+        "mask": _display_path(pair.mask.path, masks),
+        "psnr": None if excluded else psnr,
+        "ssim": None if excluded else ssim,
+        "excluded": excluded,
+    }
 
 
 def _scorable(pairs: Iterable[_Pair], masks: str | Path, rows: list[dict[str, Any]]) -> Iterator[_Pair]:
@@ -212,8 +226,15 @@ def evaluate(
         )
     image_src = open_images(images, size=size)
     pairing = mask_src.pair(image_src.names())
-    log.info("evaluating %s on %s (%s) with masks %s (%s) at %d px", method.name, images, image_src.kind,
-             masks, pairing, size)
+    log.info(
+        "evaluating %s on %s (%s) with masks %s (%s) at %d px",
+        method.name,
+        images,
+        image_src.kind,
+        masks,
+        pairing,
+        size,
+    )
 
     fid = FidTracker(cfg, device=device)
     grid = _GridPicker(cfg.grid_images)
@@ -255,14 +276,24 @@ def evaluate(
     if not rows:
         listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5]) or "no image/mask pairs"
         raise DataError(f"nothing could be evaluated with --images {images} and --masks {masks} ({listed})")
-    excluded = [{k: r[k] for k in ("image", "pattern", "ratio", "mask")} | {"reason": r["excluded"]}
-                for r in rows if r["excluded"]]
+    excluded = [
+        {k: r[k] for k in ("image", "pattern", "ratio", "mask")} | {"reason": r["excluded"]}
+        for r in rows
+        if r["excluded"]
+    ]
     if len(excluded) == len(rows):
-        raise DataError(f"nothing could be scored with --images {images} and --masks {masks}: all {len(rows)} pairs "
-                        f"are left out ({excluded[0]['mask']}: {excluded[0]['reason']}); use masks with a partial hole")
+        raise DataError(
+            f"nothing could be scored with --images {images} and --masks {masks}: all {len(rows)} pairs "
+            f"are left out ({excluded[0]['mask']}: {excluded[0]['reason']}); use masks with a partial hole"
+        )
     if excluded:
-        log.warning("%d of %d pairs left out of every mean (e.g. %s: %s); see report.json", len(excluded), len(rows),
-                    excluded[0]["mask"], excluded[0]["reason"])
+        log.warning(
+            "%d of %d pairs left out of every mean (e.g. %s: %s); see report.json",
+            len(excluded),
+            len(rows),
+            excluded[0]["mask"],
+            excluded[0]["reason"],
+        )
 
     metrics = rep.aggregate(rows, fid.compute())
     total_s = time.perf_counter() - started
@@ -271,8 +302,12 @@ def evaluate(
         "method": method.name,
         "method_settings": method.settings(),
         "images": {"source": str(images), "kind": image_src.kind, "count": len(n_images), "size": size},
-        "masks": {"source": str(masks), "kind": mask_src.kind, "pairing": pairing,
-                  "manifest_sha256": file_sha256(Path(masks) / "manifest.json") if mask_src.kind == "bank" else None},
+        "masks": {
+            "source": str(masks),
+            "kind": mask_src.kind,
+            "pairing": pairing,
+            "manifest_sha256": file_sha256(Path(masks) / "manifest.json") if mask_src.kind == "bank" else None,
+        },
         "pairs": n_pairs,  # the pairs in the means
         "fid": fid.status(),
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
@@ -284,17 +319,28 @@ def evaluate(
             "pairs_per_s": round(n_run / total_s, 3),
         },
         "settings": {
-            "batch_size": cfg.batch_size, "limit": limit, "device": device, "save_outputs": save_outputs,
-            "seed": cfg.seed, "mask_size_mismatch": cfg.mask_size_mismatch,
+            "batch_size": cfg.batch_size,
+            "limit": limit,
+            "device": device,
+            "save_outputs": save_outputs,
+            "seed": cfg.seed,
+            "mask_size_mismatch": cfg.mask_size_mismatch,
         },
         "references": [str(r) for r in references],
     }
     rep.write_report(out_dir, metrics=metrics, report=report, rows=rows, references=reference_entries)
     with writing_output(out_dir):
         save_grid(grid.rows(), out_dir / "grid.png")
-    log.info("%s: PSNR %.2f dB, SSIM %.4f over %d pairs in %.1f s (method %.1f ms/pair) -> %s", method.name,
-             metrics["overall"]["psnr"], metrics["overall"]["ssim"], n_pairs, total_s,
-             report["timing"]["method_ms_per_pair"], out_dir)
+    log.info(
+        "%s: PSNR %.2f dB, SSIM %.4f over %d pairs in %.1f s (method %.1f ms/pair) -> %s",
+        method.name,
+        metrics["overall"]["psnr"],
+        metrics["overall"]["ssim"],
+        n_pairs,
+        total_s,
+        report["timing"]["method_ms_per_pair"],
+        out_dir,
+    )
     return EvalResult(out_dir, metrics, report, rows)
 
 

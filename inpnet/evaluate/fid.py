@@ -74,8 +74,13 @@ class InceptionFeatures:
     tuple whose first item is that (tests use a random network: plumbing, not a score).
     """
 
-    def __init__(self, weights_path: str | Path | None, *, device: str | torch.device = "cpu",
-                 model: torch.nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        weights_path: str | Path | None,
+        *,
+        device: str | torch.device = "cpu",
+        model: torch.nn.Module | None = None,
+    ) -> None:
         self.device = torch.device(device)
         if model is None:
             model = _load_inception(weights_path)
@@ -153,7 +158,9 @@ def frechet_distance_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"Fréchet distance: shapes differ: mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}")
+        raise ValueError(
+            f"Fréchet distance: shapes differ: mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}"
+        )
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * _trace_sqrt_product(sigma1, sigma2))
 
@@ -191,8 +198,14 @@ def _poly_mmd(x: np.ndarray, y: np.ndarray) -> float:
     )
 
 
-def kid_mean_std(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, *, subset_size: int = 50,
-                 n_subsets: int = 100, seed: int = 0) -> tuple[float, float]:
+def kid_mean_std(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    *,
+    subset_size: int = 50,
+    n_subsets: int = 100,
+    seed: int = 0,
+) -> tuple[float, float]:
     """KID mean and std over ``n_subsets`` seeded subsets of ``min(subset_size, N, M)`` rows."""
     x, y = _as_f64(real), _as_f64(fake)
     m = min(subset_size, len(x), len(y))
@@ -201,12 +214,21 @@ def kid_mean_std(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tenso
     rng = np.random.default_rng(seed)
     # with the whole set in one subset every draw is the same: compute it once
     draws = 1 if m == len(x) == len(y) else n_subsets
-    vals = [_poly_mmd(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)]) for _ in range(draws)]
+    vals = [
+        _poly_mmd(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)])
+        for _ in range(draws)
+    ]
     return float(np.mean(vals)), float(np.std(vals))
 
 
-def kernel_inception_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, *,
-                              subset_size: int = 50, n_subsets: int = 100, seed: int = 0) -> float:
+def kernel_inception_distance(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    *,
+    subset_size: int = 50,
+    n_subsets: int = 100,
+    seed: int = 0,
+) -> float:
     """KID (mean over subsets) between two feature matrices; see :func:`kid_mean_std`."""
     return kid_mean_std(real, fake, subset_size=subset_size, n_subsets=n_subsets, seed=seed)[0]
 
@@ -266,7 +288,9 @@ class FIDScorer:
         real, fake = self._pair(bucket)
         return frechet_distance(real, fake)
 
-    def kid(self, bucket: Hashable | None = None, *, subset_size: int = 50, n_subsets: int = 100, seed: int = 0) -> tuple[float, float]:
+    def kid(
+        self, bucket: Hashable | None = None, *, subset_size: int = 50, n_subsets: int = 100, seed: int = 0
+    ) -> tuple[float, float]:
         """KID (mean, std) for ``bucket`` (None: all)."""
         real, fake = self._pair(bucket)
         return kid_mean_std(real, fake, subset_size=subset_size, n_subsets=n_subsets, seed=seed)

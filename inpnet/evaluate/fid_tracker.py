@@ -49,8 +49,12 @@ class FidTracker:
 
     def status(self) -> dict[str, Any]:
         """For report.json: whether FID/KID were computed, and why not."""
-        return {"available": self.available, "reason": self.reason, "weights": self.weights,
-                "kid_subset_size": self.kid_subset_size}
+        return {
+            "available": self.available,
+            "reason": self.reason,
+            "weights": self.weights,
+            "kid_subset_size": self.kid_subset_size,
+        }
 
     def update(self, pairs: Sequence[Any], real: torch.Tensor, fake: torch.Tensor) -> None:
         """Add a batch: ``pairs[i]`` has ``.image.number`` and ``.mask.pattern/.ratio``;

@@ -113,11 +113,15 @@ def _checkpoint_method(path: Path, device: str) -> Method:
 
     model, variant = load_model(path, ema=True, device=device)
     # the weights' hash lets `inpnet register` check that a report scored this very checkpoint
-    info: dict[str, object] = {"checkpoint": str(path), "variant": variant.name, "family": variant.model.family,
-            "weights_sha256": weights_sha256(model),
-            # the last weights, not best.safetensors: the best were picked on val images, which
-            # in the quickstart are the evaluation images too, so they would flatter the model
-            "weights": "last (EMA when the variant has one)"}
+    info: dict[str, object] = {
+        "checkpoint": str(path),
+        "variant": variant.name,
+        "family": variant.model.family,
+        "weights_sha256": weights_sha256(model),
+        # the last weights, not best.safetensors: the best were picked on val images, which
+        # in the quickstart are the evaluation images too, so they would flatter the model
+        "weights": "last (EMA when the variant has one)",
+    }
     return ModelMethod(variant.name, model, device=device, image_size=variant.model.img_size, info=info)
 
 

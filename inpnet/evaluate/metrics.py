@@ -42,14 +42,20 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 def _check(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
     if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"{name}: pred and target must both be (B, C, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"{name}: pred and target must both be (B, C, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB with data range 1: (B, C, H, W) x 2 -> (B,)."""
     _check(pred, target, "psnr")
     diff = pred.float() - target.float()
-    mse = diff.square_().mean(dim=(1, 2, 3), dtype=torch.float64) if diff.device.type != "mps" else diff.square_().mean(dim=(1, 2, 3))
+    mse = (
+        diff.square_().mean(dim=(1, 2, 3), dtype=torch.float64)
+        if diff.device.type != "mps"
+        else diff.square_().mean(dim=(1, 2, 3))
+    )
     return (10.0 * torch.log10(1.0 / mse)).to(torch.float32)  # (B,)
 
 

@@ -73,7 +73,7 @@ def plot_metric_by_ratio(
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    for ax in list(axes.flat)[len(patterns):]:
+    for ax in list(axes.flat)[len(patterns) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:

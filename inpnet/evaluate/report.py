@@ -81,8 +81,10 @@ def exclusion(row: dict[str, Any]) -> str | None:
         return EXACT_MATCH
     bad = {k: row[k] for k in PLOT_METRICS if not math.isfinite(row[k])}
     if bad:
-        raise DataError(f"{row.get('image')} with mask {row.get('mask')}: scores {bad} are not numbers; "
-                        "the method's output holds NaN or infinity")
+        raise DataError(
+            f"{row.get('image')} with mask {row.get('mask')}: scores {bad} are not numbers; "
+            "the method's output holds NaN or infinity"
+        )
     return None
 
 
@@ -107,7 +109,9 @@ def aggregate(rows: Sequence[dict[str, Any]], fid: dict[str, Any] | None = None)
     by_pattern: dict[str, list[dict[str, Any]]] = defaultdict(list)
     counted = [row for row in rows if exclusion(row) is None]
     if not counted:
-        raise DataError(f"no pair can be scored: all {len(rows)} are excluded ({exclusion(rows[0]) if rows else 'no pairs'})")
+        raise DataError(
+            f"no pair can be scored: all {len(rows)} are excluded ({exclusion(rows[0]) if rows else 'no pairs'})"
+        )
     for row in counted:
         by_bucket[(row["pattern"], row["ratio"])].append(row)
         by_pattern[row["pattern"]].append(row)
@@ -121,8 +125,13 @@ def aggregate(rows: Sequence[dict[str, Any]], fid: dict[str, Any] | None = None)
         buckets.setdefault(pattern, {})[ratio] = {**stats(group), "fid": extra.get("fid"), "kid": extra.get("kid")}
     overall = stats(counted)
     return {
-        "overall": {"psnr": overall["psnr"], "ssim": overall["ssim"], "fid": fid.get("overall"), "n": overall["n"],
-                    "excluded": len(rows) - len(counted)},
+        "overall": {
+            "psnr": overall["psnr"],
+            "ssim": overall["ssim"],
+            "fid": fid.get("overall"),
+            "n": overall["n"],
+            "excluded": len(rows) - len(counted),
+        },
         "patterns": {p: stats(g) for p, g in sorted(by_pattern.items())},
         "buckets": buckets,
     }
@@ -153,12 +162,16 @@ def write_report(
         writer.writeheader()
         for row in rows:
             values = {**row, "excluded": exclusion(row) or ""}
-            writer.writerow({k: (round(values[k], 6) if isinstance(values[k], float) else values[k]) for k in CSV_FIELDS})
+            writer.writerow(
+                {k: (round(values[k], 6) if isinstance(values[k], float) else values[k]) for k in CSV_FIELDS}
+            )
         write_atomic(out_dir / "per_image.csv", table.getvalue().encode())
         entries = [ReportEntry(report["method"], metrics, report, out_dir)] + [
             ReportEntry(r.name, r.metrics, r.report, r.path, reference=True) for r in references
         ]
-        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting evaluation: {report['method']}").encode())
+        write_atomic(
+            out_dir / "table.md", render_table(entries, title=f"Inpainting evaluation: {report['method']}").encode()
+        )
         _write_plots(entries, out_dir / "plots")
 
 
@@ -186,7 +199,9 @@ def load_report(path: str | Path, *, reference: bool = False) -> ReportEntry:
         report_file = path / "report.json"
         report = json.loads(report_file.read_text()) if report_file.is_file() else {}
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: metrics.json or report.json is not valid JSON ({err}); re-run the evaluation") from None
+        raise DataError(
+            f"{path}: metrics.json or report.json is not valid JSON ({err}); re-run the evaluation"
+        ) from None
     return ReportEntry(report.get("method", path.name), metrics, report, path, reference)
 
 
@@ -212,8 +227,13 @@ def load_reports(paths: Iterable[str | Path]) -> list[ReportEntry]:
     for e in entries:
         seen[e.name] += 1
     return [
-        ReportEntry(f"{e.name} ({e.path.name})" if seen[e.name] > 1 and e.path else e.name, e.metrics, e.report,
-                    e.path, e.reference)
+        ReportEntry(
+            f"{e.name} ({e.path.name})" if seen[e.name] > 1 and e.path else e.name,
+            e.metrics,
+            e.report,
+            e.path,
+            e.reference,
+        )
         for e in entries
     ]
 
@@ -257,8 +277,9 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> l
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def quality_warnings(entries: Sequence[ReportEntry], *, reference: str | None = "telea",
-                     max_gap_db: float = 1.0) -> list[str]:
+def quality_warnings(
+    entries: Sequence[ReportEntry], *, reference: str | None = "telea", max_gap_db: float = 1.0
+) -> list[str]:
     """Plain sentences about learned models a reader must not miss: PSNR below the flat
     (mean-colour) fill in any pattern, or more than ``max_gap_db`` below ``reference``."""
     refs = {e.name: e for e in entries if e.reference}
@@ -266,8 +287,10 @@ def quality_warnings(entries: Sequence[ReportEntry], *, reference: str | None = 
     for e in entries:
         if e.reference:
             continue
-        for base, gap, verdict in (("flat", 0.0, "it has not learned to inpaint"),
-                                   (reference, max_gap_db, "it would not be promoted")):
+        for base, gap, verdict in (
+            ("flat", 0.0, "it has not learned to inpaint"),
+            (reference, max_gap_db, "it would not be promoted"),
+        ):
             ref = refs.get(base) if base else None
             if ref is None:
                 continue
@@ -293,8 +316,11 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
         out += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
     out += [*_notes(entries), ""]
     overall = {m: (lambda e, m=m: e.metrics["overall"].get(m)) for m in ("psnr", "ssim", "fid")}
-    cols = [_cells(entries, overall["psnr"], 2), _cells(entries, overall["ssim"], 4),
-            _cells(entries, overall["fid"], 2, lower_is_better=True)]
+    cols = [
+        _cells(entries, overall["psnr"], 2),
+        _cells(entries, overall["ssim"], 4),
+        _cells(entries, overall["fid"], 2, lower_is_better=True),
+    ]
     rows = [[_row_name(e), *(c[i] for c in cols), str(e.metrics["overall"].get("n"))] for i, e in enumerate(entries)]
     out += ["## Overall", "", *_table(["method", "PSNR (dB)", "SSIM", "FID", "pairs"], rows), ""]
 
@@ -304,11 +330,20 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
         rows = [[_row_name(e), *(c[i] for c in columns)] for i, e in enumerate(entries)]
         out += [f"## {label} by pattern", "", *_table(["method", *patterns], rows), ""]
 
-    for metric, label, digits, lower in (("psnr", "PSNR (dB)", 2, False), ("ssim", "SSIM", 4, False),
-                                         ("fid", "FID", 2, True), ("kid", "KID", 4, True)):
+    for metric, label, digits, lower in (
+        ("psnr", "PSNR (dB)", 2, False),
+        ("ssim", "SSIM", 4, False),
+        ("fid", "FID", 2, True),
+        ("kid", "KID", 4, True),
+    ):
         if metric in ("fid", "kid") and not _any_bucket_value(entries, metric):
             continue
-        out += [f"## {label} by pattern and hole ratio", "", *_bucket_table(entries, patterns, metric, digits, lower), ""]
+        out += [
+            f"## {label} by pattern and hole ratio",
+            "",
+            *_bucket_table(entries, patterns, metric, digits, lower),
+            "",
+        ]
 
     skipped = [(e.name, s) for e in entries if not e.reference for s in e.report.get("skipped", [])]
     if skipped:
@@ -320,8 +355,10 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
             excluded[(e.name, x["reason"])].append(x)
     if excluded:
         out += ["## Pairs left out of every mean", ""]
-        out += [f"- {name}: {len(xs)} pair(s), {reason} (e.g. {xs[0]['image']} with `{xs[0]['mask']}`)"
-                for (name, reason), xs in excluded.items()] + [""]
+        out += [
+            f"- {name}: {len(xs)} pair(s), {reason} (e.g. {xs[0]['image']} with `{xs[0]['mask']}`)"
+            for (name, reason), xs in excluded.items()
+        ] + [""]
     return "\n".join(out)
 
 
@@ -331,8 +368,10 @@ def _notes(entries: Sequence[ReportEntry]) -> list[str]:
     for e in entries:
         im, mk = e.report.get("images"), e.report.get("masks", {})
         if im:
-            text = (f"{im.get('count')} images ({im.get('kind')} `{im.get('source')}`, {im.get('size')} px), "
-                    f"masks `{mk.get('source')}` ({mk.get('pairing')}), {e.report.get('pairs')} pairs")
+            text = (
+                f"{im.get('count')} images ({im.get('kind')} `{im.get('source')}`, {im.get('size')} px), "
+                f"masks `{mk.get('source')}` ({mk.get('pairing')}), {e.report.get('pairs')} pairs"
+            )
             data.setdefault(text, []).append(e.name)
     missing: dict[str, list[str]] = {}
     for e in entries:
@@ -344,8 +383,9 @@ def _notes(entries: Sequence[ReportEntry]) -> list[str]:
     return lines
 
 
-def _bucket_table(entries: Sequence[ReportEntry], patterns: list[str], metric: str, digits: int,
-                  lower: bool) -> list[str]:
+def _bucket_table(
+    entries: Sequence[ReportEntry], patterns: list[str], metric: str, digits: int, lower: bool
+) -> list[str]:
     """Rows (pattern, method), columns hole ratios; the best per pattern and ratio is bold."""
     ratios = sorted({r for e in entries for cells in e.metrics.get("buckets", {}).values() for r in cells}, key=float)
     rows = []
@@ -360,8 +400,12 @@ def _bucket_table(entries: Sequence[ReportEntry], patterns: list[str], metric: s
 
 
 def _any_bucket_value(entries: Sequence[ReportEntry], metric: str) -> bool:
-    return any(v.get(metric) is not None for e in entries for cells in e.metrics.get("buckets", {}).values()
-               for v in cells.values())
+    return any(
+        v.get(metric) is not None
+        for e in entries
+        for cells in e.metrics.get("buckets", {}).values()
+        for v in cells.values()
+    )
 
 
 # ----------------------------------------------------------------------------- compare
@@ -396,16 +440,26 @@ def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = 
     ``.ci/check_readme.py`` fails when the two disagree by more than noise.
     """
     out = [f"Machine: {machine_description()}.", ""]
-    rows = [[e.name + (" (reference)" if e.reference else ""), _fmt(e.metrics["overall"].get("psnr"), 2),
-             _fmt(e.metrics["overall"].get("ssim"), 3)] for e in entries]
+    rows = [
+        [
+            e.name + (" (reference)" if e.reference else ""),
+            _fmt(e.metrics["overall"].get("psnr"), 2),
+            _fmt(e.metrics["overall"].get("ssim"), 3),
+        ]
+        for e in entries
+    ]
     out += [*_table(["method", "PSNR (dB)", "SSIM"], rows), ""]
     for pattern in SUMMARY_PATTERNS:
         ratios = sorted({r for e in entries for r in e.metrics.get("buckets", {}).get(pattern, {})}, key=float)
         if not ratios:
             continue
-        rows = [[e.name + (" (reference)" if e.reference else ""),
-                 *(_fmt(e.metrics["buckets"].get(pattern, {}).get(r, {}).get("psnr"), 2) for r in ratios)]
-                for e in entries]
+        rows = [
+            [
+                e.name + (" (reference)" if e.reference else ""),
+                *(_fmt(e.metrics["buckets"].get(pattern, {}).get(r, {}).get("psnr"), 2) for r in ratios),
+            ]
+            for e in entries
+        ]
         out += [f"PSNR (dB) by hole ratio, pattern `{pattern}`:", "", *_table(["method", *ratios], rows), ""]
     out += [f"- **{w}**" for w in warnings]
     return "\n".join(out).rstrip() + "\n"
@@ -417,8 +471,9 @@ def _best_name(entries: Sequence[ReportEntry], metric: str) -> str:
 
 
 @locks_output("out_dir")
-def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, reference: str | None = "telea",
-                    max_gap_db: float = 1.0) -> dict[str, Any]:
+def compare_reports(
+    paths: Sequence[str | Path], out_dir: str | Path, *, reference: str | None = "telea", max_gap_db: float = 1.0
+) -> dict[str, Any]:
     """One table, two plots and ``compare.json`` across the methods in ``paths``.
 
     ``compare.json``: ``{"methods": {name: metrics.json of that method}, "baselines": [names],
@@ -434,8 +489,10 @@ def compare_reports(paths: Sequence[str | Path], out_dir: str | Path, *, referen
     warnings = quality_warnings(entries, reference=reference, max_gap_db=max_gap_db)
     with writing_output(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(out_dir / "table.md", render_table(entries, title=f"Inpainting comparison: {names}",
-                                                        warnings=warnings).encode())
+        write_atomic(
+            out_dir / "table.md",
+            render_table(entries, title=f"Inpainting comparison: {names}", warnings=warnings).encode(),
+        )
         write_atomic(out_dir / "summary.md", render_summary(entries, warnings=warnings).encode())
         _write_plots(entries, out_dir)
     summary = {

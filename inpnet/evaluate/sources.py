@@ -101,7 +101,8 @@ class ImageFolder:
         self.root = Path(root)
         self.size = size
         self.files = sorted(
-            p for p in self.root.iterdir()
+            p
+            for p in self.root.iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
         )
         if not self.files:
@@ -225,11 +226,14 @@ class FolderMasks:
     def __init__(self, root: Path, *, seed: int = 0, mismatch: Literal["resize", "refuse"] = "resize") -> None:
         self.root = Path(root)
         self.files = sorted(
-            p for p in self.root.iterdir()
+            p
+            for p in self.root.iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
         )
         if not self.files:
-            raise DataError(f"{self.root}: no mask images (.png ...) in this folder; pass the mask bank or a mask folder")
+            raise DataError(
+                f"{self.root}: no mask images (.png ...) in this folder; pass the mask bank or a mask folder"
+            )
         self.size: int | None = None  # external masks follow the images' size
         self.mismatch = mismatch
         self.order = np.random.default_rng(seed).permutation(len(self.files))
@@ -264,8 +268,13 @@ class FolderMasks:
         expected = image.source_size or (size, size)
         if mask_size != expected:
             if self.mismatch == "refuse":
-                return [Skipped(str(path), f"mask is {mask_size[0]}x{mask_size[1]} but image {image.name} is "
-                                           f"{expected[0]}x{expected[1]} (evaluate.mask_size_mismatch=refuse)")]
+                return [
+                    Skipped(
+                        str(path),
+                        f"mask is {mask_size[0]}x{mask_size[1]} but image {image.name} is "
+                        f"{expected[0]}x{expected[1]} (evaluate.mask_size_mismatch=refuse)",
+                    )
+                ]
             log.info("%s: %dx%d mask resized to fit %s (%dx%d)", path.name, *mask_size, image.name, *expected)
         if hole.shape != (size, size):
             fitted = fit_square(Image.fromarray(hole.astype(np.uint8) * 255), size, Image.Resampling.NEAREST)

@@ -131,7 +131,9 @@ def _fresh_cell(cell: Path) -> Path:
     return cell
 
 
-def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.ndarray, achieved: float, **extra: str) -> dict[str, Any]:
+def _write(
+    cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.ndarray, achieved: float, **extra: str
+) -> dict[str, Any]:
     path = cell / f"{i:04d}.png"
     path.write_bytes(encode_mask_png(mask))
     return {
@@ -145,8 +147,15 @@ def _write(cell: Path, root: Path, pattern: str, ratio: float, i: int, mask: np.
 
 
 def _write_external(
-    out: Path, src: Path, size: int, ratios: Sequence[float], keys: Sequence[str], per_cell: int,
-    seed: int, invert: bool, bucket_width: float,
+    out: Path,
+    src: Path,
+    size: int,
+    ratios: Sequence[float],
+    keys: Sequence[str],
+    per_cell: int,
+    seed: int,
+    invert: bool,
+    bucket_width: float,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not src.is_dir():
         raise MaskError(f"external mask folder {src} does not exist")
@@ -176,7 +185,9 @@ def _write_external(
         picks = rng.permutation(len(found))[:per_cell]
         for i, k in enumerate(picks):
             f, mask, achieved = found[int(k)]
-            entries.append(_write(cell, out, "external", ratio, i, mask, achieved, source=f.relative_to(src).as_posix()))
+            entries.append(
+                _write(cell, out, "external", ratio, i, mask, achieved, source=f.relative_to(src).as_posix())
+            )
     return entries, skipped
 
 
@@ -203,7 +214,9 @@ def load_bank(bank_dir: str | Path) -> list[BankMask]:
             for m in rows
         ]
     except (ValueError, KeyError, TypeError) as err:
-        raise MaskError(f"{path}: malformed mask bank manifest ({err!r}); rebuild it with `inpnet masks bank`") from None
+        raise MaskError(
+            f"{path}: malformed mask bank manifest ({err!r}); rebuild it with `inpnet masks bank`"
+        ) from None
     missing = [m.path for m in masks if not m.path.is_file()]
     if missing:
         raise MaskError(f"{path}: {len(missing)} listed masks are missing, e.g. {missing[0]}; rebuild the bank")

@@ -56,7 +56,9 @@ class MaskMixture:
         if unknown:
             raise MaskError(f"train.masks.patterns: unknown patterns {unknown}; choose from {list(PATTERNS)}")
         if not weights or any(float(v) < 0 for v in cfg.patterns.values()):
-            raise MaskError(f"train.masks.patterns needs non-negative weights with a positive sum, got {dict(cfg.patterns)}")
+            raise MaskError(
+                f"train.masks.patterns needs non-negative weights with a positive sum, got {dict(cfg.patterns)}"
+            )
         if cfg.min_ratio > cfg.max_ratio:
             raise MaskError(f"train.masks.min_ratio {cfg.min_ratio} exceeds max_ratio {cfg.max_ratio}")
         self.names = sorted(weights)

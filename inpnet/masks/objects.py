@@ -93,7 +93,9 @@ def object_ids(labels: np.ndarray, max_area: float) -> list[int]:
     return [int(i) for i, c in zip(ids, counts, strict=True) if i != 0 and c <= limit]
 
 
-def exclude_covered_objects(hole: np.ndarray, labels: np.ndarray, *, overlap: float = 0.5, max_area: float = 0.5) -> np.ndarray:
+def exclude_covered_objects(
+    hole: np.ndarray, labels: np.ndarray, *, overlap: float = 0.5, max_area: float = 0.5
+) -> np.ndarray:
     """Remove from ``hole`` every object of ``labels`` with more than ``overlap`` of its area inside it.
 
     Args:
@@ -160,7 +162,9 @@ class ObjectMaskSampler:
     ) -> None:
         self.object_dir = Path(object_dir)
         if not self.object_dir.is_dir():
-            raise MaskError(f"train.masks.object_dir {str(self.object_dir)!r} is not a folder of <key>.png instance maps")
+            raise MaskError(
+                f"train.masks.object_dir {str(self.object_dir)!r} is not a folder of <key>.png instance maps"
+            )
         self.paths = {p.stem: p for p in sorted(self.object_dir.glob("*.png"))}
         if not self.paths:
             raise MaskError(f"train.masks.object_dir {str(self.object_dir)!r} holds no .png instance maps")

@@ -5,7 +5,6 @@ arguments; :func:`make_mask` dispatches on the pattern name. See :mod:`inpnet.ma
 what the hole ratio means for each pattern.
 """
 
-
 from __future__ import annotations
 
 import math
@@ -121,7 +120,9 @@ _GENERATORS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def make_mask(pattern: str, height: int, width: int, ratio: float, rng: np.random.Generator, **preset: Any) -> np.ndarray:
+def make_mask(
+    pattern: str, height: int, width: int, ratio: float, rng: np.random.Generator, **preset: Any
+) -> np.ndarray:
     """A bool (height, width) mask of ``pattern`` covering about ``ratio`` (True = hole).
 
     Args:

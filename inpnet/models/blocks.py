@@ -135,4 +135,3 @@ def init_vit_weights(module: nn.Module) -> None:
             nn.init.xavier_uniform_(w.view(w.shape[0], -1))
             if m.proj.bias is not None:
                 nn.init.zeros_(m.proj.bias)
-

@@ -39,9 +39,7 @@ def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig, *, p
     raise ValueError(f"unknown model family {cfg.family!r}; expected inpnet, mae or cmgan")
 
 
-def build_discriminator(
-    kind: Literal["patchgan", "stylegan2"], *, img_size: int, base_channels: int = 64
-) -> nn.Module:
+def build_discriminator(kind: Literal["patchgan", "stylegan2"], *, img_size: int, base_channels: int = 64) -> nn.Module:
     """A discriminator with ``forward(image, mask) -> scores`` of shape (B, ...)."""
     if kind == "patchgan":
         from inpnet.models.discriminators import PatchGANDiscriminator
@@ -52,5 +50,3 @@ def build_discriminator(
 
         return StyleGAN2Discriminator(img_size=img_size, base_channels=base_channels)
     raise ValueError(f"unknown discriminator {kind!r}; expected 'patchgan' or 'stylegan2' (train.loss.disc)")
-
-

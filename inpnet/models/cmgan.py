@@ -63,7 +63,9 @@ class GlobalBlock(nn.Module):
         self.conv2 = ModulatedConv2d(out_ch, out_ch, 3, code_dim)
         self.noise1, self.noise2 = NoiseInjection(), NoiseInjection()
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor, code: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, skip: torch.Tensor, code: torch.Tensor, gen: torch.Generator | None
+    ) -> torch.Tensor:
         if self.upsample:
             x = upsample2x(x)
         x = lrelu(self.noise1(self.conv1(x, code), gen)) + skip
@@ -90,7 +92,12 @@ class SpatialBlock(nn.Module):
         self.noise1, self.noise2 = NoiseInjection(), NoiseInjection()
 
     def forward(
-        self, x: torch.Tensor, skip: torch.Tensor, global_feat: torch.Tensor, code: torch.Tensor, gen: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        skip: torch.Tensor,
+        global_feat: torch.Tensor,
+        code: torch.Tensor,
+        gen: torch.Generator | None,
     ) -> torch.Tensor:
         if self.upsample:
             x = upsample2x(x)
@@ -233,12 +240,16 @@ class CMGAN(nn.Module):
             z = torch.randn((b, self.style_dim), generator=gen, device=gen.device).to(lowest)
         return torch.cat([s, self.mapping(z)], dim=1)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, mask: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Inpaint: image (B, 3, H, W) in [0, 1], mask (B, 1, H, W) 1 = hole -> (B, 3, H, W) in [0, 1]."""
         check_image_mask(image, mask)
         h, w = image.shape[-2:]
         if h != w or h != self.img_size:
-            raise MaskError(f"CMGAN was built for {self.img_size}x{self.img_size} inputs, got {h}x{w}; resize or rebuild")
+            raise MaskError(
+                f"CMGAN was built for {self.img_size}x{self.img_size} inputs, got {h}x{w}; resize or rebuild"
+            )
         gen = generator if generator is not None else (self.noise_generator if self.training else None)
         feats = self.encode(image, mask)
         code = self.global_code(feats[self.min_res], gen)

@@ -43,7 +43,9 @@ class SpectralTransform(nn.Module):
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         hidden = max(out_ch // 2, 1)
-        self.reduce = nn.Sequential(nn.Conv2d(in_ch, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_ch, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
+        )
         self.fourier = FourierUnit(hidden, hidden)
         self.expand = nn.Conv2d(hidden, out_ch, 1, bias=False)
 
@@ -67,7 +69,9 @@ class FFC(nn.Module):
         self.c_global = int(round(channels * ratio_global))
         self.c_local = channels - self.c_global
         if self.c_global < 1 or self.c_local < 1:
-            raise ValueError(f"FFC needs >= 1 local and >= 1 global channel; channels={channels}, ratio_global={ratio_global}")
+            raise ValueError(
+                f"FFC needs >= 1 local and >= 1 global channel; channels={channels}, ratio_global={ratio_global}"
+            )
         pad = kernel_size // 2
         cl, cg = self.c_local, self.c_global
         self.l2l = nn.Conv2d(cl, cl, kernel_size, padding=pad, padding_mode="reflect", bias=False)

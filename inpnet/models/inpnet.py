@@ -177,9 +177,7 @@ class InpNet(nn.Module):
         )
         # skip k (deepest first) joins stage min(k, last): extra shallow skips share the finest stage
         self.skip_stage = [min(k, n_stages - 1) for k in range(len(self.skip_depths))]
-        self.skips = nn.ModuleList(
-            SkipProjection(embed_dim, decoder_channels[s], scales[s]) for s in self.skip_stage
-        )
+        self.skips = nn.ModuleList(SkipProjection(embed_dim, decoder_channels[s], scales[s]) for s in self.skip_stage)
         c = decoder_channels[-1]
         self.head = nn.Conv2d(c + 4, 3, kernel_size=1)
         init_vit_weights(self)
@@ -245,9 +243,7 @@ class InpNet(nn.Module):
         # FLOPs. See tests/integration/test_learning.py and tests/unit/test_models.py::test_inpnet_decoder_runs_in_fp32...
         dtype = self.head.weight.dtype
         with torch.autocast(device_type=x_in.device.type, enabled=False):
-            logits = self.decode(
-                tokens.to(dtype), {d: t.to(dtype) for d, t in skips.items()}, grid, x_in.to(dtype)
-            )
+            logits = self.decode(tokens.to(dtype), {d: t.to(dtype) for d, t in skips.items()}, grid, x_in.to(dtype))
             logits = logits[..., :h, :w]
             if self.prefill != "none":
                 logits = logits + torch.logit(base.to(dtype), eps=1e-3)  # a correction to the fill

@@ -73,7 +73,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped from ``model``/``state_dict``, prefixes stripped."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"MAE checkpoint {path} not found (model.pretrained); give a local .pth or .safetensors file")
+        raise CheckpointError(
+            f"MAE checkpoint {path} not found (model.pretrained); give a local .pth or .safetensors file"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -89,7 +91,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors (optionally under 'model'), got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a state dict of tensors (optionally under 'model'), got {type(obj).__name__}"
+        )
     out = {}
     for name, value in obj.items():
         key = name
@@ -143,7 +147,9 @@ def load_mae_weights(model: MAE, path: str | Path) -> LoadReport:
     report = LoadReport(dropped=dropped)
     missing_enc = sorted(k for k in own if _ENCODER.match(k) and k not in mapped)
     if missing_enc:
-        raise CheckpointError(f"{path}: not an MAE/ViT checkpoint for this model; missing encoder keys {missing_enc[:6]}")
+        raise CheckpointError(
+            f"{path}: not an MAE/ViT checkpoint for this model; missing encoder keys {missing_enc[:6]}"
+        )
     decoder_keys = [k for k in own if not _ENCODER.match(k)]
     present = [k for k in decoder_keys if k in mapped]
     if present and len(present) != len(decoder_keys):

@@ -57,6 +57,8 @@ class MaskAwareAttention(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, C)
         qkv = self.qkv(self.norm(tokens)).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, h*w, C/heads)
-        out: torch.Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B, heads, h*w, C/heads)
+        out: torch.Tensor = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype)
+        )  # (B, heads, h*w, C/heads)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))  # (B, h*w, C)
         return x + out.transpose(1, 2).reshape(b, c, h, w)

@@ -43,7 +43,13 @@ class EqualLinear(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, *, bias_init: float = 0.0, lr_mul: float = 1.0, activation: bool = False
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activation: bool = False,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
@@ -167,7 +173,9 @@ class SpatialModulatedConv2d(ModulatedConv2d):
     input has unit variance rather than normalising per instance (which causes artifacts).
     """
 
-    def forward_spatial(self, x: torch.Tensor, code: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    def forward_spatial(
+        self, x: torch.Tensor, code: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
+    ) -> torch.Tensor:
         out = self.conv(x * scale, self.styles(code))
         return out + shift + self.bias[None, :, None, None]
 

@@ -43,8 +43,9 @@ def push_pull(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     coarse_value, coarse_weight = levels[-1]
     # the coarsest level: the weighted mean over what is left of the image
     total = coarse_weight.sum(dim=(2, 3), keepdim=True)
-    filled = torch.where(total > 0, coarse_value.sum(dim=(2, 3), keepdim=True) / total.clamp_min(1e-12),
-                         torch.full_like(total, 0.5)).expand_as(coarse_value)
+    filled = torch.where(
+        total > 0, coarse_value.sum(dim=(2, 3), keepdim=True) / total.clamp_min(1e-12), torch.full_like(total, 0.5)
+    ).expand_as(coarse_value)
     for value, weight in reversed(levels[:-1]):
         up = F.interpolate(filled, size=value.shape[-2:], mode="bilinear", align_corners=False)
         # where a level has full coverage keep its own mean; partial coverage blends in the coarser fill
@@ -59,8 +60,12 @@ def _telea(image: torch.Tensor, hole: torch.Tensor, radius: int = 3) -> torch.Te
 
     imgs = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     holes = (hole.detach()[:, 0] > 0.5).cpu().numpy().astype(np.uint8) * 255  # (B, H, W)
-    out = np.stack([cv2.inpaint(np.ascontiguousarray(i), h, float(radius), cv2.INPAINT_TELEA) if h.any() else i
-                    for i, h in zip(imgs, holes, strict=True)])  # (B, H, W, 3)
+    out = np.stack(
+        [
+            cv2.inpaint(np.ascontiguousarray(i), h, float(radius), cv2.INPAINT_TELEA) if h.any() else i
+            for i, h in zip(imgs, holes, strict=True)
+        ]
+    )  # (B, H, W, 3)
     filled = torch.from_numpy(out).to(image.device).permute(0, 3, 1, 2).to(image.dtype) / 255.0
     return torch.where(hole > 0.5, filled, image)
 

@@ -46,7 +46,9 @@ class StyleGAN2Discriminator(nn.Module):
         mbstd_group: group size of the minibatch-stddev feature.
     """
 
-    def __init__(self, *, img_size: int, base_channels: int = 64, max_channels: int = 512, mbstd_group: int = 4) -> None:
+    def __init__(
+        self, *, img_size: int, base_channels: int = 64, max_channels: int = 512, mbstd_group: int = 4
+    ) -> None:
         super().__init__()
         if img_size & (img_size - 1) or img_size < 8:
             raise ValueError(f"img_size must be a power of two >= 8, got {img_size}")

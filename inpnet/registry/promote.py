@@ -89,18 +89,23 @@ def load_reference(folder: str | Path, name: str) -> Reference | None:
     return Reference(name, metric_tags(metrics), bank)
 
 
-def _reference_gate(challenger: Mapping[str, str], reference: Reference | None, gates: PromotionGates,
-                    reasons: list[str]) -> bool:
+def _reference_gate(
+    challenger: Mapping[str, str], reference: Reference | None, gates: PromotionGates, reasons: list[str]
+) -> bool:
     if gates.reference is None:
         return True
     if reference is None:
-        reasons.append(f"absolute gate: no {gates.reference} report to compare with (run the baselines stage, "
-                       f"`inpnet evaluate --method {gates.reference}`): fail")
+        reasons.append(
+            f"absolute gate: no {gates.reference} report to compare with (run the baselines stage, "
+            f"`inpnet evaluate --method {gates.reference}`): fail"
+        )
         return False
     bank = challenger.get("mask_bank_sha256")
     if not bank or bank != reference.mask_bank_sha256:
-        reasons.append(f"absolute gate: {reference.name} was scored on another or an unknown mask bank "
-                       f"({reference.mask_bank_sha256} vs {bank}): fail")
+        reasons.append(
+            f"absolute gate: {reference.name} was scored on another or an unknown mask bank "
+            f"({reference.mask_bank_sha256} vs {bank}): fail"
+        )
         return False
     passes = True
     for pattern in sorted(_patterns(reference.tags)):
@@ -112,10 +117,14 @@ def _reference_gate(challenger: Mapping[str, str], reference: Reference | None, 
             reasons.append(f"absolute gate: pattern {pattern}: challenger has no PSNR recorded: fail")
         elif ref - new > gates.max_gap_to_reference_db:
             passes = False
-            reasons.append(f"absolute gate: pattern {pattern}: PSNR {new:.3f} dB trails {reference.name} {ref:.3f} by "
-                           f"{ref - new:.3f} dB (max gap {gates.max_gap_to_reference_db}): fail")
+            reasons.append(
+                f"absolute gate: pattern {pattern}: PSNR {new:.3f} dB trails {reference.name} {ref:.3f} by "
+                f"{ref - new:.3f} dB (max gap {gates.max_gap_to_reference_db}): fail"
+            )
     if passes:
-        reasons.append(f"absolute gate: within {gates.max_gap_to_reference_db} dB of {reference.name} in every pattern: pass")
+        reasons.append(
+            f"absolute gate: within {gates.max_gap_to_reference_db} dB of {reference.name} in every pattern: pass"
+        )
     return passes
 
 
@@ -138,12 +147,18 @@ def _unproven(tags: Mapping[str, str]) -> str | None:
     weights, evaluated = tags.get("weights_sha256"), tags.get("evaluation.weights_sha256")
     if weights and evaluated == weights:
         return None
-    return (f"challenger has no evaluation of its own weights (weights {weights or 'unknown'}, evaluated weights "
-            f"{evaluated or 'none recorded'}): evaluate its checkpoint and register it again with that metrics.json: fail")
+    return (
+        f"challenger has no evaluation of its own weights (weights {weights or 'unknown'}, evaluated weights "
+        f"{evaluated or 'none recorded'}): evaluate its checkpoint and register it again with that metrics.json: fail"
+    )
 
 
-def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gates: PromotionGates,
-          reference: Reference | None = None) -> tuple[bool, list[str]]:
+def judge(
+    challenger: Mapping[str, str],
+    champion: Mapping[str, str] | None,
+    gates: PromotionGates,
+    reference: Reference | None = None,
+) -> tuple[bool, list[str]]:
     """Apply the gates to two versions' tags and the reference; returns (passes, reasons). Pure."""
     primary = gates.primary_metric
     new = _metric(challenger, primary)
@@ -158,7 +173,9 @@ def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gat
     bank_new, bank_old = challenger.get("mask_bank_sha256"), champion.get("mask_bank_sha256")
     if not bank_new or bank_new != bank_old:
         passes = False
-        reasons.append(f"mask banks differ or are unknown (challenger {bank_new}, champion {bank_old}); re-evaluate both on one bank")
+        reasons.append(
+            f"mask banks differ or are unknown (challenger {bank_new}, champion {bank_old}); re-evaluate both on one bank"
+        )
     old = _metric(champion, primary)
     if old is None:
         reasons.append(f"champion has no recorded {primary}; challenger {new:.4f} wins by default")
@@ -177,13 +194,16 @@ def judge(challenger: Mapping[str, str], champion: Mapping[str, str] | None, gat
             reasons.append(f"pattern {pattern}: challenger has no PSNR recorded: fail")
         elif p_old is not None and p_old - p_new > gates.max_pattern_psnr_drop:
             passes = False
-            reasons.append(f"pattern {pattern}: PSNR {p_new:.3f} dB is {p_old - p_new:.3f} dB below the champion's {p_old:.3f} "
-                           f"(max drop {gates.max_pattern_psnr_drop}): fail")
+            reasons.append(
+                f"pattern {pattern}: PSNR {p_new:.3f} dB is {p_old - p_new:.3f} dB below the champion's {p_old:.3f} "
+                f"(max drop {gates.max_pattern_psnr_drop}): fail"
+            )
     return passes, reasons
 
 
-def promote(name: str, *, tracking_uri: str | None, gates: PromotionGates,
-            reference: Reference | None = None) -> Decision:
+def promote(
+    name: str, *, tracking_uri: str | None, gates: PromotionGates, reference: Reference | None = None
+) -> Decision:
     """Compare ``name@challenger`` with ``name@champion`` and the reference; move ``champion`` if the gates hold."""
     from mlflow.exceptions import MlflowException
 
@@ -215,5 +235,12 @@ def promote(name: str, *, tracking_uri: str | None, gates: PromotionGates,
     except MlflowException as err:
         raise RegistryError(f"cannot record the promotion of {name} version {challenger.version}: {err}") from None
     decision = Decision(name, str(challenger.version), before, passes, reasons)
-    log.info("%s v%s %s (champion before: %s): %s", name, challenger.version, tags["promotion.decision"], before, "; ".join(reasons))
+    log.info(
+        "%s v%s %s (champion before: %s): %s",
+        name,
+        challenger.version,
+        tags["promotion.decision"],
+        before,
+        "; ".join(reasons),
+    )
     return decision

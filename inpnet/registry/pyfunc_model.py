@@ -55,7 +55,9 @@ class InpaintPyfunc(PythonModel):
         invert = bool((params or {}).get("invert_mask", False))
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:
-            raise MlflowException(f"input needs an 'image' column (base64 PNG), got {list(frame.columns)}", INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"input needs an 'image' column (base64 PNG), got {list(frame.columns)}", INVALID_PARAMETER_VALUE
+            )
         outputs = []
         for row, record in enumerate(frame.to_dict("records")):
             try:

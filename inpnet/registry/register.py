@@ -34,7 +34,6 @@ __all__ = ["metric_tags", "register"]
 log = logging.getLogger(__name__)
 
 
-
 def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
     """Flatten an evaluator ``metrics.json`` into ``metrics.<name>`` / ``metrics.pattern.<p>.<name>`` tags."""
     tags = {f"metrics.{k}": repr(float(v)) for k, v in metrics.get("overall", {}).items() if v is not None}
@@ -152,8 +151,10 @@ def register(
         "training_run_id": training.get("run_id"),
         # the training run knows which shards and code it saw; fall back to what is here now
         "git_commit": training.get("git_commit") or git_commit() or "unknown",
-        "shard_manifest_sha256": training.get("shard_manifest_sha256") or (file_sha256(shard_manifest) if shard_manifest else None),
-        "mask_bank_sha256": evaluated.get("mask_bank_sha256") or (file_sha256(bank_manifest) if bank_manifest else None),
+        "shard_manifest_sha256": training.get("shard_manifest_sha256")
+        or (file_sha256(shard_manifest) if shard_manifest else None),
+        "mask_bank_sha256": evaluated.get("mask_bank_sha256")
+        or (file_sha256(bank_manifest) if bank_manifest else None),
         "weights_sha256": weights,
         # what the evaluation scored; promotion requires it to equal weights_sha256
         "evaluation.weights_sha256": evaluated.get("weights_sha256"),
@@ -194,7 +195,9 @@ def register(
     return RegisteredVersion(name=name, version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
 
 
-def _evaluation_of(metrics_json: Path, ckpt_dir: Path, weights: str, bank_manifest: str | Path | None) -> dict[str, str | None]:
+def _evaluation_of(
+    metrics_json: Path, ckpt_dir: Path, weights: str, bank_manifest: str | Path | None
+) -> dict[str, str | None]:
     """What the ``report.json`` beside ``metrics_json`` evaluated, checked against the checkpoint.
 
     Returns ``{"weights_sha256", "mask_bank_sha256"}`` as the report recorded them.
@@ -206,28 +209,40 @@ def _evaluation_of(metrics_json: Path, ckpt_dir: Path, weights: str, bank_manife
     from inpnet.registry.tracking import file_sha256
 
     path = metrics_json.with_name("report.json")
-    redo = (f"evaluate the checkpoint itself (`inpnet evaluate --method {ckpt_dir} --out DIR ...`) "
-            "and register it with DIR/metrics.json")
+    redo = (
+        f"evaluate the checkpoint itself (`inpnet evaluate --method {ckpt_dir} --out DIR ...`) "
+        "and register it with DIR/metrics.json"
+    )
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
-        raise RegistryError(f"{path}: no evaluation report beside {metrics_json}, so nothing shows whose metrics these are; {redo}") from None
+        raise RegistryError(
+            f"{path}: no evaluation report beside {metrics_json}, so nothing shows whose metrics these are; {redo}"
+        ) from None
     except (OSError, ValueError) as err:
         raise RegistryError(f"{path}: unreadable evaluation report ({err}); {redo}") from None
     settings = report.get("method_settings") or {}
     if settings.get("kind") != "model":
-        raise RegistryError(f"{metrics_json}: these metrics score the method {report.get('method')!r} "
-                            f"({settings.get('kind', 'of unknown kind')}), not the checkpoint {ckpt_dir}; {redo}")
+        raise RegistryError(
+            f"{metrics_json}: these metrics score the method {report.get('method')!r} "
+            f"({settings.get('kind', 'of unknown kind')}), not the checkpoint {ckpt_dir}; {redo}"
+        )
     scored = settings.get("weights_sha256")
     if scored != weights:
-        what = f"scored the weights {scored[:16]}" if scored else "records no weights hash (made before reports had one)"
-        raise RegistryError(f"{path}: the evaluation of {report.get('method')!r} {what}, but {ckpt_dir} holds the weights "
-                            f"{weights[:16]}: these are another checkpoint's metrics; {redo}")
+        what = (
+            f"scored the weights {scored[:16]}" if scored else "records no weights hash (made before reports had one)"
+        )
+        raise RegistryError(
+            f"{path}: the evaluation of {report.get('method')!r} {what}, but {ckpt_dir} holds the weights "
+            f"{weights[:16]}: these are another checkpoint's metrics; {redo}"
+        )
     masks = report.get("masks") or {}
     bank = masks.get("manifest_sha256")
     if bank_manifest is not None and (given := file_sha256(bank_manifest)) != bank:
-        raise RegistryError(f"{path}: evaluated on the masks {masks.get('source')!r} (manifest sha256 {bank}), not on the "
-                            f"mask bank {bank_manifest} (sha256 {given or 'missing: no such file'}); {redo} on that bank")
+        raise RegistryError(
+            f"{path}: evaluated on the masks {masks.get('source')!r} (manifest sha256 {bank}), not on the "
+            f"mask bank {bank_manifest} (sha256 {given or 'missing: no such file'}); {redo} on that bank"
+        )
     return {"weights_sha256": scored, "mask_bank_sha256": bank}
 
 

@@ -100,11 +100,17 @@ def resolve_version(uri: str, *, tracking_uri: str | None) -> ModelVersion:
         registered = c.get_registered_model(name)
     except MlflowException:
         names = sorted(r.name for r in c.search_registered_models())
-        raise RegistryError(f"no registered model {name!r} in {tracking_uri or 'the default store'}; registered: {names}") from None
+        raise RegistryError(
+            f"no registered model {name!r} in {tracking_uri or 'the default store'}; registered: {names}"
+        ) from None
     try:
         return c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
     except MlflowException:
-        known = sorted(registered.aliases) if alias else sorted(v.version for v in c.search_model_versions(f"name='{name}'"))
+        known = (
+            sorted(registered.aliases)
+            if alias
+            else sorted(v.version for v in c.search_model_versions(f"name='{name}'"))
+        )
         what = f"alias {alias!r}" if alias else f"version {version}"
         raise RegistryError(f"{name!r} has no {what}; it has {'aliases' if alias else 'versions'} {known}") from None
 

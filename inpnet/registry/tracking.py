@@ -23,7 +23,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NullTracker", "RunTracker", "TrackingTarget", "file_sha256", "flatten_params", "git_commit", "start_tracking"]
+__all__ = [
+    "NullTracker",
+    "RunTracker",
+    "TrackingTarget",
+    "file_sha256",
+    "flatten_params",
+    "git_commit",
+    "start_tracking",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class TrackingTarget:
         from inpnet.config import resolve_tracking_uri
 
         return cls(tracking_uri=resolve_tracking_uri(registry, explicit_uri), experiment=registry.experiment)
+
 
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -60,9 +69,17 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
 def git_commit(cwd: str | Path = ".") -> str | None:
     """HEAD's commit hash (with ``-dirty`` when the tree has changes), or None outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return sha.stdout.strip() + ("-dirty" if status.stdout.strip() else "")

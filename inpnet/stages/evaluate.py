@@ -33,8 +33,17 @@ def evaluate_method(
 
     method = resolve_method(spec, device=device, radius=cfg.inpaint_radius, workers=cfg.workers)
     try:
-        return evaluate(method, images, masks, out_dir=out, cfg=cfg, save_outputs=save_outputs, limit=limit,
-                        references=list(references), device=device)
+        return evaluate(
+            method,
+            images,
+            masks,
+            out_dir=out,
+            cfg=cfg,
+            save_outputs=save_outputs,
+            limit=limit,
+            references=list(references),
+            device=device,
+        )
     finally:
         method.close()
 
@@ -53,6 +62,12 @@ def evaluate_variant(params: Params, variant: str) -> Path:
     resolved = params.variant(variant)
     refs = [p for name in params.evaluate.baselines if (p := report_dir(params, name, baseline=True)).is_dir()]
     out = report_dir(params, variant)
-    evaluate_method(params.evaluate, str(Path(resolved.train.out_dir) / variant), Path(params.data.shards_dir) / "val",
-                    Path(params.masks.out_dir), out, references=refs)
+    evaluate_method(
+        params.evaluate,
+        str(Path(resolved.train.out_dir) / variant),
+        Path(params.data.shards_dir) / "val",
+        Path(params.masks.out_dir),
+        out,
+        references=refs,
+    )
     return out

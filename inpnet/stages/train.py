@@ -53,8 +53,14 @@ def train_variant(
     split = shard_split(Path(shards) if shards else Path(params.data.shards_dir) / "train")
     if not split.is_dir():
         raise DataError(f"{split}: training shards not found; run `inpnet data shard` first or pass --shards")
-    val = open_val_set(val_shards or Path(params.data.shards_dir) / "val", masks or Path(params.masks.out_dir),
-                       image_size=cfg.image_size, count=cfg.val_images, every=cfg.val_every, required=val_required)
+    val = open_val_set(
+        val_shards or Path(params.data.shards_dir) / "val",
+        masks or Path(params.masks.out_dir),
+        image_size=cfg.image_size,
+        count=cfg.val_images,
+        every=cfg.val_every,
+        required=val_required,
+    )
     return train(
         resolved,
         shards=split,

@@ -61,8 +61,14 @@ class BatchStream:
     ) -> None:
         self.shards = Path(shards)
         self._kwargs = dict(
-            image_size=image_size, batch_size=batch_size, train=True, num_workers=num_workers,
-            rank=rank, world_size=world_size, seed=seed, resampled=resampled,
+            image_size=image_size,
+            batch_size=batch_size,
+            train=True,
+            num_workers=num_workers,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            resampled=resampled,
         )
         self._factory = factory or _default_factory()
         self._seed = seed
@@ -84,7 +90,9 @@ class BatchStream:
         self.position = 0
         for _ in range(skip):
             if self._take() is None:
-                raise DataError(f"{self.shards}: cannot skip {skip} batches of epoch {self.epoch} on resume; the shards changed")
+                raise DataError(
+                    f"{self.shards}: cannot skip {skip} batches of epoch {self.epoch} on resume; the shards changed"
+                )
 
     def _take(self) -> dict[str, Any] | None:
         assert self._it is not None
@@ -103,7 +111,9 @@ class BatchStream:
         batch = self._take()
         if batch is None:
             if self.position == 0:
-                raise DataError(f"{self.shards}: the loader yielded no batches (empty shards, or fewer images than one batch?)")
+                raise DataError(
+                    f"{self.shards}: the loader yielded no batches (empty shards, or fewer images than one batch?)"
+                )
             self.epoch += 1
             self._open(skip=0)
             batch = self._take()
@@ -146,7 +156,10 @@ class MaskedBatches:
         return out
 
     def _snapshot(self) -> dict[str, Any]:
-        return {**self.stream.state(), "mask_rng": json.dumps(self.rng.bit_generator.state)}  # 128-bit ints kept as text
+        return {
+            **self.stream.state(),
+            "mask_rng": json.dumps(self.rng.bit_generator.state),
+        }  # 128-bit ints kept as text
 
     def _submit(self, step: int) -> None:
         snapshot = self._snapshot()
@@ -182,7 +195,9 @@ class MaskedBatches:
         self._pool.shutdown(wait=True)
 
 
-def sample_grid(image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor, *, max_images: int = 4) -> np.ndarray:
+def sample_grid(
+    image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor, *, max_images: int = 4
+) -> np.ndarray:
     """Rows: masked input (holes grey), composite output, target. Returns (H, W, 3) uint8."""
     from torchvision.utils import make_grid
 

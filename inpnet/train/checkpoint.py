@@ -135,7 +135,9 @@ def read_variant(ckpt_dir: Path) -> ResolvedVariant:
     try:
         return ResolvedVariant.model_validate_json(path.read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a valid variant config ({err}); was it written by another version?") from None
+        raise CheckpointError(
+            f"{path}: not a valid variant config ({err}); was it written by another version?"
+        ) from None
 
 
 def load_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -180,8 +182,13 @@ def weights_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
-               which: Literal["last", "best"] = "last") -> tuple[nn.Module, ResolvedVariant]:
+def load_model(
+    ckpt_dir: str | Path,
+    *,
+    ema: bool = True,
+    device: str | torch.device = "cpu",
+    which: Literal["last", "best"] = "last",
+) -> tuple[nn.Module, ResolvedVariant]:
     """Rebuild the model from ``config.json`` and load its weights, in eval mode.
 
     Args:
@@ -196,8 +203,10 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.de
     model = build_model(variant.model, pretrained=False)  # weights come from the checkpoint
     if which == "best":
         if not (ckpt_dir / _weights_file("best")).is_file():
-            raise CheckpointError(f"{ckpt_dir}: no best weights (best.safetensors); the run had no validation "
-                                  "(train.val_every: 0 or no val shards)")
+            raise CheckpointError(
+                f"{ckpt_dir}: no best weights (best.safetensors); the run had no validation "
+                "(train.val_every: 0 or no val shards)"
+            )
         load_weights_into(model, ckpt_dir, "best", device="cpu")
         return model.to(device).eval(), variant
     name = "model_ema" if ema and (ckpt_dir / _weights_file("model_ema")).is_file() else "model"

@@ -21,7 +21,15 @@ from inpnet.errors import InpnetError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistInfo", "all_gather_objects", "all_reduce_grads", "all_reduce_mean", "any_rank", "destroy", "init_distributed"]
+__all__ = [
+    "DistInfo",
+    "all_gather_objects",
+    "all_reduce_grads",
+    "all_reduce_mean",
+    "any_rank",
+    "destroy",
+    "init_distributed",
+]
 
 
 @dataclass(frozen=True)

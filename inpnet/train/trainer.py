@@ -30,13 +30,21 @@ from torch import nn
 from inpnet.config import ResolvedVariant
 from inpnet.errors import CheckpointError, OutputError, TrainingInterrupted
 from inpnet.outputs import FolderLock
+from inpnet.registry.tracking import TrackingTarget
 from inpnet.train import checkpoint as ckpt
 from inpnet.train.batches import BatchStream, LoaderFactory, MaskedBatches, sample_grid
-from inpnet.train.distributed import DistInfo, all_gather_objects, all_reduce_grads, all_reduce_mean, any_rank, destroy, init_distributed
+from inpnet.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_grads,
+    all_reduce_mean,
+    any_rank,
+    destroy,
+    init_distributed,
+)
 from inpnet.train.optim import EMA, Precision, adamw, lr_at, resolve_precision, set_lr
 from inpnet.train.steps import AdversarialStep, ReconstructionStep, TrainStep, Updater
 from inpnet.train.validation import ValSet
-from inpnet.registry.tracking import TrackingTarget
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +105,17 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
         for t in disc.state_dict().values():
             torch.distributed.broadcast(t, src=0)
     step = AdversarialStep(
-        forward_model, disc, loss_fn, g_upd, d_upd, precision,
-        adv_loss=cfg.loss.adv_loss, adv_weight=cfg.loss.adv_weight,
-        r1_gamma=cfg.loss.r1_gamma, r1_every=cfg.loss.r1_every, r1_masked=cfg.loss.r1_masked,
+        forward_model,
+        disc,
+        loss_fn,
+        g_upd,
+        d_upd,
+        precision,
+        adv_loss=cfg.loss.adv_loss,
+        adv_weight=cfg.loss.adv_weight,
+        r1_gamma=cfg.loss.r1_gamma,
+        r1_every=cfg.loss.r1_every,
+        r1_masked=cfg.loss.r1_masked,
         gp_weight=cfg.loss.gp_weight,
     )
     return Components(model, step, precision, disc=disc, ema=ema, forward_model=forward_model)
@@ -134,8 +150,17 @@ def _rank_state(batches: MaskedBatches, info: DistInfo) -> dict[str, Any]:
     return state
 
 
-def _save(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, *, step: int, max_steps: int,
-          rank_states: list[dict[str, Any]], run_id: str | None, info: DistInfo) -> None:
+def _save(
+    ckpt_dir: Path,
+    variant: ResolvedVariant,
+    parts: Components,
+    *,
+    step: int,
+    max_steps: int,
+    rank_states: list[dict[str, Any]],
+    run_id: str | None,
+    info: DistInfo,
+) -> None:
     modules: dict[str, nn.Module] = {"model": parts.model}
     if parts.ema is not None:
         modules["model_ema"] = parts.ema.module
@@ -150,13 +175,22 @@ def _save(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, *, step: 
         "scalers": {k: u.scaler.state_dict() for k, u in parts.step.updaters.items() if u.scaler is not None},
         "ranks": rank_states,
     }
-    meta = {"step": step, "max_steps": max_steps, "finished": step >= max_steps, "variant": variant.name,
-            "world_size": info.world_size, "precision": parts.precision.name, "mlflow_run_id": run_id,
-            "best": parts.best_scores}
+    meta = {
+        "step": step,
+        "max_steps": max_steps,
+        "finished": step >= max_steps,
+        "variant": variant.name,
+        "world_size": info.world_size,
+        "precision": parts.precision.name,
+        "mlflow_run_id": run_id,
+        "best": parts.best_scores,
+    }
     ckpt.save_checkpoint(ckpt_dir, variant=variant, modules=modules, state=state, meta=meta)
 
 
-def _restore(ckpt_dir: Path, variant: ResolvedVariant, parts: Components, info: DistInfo) -> tuple[dict[str, Any], dict[str, Any]]:
+def _restore(
+    ckpt_dir: Path, variant: ResolvedVariant, parts: Components, info: DistInfo
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load weights and optimiser state; returns (state, meta) for the loop to continue from."""
     saved = ckpt.read_variant(ckpt_dir)
     if saved.model != variant.model:
@@ -256,14 +290,25 @@ def train(
             return ckpt_dir
         mine = state["ranks"][info.rank] if state and info.rank < len(state["ranks"]) else None
         if state and (mine is None or state["world_size"] != info.world_size):
-            log.warning("checkpoint was written by %s ranks, now %d: data order and masks are re-seeded",
-                        state["world_size"], info.world_size)
+            log.warning(
+                "checkpoint was written by %s ranks, now %d: data order and masks are re-seeded",
+                state["world_size"],
+                info.world_size,
+            )
             mine = None
         rng = np.random.default_rng([cfg.seed, info.rank])
         stream = BatchStream(
-            Path(shards), image_size=cfg.image_size, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-            rank=info.rank, world_size=info.world_size, seed=cfg.seed, resampled=info.is_distributed,
-            epoch=mine["epoch"] if mine else 0, position=mine["position"] if mine else 0, factory=loader_factory,
+            Path(shards),
+            image_size=cfg.image_size,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            rank=info.rank,
+            world_size=info.world_size,
+            seed=cfg.seed,
+            resampled=info.is_distributed,
+            epoch=mine["epoch"] if mine else 0,
+            position=mine["position"] if mine else 0,
+            factory=loader_factory,
         )
         batches = MaskedBatches(stream, _make_masks(variant), rng, cfg.grad_accum)
         if mine:  # after the stream's skip, which may have drawn from the global RNG
@@ -272,18 +317,38 @@ def train(
             if "cuda_rng" in mine and info.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda_rng"].cpu(), info.device)
         track = info.is_main and tracking is not None
-        tags = {"variant": variant.name, "family": variant.model.family, "world_size": str(info.world_size),
-                "git_commit": git_commit() if track else None,
-                "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json") if track else None}
+        tags = {
+            "variant": variant.name,
+            "family": variant.model.family,
+            "world_size": str(info.world_size),
+            "git_commit": git_commit() if track else None,
+            "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json") if track else None,
+        }
         tracker = start_tracking(
-            tracking_uri=tracking.tracking_uri if tracking else "", experiment=tracking.experiment if tracking else "",
-            run_name=variant.name, params=variant.model_dump(mode="json"), tags=tags, resume_run_id=run_id,
-            system_metrics=bool(tracking and tracking.system_metrics), enabled=track,
+            tracking_uri=tracking.tracking_uri if tracking else "",
+            experiment=tracking.experiment if tracking else "",
+            run_name=variant.name,
+            params=variant.model_dump(mode="json"),
+            tags=tags,
+            resume_run_id=run_id,
+            system_metrics=bool(tracking and tracking.system_metrics),
+            enabled=track,
         )
         try:
             with _sigterm_flag() as sigterm:
-                status = _loop(variant, parts, batches, tracker, info, ckpt_dir=ckpt_dir,
-                               start=start, total=total, sigterm=sigterm, progress=tqdm, val=val)
+                status = _loop(
+                    variant,
+                    parts,
+                    batches,
+                    tracker,
+                    info,
+                    ckpt_dir=ckpt_dir,
+                    start=start,
+                    total=total,
+                    sigterm=sigterm,
+                    progress=tqdm,
+                    val=val,
+                )
         finally:
             batches.close()
         if status == "KILLED":
@@ -320,29 +385,55 @@ def _seed_step_noise(parts: Components, seed: int, info: DistInfo, step: int) ->
         seed_noise((seed * 1_000_003 + step) * max(info.world_size, 1) + info.rank)
 
 
-def _validate(parts: Components, val: ValSet, tracker: Any, info: DistInfo, step: int, batch_size: int) -> dict[str, float]:
+def _validate(
+    parts: Components, val: ValSet, tracker: Any, info: DistInfo, step: int, batch_size: int
+) -> dict[str, float]:
     """Score the eval weights on ``val``, log them, and keep a copy when they are the best so far."""
     scores = val.score(parts.eval_model, parts.precision, batch_size=batch_size, device=info.device)
     tracker.log_metrics({f"val/{k}": v for k, v in scores.items()}, step)
     if parts.best_scores is None or scores["hole_psnr"] > parts.best_scores["hole_psnr"]:
         parts.best = copy.deepcopy(parts.eval_model).eval()
         parts.best_scores = {"step": step, **scores}
-    log.info("step %d: val hole PSNR %.2f dB, SSIM %.4f (flat fill %.2f dB; best %.2f dB at step %d)", step,
-             scores["hole_psnr"], scores["ssim"], scores["flat_hole_psnr"], parts.best_scores["hole_psnr"],
-             parts.best_scores["step"])
+    log.info(
+        "step %d: val hole PSNR %.2f dB, SSIM %.4f (flat fill %.2f dB; best %.2f dB at step %d)",
+        step,
+        scores["hole_psnr"],
+        scores["ssim"],
+        scores["flat_hole_psnr"],
+        parts.best_scores["hole_psnr"],
+        parts.best_scores["step"],
+    )
     return scores
 
 
-def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, tracker: Any, info: DistInfo, *,
-          ckpt_dir: Path, start: int, total: int, sigterm: threading.Event, progress: Any,
-          val: ValSet | None = None) -> str:
+def _loop(
+    variant: ResolvedVariant,
+    parts: Components,
+    batches: MaskedBatches,
+    tracker: Any,
+    info: DistInfo,
+    *,
+    ckpt_dir: Path,
+    start: int,
+    total: int,
+    sigterm: threading.Event,
+    progress: Any,
+    val: ValSet | None = None,
+) -> str:
     """Optimiser steps ``start``..``total``; returns the MLflow status (FINISHED or KILLED)."""
     cfg = variant.train
     dev = info.device
     run_id = tracker.run_id
     bar = progress(total=total, initial=start, disable=not info.is_main, desc=variant.name, dynamic_ncols=True)
-    log.info("training %s from step %d to %d on %s (%d rank(s), precision %s)",
-             variant.name, start, total, dev, info.world_size, parts.precision.name)
+    log.info(
+        "training %s from step %d to %d on %s (%d rank(s), precision %s)",
+        variant.name,
+        start,
+        total,
+        dev,
+        info.world_size,
+        parts.precision.name,
+    )
     images, t0 = 0, time.perf_counter()
     step = start
     postfix: dict[str, str] = {}
@@ -355,8 +446,10 @@ def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, t
             set_lr(parts.step.updaters["model"].optimizer, lr)
             if "disc" in parts.step.updaters:
                 set_lr(parts.step.updaters["disc"].optimizer, lr * cfg.disc_lr / cfg.lr)
-            micro = [(image.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
-                     for image, mask in batches.take(step, prefetch=step + 1 < total)]
+            micro = [
+                (image.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
+                for image, mask in batches.take(step, prefetch=step + 1 < total)
+            ]
             images += sum(image.shape[0] for image, _ in micro)
             _seed_step_noise(parts, cfg.seed, info, step)
             losses = parts.step(micro, step)
@@ -385,7 +478,16 @@ def _loop(variant: ResolvedVariant, parts: Components, batches: MaskedBatches, t
             if step % cfg.checkpoint_every == 0 or step == total or stop:
                 ranks = all_gather_objects(_rank_state(batches, info), info)
                 if info.is_main:
-                    _save(ckpt_dir, variant, parts, step=step, max_steps=total, rank_states=ranks, run_id=run_id, info=info)
+                    _save(
+                        ckpt_dir,
+                        variant,
+                        parts,
+                        step=step,
+                        max_steps=total,
+                        rank_states=ranks,
+                        run_id=run_id,
+                        info=info,
+                    )
                 if info.is_distributed:
                     torch.distributed.barrier()
             if stop:

@@ -50,8 +50,10 @@ class ValSet:
 
         shards, bank = Path(shards), Path(bank)
         if not (shards / "manifest.json").is_file():
-            raise DataError(f"{shards}: no val shards (manifest.json missing) for validation during training; "
-                            "run `inpnet data shard --split val` or set train.val_every: 0")
+            raise DataError(
+                f"{shards}: no val shards (manifest.json missing) for validation during training; "
+                "run `inpnet data shard --split val` or set train.val_every: 0"
+            )
         ordered = list(BankMasks(bank).cells.values())  # the evaluator's cells: by (pattern, ratio), masks by index
         images, masks = [], []
         for i, (_, image) in enumerate(iter_eval_images(shards, image_size=image_size)):
@@ -68,23 +70,26 @@ class ValSet:
             raise DataError(f"{shards}: no val image could be paired with a mask of {bank}")
         image_t, mask_t = torch.stack(images), torch.stack(masks)  # (N, 3, S, S), (N, 1, S, S)
         flat = float(hole_psnr(quantize(mean_colour_fill(image_t, mask_t)), image_t, mask_t).mean())
-        log.info("validation: %d val pairs from %s and %s (flat fill %.2f dB in the hole)",
-                 len(images), shards, bank, flat)
+        log.info(
+            "validation: %d val pairs from %s and %s (flat fill %.2f dB in the hole)", len(images), shards, bank, flat
+        )
         return cls(image_t, mask_t, flat)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     @torch.no_grad()
-    def score(self, model: nn.Module, precision: Precision, *, batch_size: int, device: torch.device) -> dict[str, float]:
+    def score(
+        self, model: nn.Module, precision: Precision, *, batch_size: int, device: torch.device
+    ) -> dict[str, float]:
         """Hole PSNR, SSIM (means over the pairs) and the flat fill's hole PSNR; model mode restored."""
         was_training = model.training
         model.eval()
         psnrs, ssims = [], []
         try:
             for start in range(0, len(self), batch_size):
-                image = self.images[start:start + batch_size].to(device)
-                mask = self.masks[start:start + batch_size].to(device)
+                image = self.images[start : start + batch_size].to(device)
+                mask = self.masks[start : start + batch_size].to(device)
                 with precision.autocast():
                     pred = model(image, mask)
                 out = quantize(composite(image, mask, pred.float()))  # what a saved PNG holds
@@ -92,12 +97,16 @@ class ValSet:
                 ssims.append(ssim(out, image).cpu())
         finally:
             model.train(was_training)
-        return {"hole_psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
-                "flat_hole_psnr": self.flat_hole_psnr}
+        return {
+            "hole_psnr": float(torch.cat(psnrs).mean()),
+            "ssim": float(torch.cat(ssims).mean()),
+            "flat_hole_psnr": self.flat_hole_psnr,
+        }
 
 
-def open_val_set(shards: str | Path, bank: str | Path, *, image_size: int, count: int, every: int,
-                 required: bool = True) -> ValSet | None:
+def open_val_set(
+    shards: str | Path, bank: str | Path, *, image_size: int, count: int, every: int, required: bool = True
+) -> ValSet | None:
     """The run's val pairs, or None when ``every`` is 0 (``train.val_every``).
 
     ``required=False`` (the CLI's default folders): missing val shards or bank turn
@@ -106,7 +115,11 @@ def open_val_set(shards: str | Path, bank: str | Path, *, image_size: int, count
     if every <= 0:
         return None
     if not required and not ((Path(shards) / "manifest.json").is_file() and Path(bank).is_dir()):
-        log.warning("validation during training is off: no val shards in %s or no mask bank in %s "
-                    "(build them, or pass --val-shards/--masks)", shards, bank)
+        log.warning(
+            "validation during training is off: no val shards in %s or no mask bank in %s "
+            "(build them, or pass --val-shards/--masks)",
+            shards,
+            bank,
+        )
         return None
     return ValSet.from_dirs(shards, bank, image_size=image_size, count=count)

@@ -22,8 +22,13 @@ sys.stdin.read()  # until the test closes stdin or kills us
 @contextmanager
 def lock_held_elsewhere(folder: Path) -> Iterator[subprocess.Popen]:
     """Yield a child process that holds ``folder``'s lock; it is killed on exit (no release)."""
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], cwd=REPO_ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(folder)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         yield proc

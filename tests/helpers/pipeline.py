@@ -29,7 +29,9 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def repo_toplevel() -> Path:
-    out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=TESTS_DIR, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=TESTS_DIR, capture_output=True, text=True, check=True
+    )
     return Path(out.stdout.strip())
 
 
@@ -56,8 +58,13 @@ def write_params(path: Path, params: dict[str, Any]) -> None:
 
 
 def _git(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@localhost",
+    }
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
@@ -97,13 +104,16 @@ def free_port() -> int:
 def pipeline_env(api_url: str | None, home: Path) -> dict[str, str]:
     """Environment for ``dvc``/flow subprocesses: this venv first on PATH, MLflow and Prefect
     state under ``home``, no analytics."""
-    env = {**os.environ,
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_HOME": str(home / "prefect"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "INPNET_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(home / "prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "INPNET_LOG_LEVEL": "WARNING",
+    }
     if api_url:
         env["PREFECT_API_URL"] = api_url
     else:  # each process its own temporary server: nothing outlives the test
@@ -112,12 +122,21 @@ def pipeline_env(api_url: str | None, home: Path) -> dict[str, str]:
     return env
 
 
-def run_dvc(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_dvc(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """``dvc ARGS`` in ``cwd``; raises with the output tail when it fails. On a timeout or an
     interrupt the whole process group (the stage commands too) is stopped."""
     cmd = [str(VENV_BIN / "dvc"), *args]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env or pipeline_env(None, cwd / ".homes"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env or pipeline_env(None, cwd / ".homes"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
@@ -137,13 +156,20 @@ def prefect_server(home: Path, *, timeout: float = 120) -> Iterator[str]:
     env = {**pipeline_env(None, home), "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}
     (home / "prefect").mkdir(parents=True, exist_ok=True)
     log = (home / "prefect-server.log").open("w")
-    proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited {proc.returncode}: {(home / 'prefect-server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"prefect server exited {proc.returncode}: {(home / 'prefect-server.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:  # noqa: S310 - a local http:// URL
                     if resp.status == 200:

@@ -13,7 +13,9 @@ from PIL import Image
 CATEGORIES = ("/a/airfield", "/b/bazaar/indoor", "/c/coast")
 
 
-def set_header_field(raw: bytes, header: int, start: int, end: int, value: bytes, *, fix_checksum: bool = True) -> bytes:
+def set_header_field(
+    raw: bytes, header: int, start: int, end: int, value: bytes, *, fix_checksum: bool = True
+) -> bytes:
     """``raw`` with bytes ``start:end`` of the tar header at byte ``header`` replaced by ``value``
     (NUL-padded or cut to fit) and, by default, the header checksum recomputed."""
     block = bytearray(raw[header : header + 512])
@@ -61,7 +63,9 @@ def add_special(tar: tarfile.TarFile, name: str, kind: bytes, linkname: str = ""
     tar.addfile(info)
 
 
-def build_train_tar(root: Path, n_good: int = 24, seed: int = 0, bad: bool = True, sizes: tuple[int, int] = (72, 56)) -> PlacesTar:
+def build_train_tar(
+    root: Path, n_good: int = 24, seed: int = 0, bad: bool = True, sizes: tuple[int, int] = (72, 56)
+) -> PlacesTar:
     """``data_large/<letter>/<category>/NNNNNNNN.jpg`` members plus the train file list."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)

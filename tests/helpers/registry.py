@@ -78,8 +78,9 @@ def make_checkpoint(out: Path, *, variant: str = "inpnet_tiny", seed: int = 0) -
     return save_checkpoint(out, variant=v, modules={"model": model}, state={"step": 1}, meta={"step": 1})
 
 
-def write_metrics(path: Path, psnr: float, patterns: dict[str, float], *, checkpoint: Path | None = None,
-                  bank: Path | None = None) -> Path:
+def write_metrics(
+    path: Path, psnr: float, patterns: dict[str, float], *, checkpoint: Path | None = None, bank: Path | None = None
+) -> Path:
     """An evaluator-shaped metrics.json, and with ``checkpoint`` a report.json that says it
     scored that checkpoint's weights (on ``bank``, when given), as register requires."""
     from inpnet.registry.tracking import file_sha256
@@ -94,9 +95,13 @@ def write_metrics(path: Path, psnr: float, patterns: dict[str, float], *, checkp
     path.write_text(json.dumps(metrics))
     if checkpoint is not None:
         model, variant = load_model(checkpoint)
-        report = {"method": variant.name, "method_settings": {"kind": "model", "weights_sha256": weights_sha256(model)},
-                  "masks": {"source": str(bank), "kind": "bank", "manifest_sha256": file_sha256(bank / "manifest.json")}
-                  if bank else {"source": "masks", "kind": "folder", "manifest_sha256": None}}
+        report = {
+            "method": variant.name,
+            "method_settings": {"kind": "model", "weights_sha256": weights_sha256(model)},
+            "masks": {"source": str(bank), "kind": "bank", "manifest_sha256": file_sha256(bank / "manifest.json")}
+            if bank
+            else {"source": "masks", "kind": "folder", "manifest_sha256": None},
+        }
         path.with_name("report.json").write_text(json.dumps(report))
     return path
 
@@ -189,10 +194,19 @@ def subprocess_env(tmp_path_factory: Any) -> dict[str, str]:
     import sys
 
     prefix = Path(tmp_path_factory.getbasetemp()) / "pycache"
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the servers' own scripts (uvicorn)
-    return {**os.environ, "PATH": path, "PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(prefix),
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    path = (
+        f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the servers' own scripts (uvicorn)
+    )
+    return {
+        **os.environ,
+        "PATH": path,
+        "PYTHONDONTWRITEBYTECODE": "",
+        "PYTHONPYCACHEPREFIX": str(prefix),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
 
 
 def as_records(**columns: Any) -> dict[str, Any]:
-    return {"dataframe_records": [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]}
+    return {
+        "dataframe_records": [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    }

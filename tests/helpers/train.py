@@ -22,8 +22,18 @@ def tiny_variant(name: str = "inpnet_tiny", **train: Any) -> ResolvedVariant:
     return ResolvedVariant(name=v.name, model=v.model, train=type(v.train).model_validate(merged))
 
 
-def synthetic_loader(shards: Path, *, image_size: int, batch_size: int, seed: int = 0, epoch: int = 0,
-                     rank: int = 0, world_size: int = 1, batches: int = 6, **_: Any) -> Iterator[dict[str, Any]]:
+def synthetic_loader(
+    shards: Path,
+    *,
+    image_size: int,
+    batch_size: int,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    batches: int = 6,
+    **_: Any,
+) -> Iterator[dict[str, Any]]:
     """``make_loader`` stand-in: smooth colour ramps, a function of (seed, epoch, rank) only."""
     rng = np.random.default_rng([seed, epoch, rank])
     yy, xx = np.mgrid[0:image_size, 0:image_size] / image_size
@@ -38,7 +48,6 @@ def synthetic_loader(shards: Path, *, image_size: int, batch_size: int, seed: in
 def write_shards(root: Path, n: int = 16) -> Path:
     """Real training shards (via the shard stage) of ``n`` small JPEGs; returns the split folder."""
     from helpers.places_tar import build_train_tar
-
     from inpnet.config import ShardConfig
     from inpnet.data.shard import shard_tar
 

@@ -82,7 +82,9 @@ def test_changing_one_variant_reruns_only_its_stages(tiny_repo: tuple[Path, dict
     assert set(changed) == {"train@mae_tiny"}
     ran = set(STAGE_RUN.findall(run_dvc(["repro"], repo, env, timeout=600).stdout))
     # compare and register depend on every variant's outputs: they follow when mae's do
-    assert {"train@mae_tiny", "evaluate@mae_tiny"} <= ran <= {"train@mae_tiny", "evaluate@mae_tiny", "compare", "register"}
+    assert (
+        {"train@mae_tiny", "evaluate@mae_tiny"} <= ran <= {"train@mae_tiny", "evaluate@mae_tiny", "compare", "register"}
+    )
     assert json.loads(run_dvc(["status", "--json"], repo, env).stdout) == {}
     registry = json.loads((repo / "reports" / "registry.json").read_text())
     assert sorted(registry["reused"]) == ["cmgan_tiny", "inpnet_tiny"]  # only mae became a new version

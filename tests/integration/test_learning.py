@@ -17,10 +17,10 @@ from typing import Callable
 
 import pytest
 import torch
+from helpers.train import synthetic_loader, tiny_variant
 
 from inpnet.evaluate.metrics import hole_psnr, mean_colour_fill
 from inpnet.models.composite import composite
-from helpers.train import synthetic_loader, tiny_variant
 
 MARGIN_DB = 2.0  # over the flat fill; about 4 dB is reached at this budget
 PARITY_DB = 0.5  # |bf16 - fp32| hole PSNR
@@ -57,9 +57,20 @@ def _train_and_score(out: Path, name: str, precision: str) -> dict[str, float]:
     from inpnet.train.checkpoint import load_model
     from inpnet.train.trainer import train
 
-    v = tiny_variant(name, max_steps=BUDGET[name], lr=2e-3, warmup_steps=5, batch_size=8, precision=precision,
-                     log_every=1000, sample_every=10**6, checkpoint_every=10**6)
-    ckpt = train(v, shards=out / "shards", out_dir=out, device="cpu", loader_factory=partial(synthetic_loader, batches=50))
+    v = tiny_variant(
+        name,
+        max_steps=BUDGET[name],
+        lr=2e-3,
+        warmup_steps=5,
+        batch_size=8,
+        precision=precision,
+        log_every=1000,
+        sample_every=10**6,
+        checkpoint_every=10**6,
+    )
+    ckpt = train(
+        v, shards=out / "shards", out_dir=out, device="cpu", loader_factory=partial(synthetic_loader, batches=50)
+    )
     model, _ = load_model(ckpt)
     image, mask = _held_out()
     with torch.no_grad():

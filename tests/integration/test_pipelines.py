@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.pipeline import deep_merge, pipeline_env, repo_toplevel, tiny_params, write_params
 
 from inpnet.config import load_params
-from helpers.pipeline import deep_merge, pipeline_env, repo_toplevel, tiny_params, write_params
 
 REPO = repo_toplevel()
 
@@ -35,12 +35,15 @@ def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny profile with every output under a temp dir (the flows take paths from params)."""
     root = tmp_path_factory.mktemp("flows")
     params = tiny_params(REPO)
-    params = deep_merge(params, {
-        "data": {"raw_dir": str(root / "raw"), "shards_dir": str(root / "shards")},
-        "masks": {"out_dir": str(root / "masks")},
-        "train": {"out_dir": str(root / "models")},
-        "evaluate": {"out_dir": str(root / "reports")},
-    })
+    params = deep_merge(
+        params,
+        {
+            "data": {"raw_dir": str(root / "raw"), "shards_dir": str(root / "shards")},
+            "masks": {"out_dir": str(root / "masks")},
+            "train": {"out_dir": str(root / "models")},
+            "evaluate": {"out_dir": str(root / "reports")},
+        },
+    )
     path = root / "params.yaml"
     write_params(path, params)
     return path
@@ -61,9 +64,8 @@ def test_data_flow_writes_the_sample(harness: None, params_file: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # includes the harness start-up, 15-60 s on a loaded machine
 def test_masks_flow_writes_the_bank(harness: None, params_file: Path) -> None:
-    from pipelines.masks import masks_flow
-
     from inpnet.masks import load_bank
+    from pipelines.masks import masks_flow
 
     masks = load_params(params_file).masks
     manifest = Path(masks_flow(masks))
@@ -77,10 +79,10 @@ def test_masks_flow_writes_the_bank(harness: None, params_file: Path) -> None:
 @pytest.mark.timeout(600)  # includes the harness start-up, 15-60 s on a loaded machine
 def test_baselines_then_compare_flows(harness: None, params_file: Path) -> None:
     """Shard val, evaluate the baselines, compare them: the stages that need no training."""
+    from inpnet.stages.reports import report_dir
     from pipelines.compare import compare_flow
     from pipelines.data import data_flow
     from pipelines.evaluate import evaluate_flow
-    from inpnet.stages.reports import report_dir
     from pipelines.masks import masks_flow
     from pipelines.shard import run_shard
 
@@ -117,8 +119,15 @@ def test_bad_params_key_exits_2_with_its_dotted_path(tmp_path: Path) -> None:
     env = pipeline_env(None, tmp_path)
     env["PYTHONPATH"] = str(REPO)
     bad = _write_bad_params(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "pipelines.masks", "--params", str(bad)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.masks", "--params", str(bad)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "masks.sizee" in proc.stderr and "bad.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -129,13 +138,17 @@ def test_unknown_variant_exits_2_before_any_flow(capsys: pytest.CaptureFixture[s
     from pipelines import train
     from pipelines.common import run_entry
 
-    assert run_entry(train.main, train.build_parser(), ["--params", str(REPO / "params.yaml"), "--variant", "nope_s"]) == 2
+    assert (
+        run_entry(train.main, train.build_parser(), ["--params", str(REPO / "params.yaml"), "--variant", "nope_s"]) == 2
+    )
     err = capsys.readouterr().err
     assert "nope_s" in err and "inpnet_s" in err  # names the variants that exist
 
 
 @pytest.mark.parametrize("module", ["data", "masks", "compare", "register"])
-def test_entry_points_map_config_errors_to_exit_2(module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_entry_points_map_config_errors_to_exit_2(
+    module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import importlib
 
     from pipelines.common import base_parser, run_entry

@@ -13,7 +13,7 @@ import pytest
 from pipelines import prefect_server
 from pipelines.prefect_server import SharedServer, _live_leases
 
-PROBE = '''
+PROBE = """
 import sys
 from pipelines.common import base_parser, run_entry
 from prefect import flow
@@ -24,12 +24,13 @@ def probe():
     print("API", PREFECT_API_URL.value(), flush=True)
 
 sys.exit(run_entry(lambda args: probe(), base_parser("probe")))
-'''
+"""
 
 
 def _run_probe(script: Path, env: dict[str, str], repo_root: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, str(script)], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -41,14 +42,23 @@ def test_stages_share_one_server_that_stops_when_idle(tmp_path: Path, repo_root:
     home = tmp_path / "prefect"
     state = home / "inpnet-server"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update({"PREFECT_HOME": str(home), "INPNET_PREFECT_SERVER": "shared", "INPNET_PREFECT_IDLE_S": "4",
-                "PYTHONPATH": str(repo_root), "INPNET_LOG_LEVEL": "INFO"})
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "INPNET_PREFECT_SERVER": "shared",
+            "INPNET_PREFECT_IDLE_S": "4",
+            "PYTHONPATH": str(repo_root),
+            "INPNET_LOG_LEVEL": "INFO",
+        }
+    )
     try:
         first = _run_probe(script, env, repo_root)
         record = SharedServer.read(state)
         assert record is not None and record.usable(), (state / "server.log").read_text()
         second = _run_probe(script, env, repo_root)
-        urls = [line.split()[1] for out in (first, second) for line in out.stdout.splitlines() if line.startswith("API ")]
+        urls = [
+            line.split()[1] for out in (first, second) for line in out.stdout.splitlines() if line.startswith("API ")
+        ]
         assert urls == [record.api_url, record.api_url]  # both flows talked to the one server
         assert "starting the shared Prefect server" in first.stderr
         assert "starting the shared Prefect server" not in second.stderr
@@ -78,11 +88,14 @@ def test_dead_processes_hold_no_lease(tmp_path: Path) -> None:
     assert not (leases / str(dead.pid)).exists()
 
 
-@pytest.mark.parametrize(("key", "value", "needle"), [
-    ("INPNET_PREFECT_SERVER", "dedicated", "INPNET_PREFECT_SERVER='dedicated'"),
-    ("INPNET_PREFECT_IDLE_S", "soon", "INPNET_PREFECT_IDLE_S='soon'"),
-    ("INPNET_PREFECT_IDLE_S", "0", "INPNET_PREFECT_IDLE_S='0'"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("INPNET_PREFECT_SERVER", "dedicated", "INPNET_PREFECT_SERVER='dedicated'"),
+        ("INPNET_PREFECT_IDLE_S", "soon", "INPNET_PREFECT_IDLE_S='soon'"),
+        ("INPNET_PREFECT_IDLE_S", "0", "INPNET_PREFECT_IDLE_S='0'"),
+    ],
+)
 def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch, key: str, value: str, needle: str) -> None:
     from inpnet.errors import InpnetError
 

@@ -16,9 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from inpnet.config import PromotionGates
-from inpnet.errors import DataError, RegistryError
 from helpers.registry import (
     REPO_ROOT,
     decode_b64_png,
@@ -33,6 +30,9 @@ from helpers.registry import (
     write_metrics,
 )
 
+from inpnet.config import PromotionGates
+from inpnet.errors import DataError, RegistryError
+
 PATTERNS = {"center": 20.0, "edges": 22.0}
 REL = PromotionGates(reference=None)  # the relative gates alone
 
@@ -40,9 +40,14 @@ REL = PromotionGates(reference=None)  # the relative gates alone
 # ------------------------------------------------------------------- gates (fast)
 
 
-def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1", evaluated: str | None = "w1") -> dict[str, str]:
-    tags = {"metrics.psnr": str(psnr), **{f"metrics.pattern.{p}.psnr": str(v) for p, v in patterns.items()},
-            "weights_sha256": "w1"}
+def _tags(
+    psnr: float, patterns: dict[str, float], bank: str | None = "b1", evaluated: str | None = "w1"
+) -> dict[str, str]:
+    tags = {
+        "metrics.psnr": str(psnr),
+        **{f"metrics.pattern.{p}.psnr": str(v) for p, v in patterns.items()},
+        "weights_sha256": "w1",
+    }
     tags = {**tags, "evaluation.weights_sha256": evaluated} if evaluated else tags
     return {**tags, "mask_bank_sha256": bank} if bank else tags
 
@@ -53,7 +58,13 @@ def _tags(psnr: float, patterns: dict[str, float], bank: str | None = "b1", eval
         (_tags(21, PATTERNS), None, REL, True, "no champion yet"),
         (_tags(21, PATTERNS), _tags(20, PATTERNS), REL, True, "pass"),
         (_tags(20, PATTERNS), _tags(20, PATTERNS), REL, False, "needs > 0"),
-        (_tags(20.2, PATTERNS), _tags(20, PATTERNS), PromotionGates(min_improvement=0.5, reference=None), False, ">= 0.5"),
+        (
+            _tags(20.2, PATTERNS),
+            _tags(20, PATTERNS),
+            PromotionGates(min_improvement=0.5, reference=None),
+            False,
+            ">= 0.5",
+        ),
         (_tags(21, {"center": 19.0, "edges": 25}), _tags(20, PATTERNS), REL, False, "pattern center"),
         (_tags(21, {"center": 19.6, "edges": 25}), _tags(20, PATTERNS), REL, True, "pass"),
         (_tags(21, {"edges": 25}), _tags(20, PATTERNS), REL, False, "pattern center: challenger has no PSNR"),
@@ -82,13 +93,23 @@ def _reference(patterns: dict[str, float], bank: str | None = "b1"):
     ("challenger", "champion", "reference", "passes", "reason"),
     [
         # a first version that trails the reference by more than the gap stays challenger
-        (_tags(13.2, {"center": 13.0, "edges": 13.5}), None, _reference(PATTERNS), False,
-         "pattern center: PSNR 13.000 dB trails telea 20.000 by 7.000 dB"),
+        (
+            _tags(13.2, {"center": 13.0, "edges": 13.5}),
+            None,
+            _reference(PATTERNS),
+            False,
+            "pattern center: PSNR 13.000 dB trails telea 20.000 by 7.000 dB",
+        ),
         (_tags(21, {"center": 19.5, "edges": 21.5}), None, _reference(PATTERNS), True, "within 1.0 dB of telea"),
         (_tags(21, {"center": 19.5, "edges": 20.9}), None, _reference(PATTERNS), False, "pattern edges"),
         # better than the champion does not excuse trailing the reference
-        (_tags(21, {"center": 18.0, "edges": 24}), _tags(17, {"center": 17.5, "edges": 17.5}),
-         _reference(PATTERNS), False, "trails telea"),
+        (
+            _tags(21, {"center": 18.0, "edges": 24}),
+            _tags(17, {"center": 17.5, "edges": 17.5}),
+            _reference(PATTERNS),
+            False,
+            "trails telea",
+        ),
         (_tags(21, PATTERNS), None, None, False, "no telea report"),
         (_tags(21, PATTERNS), None, _reference(PATTERNS, bank="b9"), False, "another or an unknown mask bank"),
         (_tags(21, {"edges": 22}), None, _reference(PATTERNS), False, "center: challenger has no PSNR"),
@@ -107,9 +128,15 @@ def _write_reference(folder: Path, patterns: dict[str, float], bank: Path) -> Pa
     from inpnet.registry.tracking import file_sha256
 
     write_metrics(folder / "metrics.json", 22.0, patterns)
-    (folder / "report.json").write_text(json.dumps({"method": "telea", "method_settings": {"kind": "baseline"},
-                                                    "masks": {"source": str(bank), "kind": "bank",
-                                                              "manifest_sha256": file_sha256(bank / "manifest.json")}}))
+    (folder / "report.json").write_text(
+        json.dumps(
+            {
+                "method": "telea",
+                "method_settings": {"kind": "baseline"},
+                "masks": {"source": str(bank), "kind": "bank", "manifest_sha256": file_sha256(bank / "manifest.json")},
+            }
+        )
+    )
     return folder
 
 
@@ -154,7 +181,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _register(store: dict, tag: str, psnr: float, patterns: dict[str, float], **kw):
     from inpnet.registry.register import register
 
-    metrics = write_metrics(store["root"] / tag / "metrics.json", psnr, patterns, checkpoint=store["ckpt"], bank=store["bank"])
+    metrics = write_metrics(
+        store["root"] / tag / "metrics.json", psnr, patterns, checkpoint=store["ckpt"], bank=store["bank"]
+    )
     return register(store["ckpt"], metrics, tracking_uri=store["uri"], name=store["name"], **kw)
 
 
@@ -176,8 +205,8 @@ def first(store: dict):
 def test_register_alias_load_and_predict(store: dict, first) -> None:
     import mlflow
 
-    from inpnet.registry.store import client
     from inpnet.inpaint import load_inpainter
+    from inpnet.registry.store import client
     from inpnet.registry.tracking import file_sha256
 
     assert _alias(store, "challenger") == first.version
@@ -206,8 +235,8 @@ def test_register_alias_load_and_predict(store: dict, first) -> None:
 
 @pytest.mark.slow
 def test_promotion_both_ways_with_reasons(store: dict, first) -> None:
-    from inpnet.registry.store import client
     from inpnet.registry.promote import promote
+    from inpnet.registry.store import client
 
     gates = PromotionGates(max_pattern_psnr_drop=0.5, reference=None)
     c = client(store["uri"])
@@ -274,7 +303,9 @@ def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
     name = f"{store['name']}-cli"
     metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, checkpoint=store["ckpt"], bank=store["bank"])
     common = ["--tracking-uri", store["uri"], "--params", str(REPO_ROOT / "params.yaml")]
-    assert main(["register", str(store["ckpt"]), "--metrics", str(metrics), "--name", name, "--tag", "k=v", *common]) == 0
+    assert (
+        main(["register", str(store["ckpt"]), "--metrics", str(metrics), "--name", name, "--tag", "k=v", *common]) == 0
+    )
     far_ahead = _write_reference(tmp_path / "telea-far", {"center": 30.0, "edges": 30.0}, store["bank"])
     close = _write_reference(tmp_path / "telea", {"center": 20.5, "edges": 22.5}, store["bank"])
     assert main(["promote", "--name", name, "--reference", str(far_ahead), *common]) == 0
@@ -298,10 +329,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     backend = f"sqlite:///{migrated_copy(os.environ['MLFLOW_TRACKING_URI'], root / 'server.db')}"
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"),  # noqa: SIM115 - open while the server runs
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "server.log", "wb"),  # noqa: SIM115 - open while the server runs
         start_new_session=True,
         # the job runner starts several huey consumers: minutes of start-up on two cores
         env={**subprocess_env(tmp_path_factory), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
@@ -316,9 +362,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.slow
 def test_against_a_real_mlflow_server(mlflow_server: str, store: dict, tmp_path: Path) -> None:
     from inpnet.inpaint import load_inpainter
-    from inpnet.registry.register import register
     from inpnet.registry.promote import promote
     from inpnet.registry.pull import pull
+    from inpnet.registry.register import register
 
     metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, checkpoint=store["ckpt"], bank=store["bank"])
     reg = register(store["ckpt"], metrics, tracking_uri=mlflow_server, name="inpnet-served")
@@ -366,9 +412,17 @@ def test_register_refuses_metrics_that_are_not_of_these_weights_or_this_bank(eva
     ckpt, metrics, banks = evaluations["ckpt"]["a"], evaluations["metrics"], evaluations["banks"]
     refused = {
         "another method": (metrics["telea"], None, r"score the method 'telea' \(baseline\), not the checkpoint"),
-        "another checkpoint": (metrics["b"], None, r"scored the weights \w{16}, but .*ckpt_a holds the weights \w{16}: "
-                                                   "these are another checkpoint's metrics"),
-        "another mask bank": (metrics["a"], banks[1] / "manifest.json", r"evaluated on the masks .*bank0.*not on the mask bank .*bank1"),
+        "another checkpoint": (
+            metrics["b"],
+            None,
+            r"scored the weights \w{16}, but .*ckpt_a holds the weights \w{16}: "
+            "these are another checkpoint's metrics",
+        ),
+        "another mask bank": (
+            metrics["a"],
+            banks[1] / "manifest.json",
+            r"evaluated on the masks .*bank0.*not on the mask bank .*bank1",
+        ),
     }
     for metrics_json, bank, message in refused.values():
         with pytest.raises(RegistryError, match=message):
@@ -389,33 +443,49 @@ def test_register_refuses_metrics_that_are_not_of_these_weights_or_this_bank(eva
     assert not Path("unused-never-reached.db").exists()
 
 
-def test_cli_register_of_telea_metrics_for_a_checkpoint_is_one_line_exit_2(evaluations: dict,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_register_of_telea_metrics_for_a_checkpoint_is_one_line_exit_2(
+    evaluations: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     from conftest import cli_error_lines
+
     from inpnet.cli import main
 
-    code = main(["register", str(evaluations["ckpt"]["a"]), "--metrics", str(evaluations["metrics"]["telea"]),
-                 "--params", str(REPO_ROOT / "params.yaml"), "--tracking-uri", "sqlite:///unused-never-reached.db"])
+    code = main(
+        [
+            "register",
+            str(evaluations["ckpt"]["a"]),
+            "--metrics",
+            str(evaluations["metrics"]["telea"]),
+            "--params",
+            str(REPO_ROOT / "params.yaml"),
+            "--tracking-uri",
+            "sqlite:///unused-never-reached.db",
+        ]
+    )
     lines = cli_error_lines(capsys.readouterr().err)
     assert code == 2 and len(lines) == 1 and "'telea'" in lines[0], lines
 
 
 @pytest.mark.slow
 def test_register_own_evaluation_then_promote_only_what_was_evaluated(evaluations: dict) -> None:
-    from inpnet.registry.store import client
-    from inpnet.registry.register import register
     from inpnet.registry.promote import promote
+    from inpnet.registry.register import register
+    from inpnet.registry.store import client
 
     uri, name = os.environ["MLFLOW_TRACKING_URI"], f"inpnet-prov-{uuid.uuid4().hex[:8]}"
     bank = evaluations["banks"][0] / "manifest.json"
-    reg = register(evaluations["ckpt"]["a"], evaluations["metrics"]["a"], tracking_uri=uri, name=name, bank_manifest=bank)
+    reg = register(
+        evaluations["ckpt"]["a"], evaluations["metrics"]["a"], tracking_uri=uri, name=name, bank_manifest=bank
+    )
     c = client(uri)
     tags = c.get_model_version(name, reg.version).tags
     assert tags["weights_sha256"] == tags["evaluation.weights_sha256"]
     from inpnet.registry.tracking import file_sha256
 
     assert tags["mask_bank_sha256"] == file_sha256(bank)
-    c.delete_model_version_tag(name, reg.version, "evaluation.weights_sha256")  # as a version registered before the check
+    c.delete_model_version_tag(
+        name, reg.version, "evaluation.weights_sha256"
+    )  # as a version registered before the check
     d = promote(name, tracking_uri=uri, gates=REL)
     assert not d.promoted and "no evaluation of its own weights" in d.reasons[0]
     c.set_model_version_tag(name, reg.version, "evaluation.weights_sha256", tags["weights_sha256"])

@@ -26,8 +26,14 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     repo = clone_worktree(tmp_path_factory.mktemp("retrain") / "repo")
     env = pipeline_env(api_url, repo.parent)
     log = (repo.parent / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.retrain", "serve", "--repo", str(repo)],
-                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.retrain", "serve", "--repo", str(repo)],
+        cwd=repo,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_for_deployment(api_url, proc, repo.parent / "serve.log")
         yield repo, api_url
@@ -52,7 +58,9 @@ def _wait_for_deployment(api_url: str, proc: subprocess.Popen[bytes], log: Path,
             except ObjectNotFound:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"deployment {FULL_NAME} not created after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"deployment {FULL_NAME} not created after {timeout:.0f} s:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(1)
 
 
@@ -78,9 +86,17 @@ def test_one_triggered_run_completes(served: tuple[Path, str]) -> None:
 
     repo, api_url = served
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        flow_run = run_deployment(FULL_NAME, parameters={"targets": ["masks"], "exp_name": "retrain-test"}, timeout=300, poll_interval=2)
+        flow_run = run_deployment(
+            FULL_NAME, parameters={"targets": ["masks"], "exp_name": "retrain-test"}, timeout=300, poll_interval=2
+        )
     assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
     assert (repo / "data" / "masks" / "manifest.json").is_file()  # dvc exp run applies its results to the workspace
-    exps = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "list", "--name-only"], cwd=repo,
-                          env=pipeline_env(api_url, repo.parent), capture_output=True, text=True, check=True)
+    exps = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "exp", "list", "--name-only"],
+        cwd=repo,
+        env=pipeline_env(api_url, repo.parent),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "retrain-test" in exps.stdout

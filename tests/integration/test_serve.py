@@ -14,7 +14,6 @@ import uuid
 
 import numpy as np
 import pytest
-
 from helpers.registry import (
     as_records,
     decode_b64_png,
@@ -39,20 +38,39 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     """One champion in the session store and `mlflow models serve` on it."""
-    from inpnet.registry.store import CHAMPION, client
     from inpnet.registry.register import register
+    from inpnet.registry.store import CHAMPION, client
 
     ensure_build_model()
     root = tmp_path_factory.mktemp("serve")
     uri, name = os.environ["MLFLOW_TRACKING_URI"], f"inpnet-serve-{uuid.uuid4().hex[:8]}"
     ckpt = make_checkpoint(root / "ckpt")
-    reg = register(ckpt, write_metrics(root / "metrics.json", 20.0, {"center": 20.0}, checkpoint=ckpt), tracking_uri=uri, name=name)
+    reg = register(
+        ckpt, write_metrics(root / "metrics.json", 20.0, {"center": 20.0}, checkpoint=ckpt), tracking_uri=uri, name=name
+    )
     client(uri).set_registered_model_alias(name, CHAMPION, reg.version)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{CHAMPION}",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=open(root / "serve.log", "wb"),  # noqa: SIM115 - open while the server runs
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{name}@{CHAMPION}",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "serve.log", "wb"),  # noqa: SIM115 - open while the server runs
         start_new_session=True,
         env={**subprocess_env(tmp_path_factory), "MLFLOW_TRACKING_URI": uri},
     )
@@ -68,7 +86,9 @@ def test_rest_server_inpaints_and_rejects_bad_input(served: str) -> None:
 
     image, hole = image_and_mask(45, 61)
     mask = np.where(hole, 255, 0).astype(np.uint8)
-    reply = requests.post(f"{served}/invocations", json=as_records(image=[png_b64(image)], mask=[png_b64(mask)]), timeout=60)
+    reply = requests.post(
+        f"{served}/invocations", json=as_records(image=[png_b64(image)], mask=[png_b64(mask)]), timeout=60
+    )
     assert reply.status_code == 200, reply.text
     result = decode_b64_png(reply.json()["predictions"][0]["image"])
     assert result.shape == image.shape and np.array_equal(result[~hole], image[~hole])
@@ -77,5 +97,7 @@ def test_rest_server_inpaints_and_rejects_bad_input(served: str) -> None:
     again = requests.post(f"{served}/invocations", json={**inverted, "params": {"invert_mask": True}}, timeout=60)
     assert again.status_code == 200 and np.array_equal(decode_b64_png(again.json()["predictions"][0]["image"]), result)
 
-    bad = requests.post(f"{served}/invocations", json=as_records(image=[png_b64(image)], mask=[png_b64(mask[:9])]), timeout=60)
+    bad = requests.post(
+        f"{served}/invocations", json=as_records(image=[png_b64(image)], mask=[png_b64(mask[:9])]), timeout=60
+    )
     assert bad.status_code == 400 and "must match" in bad.text

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.train import write_params, write_shards
 
 from inpnet.train.checkpoint import load_model, load_state, read_meta
-from helpers.train import write_params, write_shards
 
 ENTRY = Path(__file__).resolve().parents[1] / "helpers" / "train_entry.py"
 pytestmark = pytest.mark.slow
@@ -32,8 +32,20 @@ def test_cli_trains_and_resumes_on_real_shards(shards: Path, tmp_path: Path) -> 
     from inpnet.cli import main
 
     params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2)
-    args = ["train", "--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards.parent),
-            "--out", str(tmp_path / "models"), "--no-mlflow", "--device", "cpu"]
+    args = [
+        "train",
+        "--variant",
+        "inpnet_tiny",
+        "--params",
+        str(params),
+        "--shards",
+        str(shards.parent),
+        "--out",
+        str(tmp_path / "models"),
+        "--no-mlflow",
+        "--device",
+        "cpu",
+    ]
     assert main([*args, "--max-steps", "3"]) == 0
     ckpt = tmp_path / "models" / "inpnet_tiny"
     assert read_meta(ckpt)["step"] == 3
@@ -49,9 +61,26 @@ def test_sigterm_saves_a_checkpoint_before_exit(shards: Path, tmp_path: Path) ->
     log_path = tmp_path / "stderr.log"
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, str(ENTRY), "train", "--variant", "inpnet_tiny", "--params", str(params),
-             "--shards", str(shards), "--out", str(tmp_path / "models"), "--no-mlflow", "--device", "cpu"],
-            stderr=log_file, stdout=subprocess.DEVNULL, env=_env(), cwd=tmp_path,
+            [
+                sys.executable,
+                str(ENTRY),
+                "train",
+                "--variant",
+                "inpnet_tiny",
+                "--params",
+                str(params),
+                "--shards",
+                str(shards),
+                "--out",
+                str(tmp_path / "models"),
+                "--no-mlflow",
+                "--device",
+                "cpu",
+            ],
+            stderr=log_file,
+            stdout=subprocess.DEVNULL,
+            env=_env(),
+            cwd=tmp_path,
         )
         try:
             deadline = time.monotonic() + 180
@@ -77,10 +106,34 @@ def test_torchrun_two_cpu_ranks_write_a_loadable_checkpoint(shards: Path, tmp_pa
     params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2, log_every=1)
     out = tmp_path / "models"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ENTRY),
-         "train", "--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards),
-         "--out", str(out), "--no-mlflow", "--device", "cpu", "--max-steps", "3"],
-        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ENTRY),
+            "train",
+            "--variant",
+            "inpnet_tiny",
+            "--params",
+            str(params),
+            "--shards",
+            str(shards),
+            "--out",
+            str(out),
+            "--no-mlflow",
+            "--device",
+            "cpu",
+            "--max-steps",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=240,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     meta = read_meta(out / "inpnet_tiny")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.train import tiny_variant
 
 from inpnet.errors import CheckpointError
 from inpnet.train import checkpoint as ckpt
-from helpers.train import tiny_variant
 
 
 def _save(path: Path, step: int, model: torch.nn.Module | None = None) -> Path:
@@ -68,7 +68,9 @@ def test_load_model_uses_ema_weights_and_refuses_mismatched_weights(tmp_path: Pa
         for p in ema.parameters():
             p.fill_(0.25)
     state = {"step": 1}
-    target = ckpt.save_checkpoint(tmp_path / "c", variant=v, modules={"model": live, "model_ema": ema}, state=state, meta={"step": 1})
+    target = ckpt.save_checkpoint(
+        tmp_path / "c", variant=v, modules={"model": live, "model_ema": ema}, state=state, meta={"step": 1}
+    )
     loaded, _ = ckpt.load_model(target)
     assert all(torch.all(p == 0.25) for p in loaded.parameters())
     loaded_live, _ = ckpt.load_model(target, ema=False)
@@ -77,8 +79,9 @@ def test_load_model_uses_ema_weights_and_refuses_mismatched_weights(tmp_path: Pa
         ckpt.load_weights_into(torch.nn.Linear(3, 3), target, "model")
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temp_dir(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     from inpnet.errors import OutputError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers.params import params_for_tests
+
 from inpnet.models.cmgan import CMGAN
 from inpnet.models.composite import composite
 from inpnet.models.ffc import FFCResBlock

@@ -102,7 +102,9 @@ def test_an_empty_params_file_names_the_missing_sections(tmp_path: Path) -> None
     for text in ("", "# nothing here\n", "{}\n"):
         path = tmp_path / "params.yaml"
         path.write_text(text)
-        with pytest.raises(ConfigError, match=r"params.yaml: params file is empty; .*data, .*masks, .*train, .*evaluate, .*registry"):
+        with pytest.raises(
+            ConfigError, match=r"params.yaml: params file is empty; .*data, .*masks, .*train, .*evaluate, .*registry"
+        ):
             load_params(path)
 
 
@@ -114,7 +116,10 @@ def test_yaml_merge_keys_may_still_override(tmp_path: Path) -> None:
 
 
 def test_model_and_training_sizes_must_agree() -> None:
-    spec = {"train": {"image_size": 128}, "variants": {"big": {"family": "inpnet", "model": {"img_size": 64, "patch_size": 16}}}}
+    spec = {
+        "train": {"image_size": 128},
+        "variants": {"big": {"family": "inpnet", "model": {"img_size": 64, "patch_size": 16}}},
+    }
     params = parse_params(spec)  # defined but not trained by the pipeline: only refused when trained
     with pytest.raises(ConfigError, match=r"variants\.big: model\.img_size 64 and train\.image_size 128 must agree"):
         params.variant("big").check_sizes()

@@ -90,13 +90,18 @@ def test_stage_deps_cover_exactly_the_code_it_runs(stage: str, entry: str, deps:
     code_deps = [d for d in deps if d.split("/")[0] in PACKAGES]
     missing = sorted(str(p) for p in code if not any(_covers(d, p) for d in code_deps))
     assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not list them in deps: {missing}"
-    twice = sorted({d for d in code_deps if code_deps.count(d) > 1}
-                   | {d for d in code_deps for other in code_deps if other != d and Path(other) in Path(d).parents})
+    twice = sorted(
+        {d for d in code_deps if code_deps.count(d) > 1}
+        | {d for d in code_deps for other in code_deps if other != d and Path(other) in Path(d).parents}
+    )
     assert not twice, f"dvc.yaml stage {stage!r} lists these deps twice (or inside a listed folder): {twice}"
     unused = [d for d in code_deps if not any(_covers(d, p) for p in code)]
     assert not unused, f"dvc.yaml stage {stage!r} lists code it never imports: {unused}"
-    missing_files = [d for d in deps if not (REPO / d.replace("${item}", "x")).exists() and "${" not in d
-                     and d.split("/")[0] in PACKAGES]
+    missing_files = [
+        d
+        for d in deps
+        if not (REPO / d.replace("${item}", "x")).exists() and "${" not in d and d.split("/")[0] in PACKAGES
+    ]
     assert not missing_files, f"dvc.yaml stage {stage!r} lists files that do not exist: {missing_files}"
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import cli_error_lines
 from helpers.params import params_for_tests
+from PIL import Image
+
 from inpnet.cli import main
 from inpnet.config import EvalConfig
 from inpnet.errors import DataError
@@ -61,11 +61,39 @@ def _numbers_only(node) -> bool:
 @pytest.mark.slow
 def test_end_to_end_cli_writes_every_output(image_dir: Path, bank_dir: Path, tmp_path: Path) -> None:
     ref = tmp_path / "reports" / "baselines" / "navier_stokes"
-    assert main(["evaluate", "--method", "navier_stokes", "--images", str(image_dir), "--masks", str(bank_dir),
-                 "--out", str(ref)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--method",
+                "navier_stokes",
+                "--images",
+                str(image_dir),
+                "--masks",
+                str(bank_dir),
+                "--out",
+                str(ref),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "reports" / "telea"
-    code = main(["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(bank_dir),
-                 "--out", str(out), "--save-outputs", "--reference", str(tmp_path / "reports" / "baselines")])
+    code = main(
+        [
+            "evaluate",
+            "--method",
+            "telea",
+            "--images",
+            str(image_dir),
+            "--masks",
+            str(bank_dir),
+            "--out",
+            str(out),
+            "--save-outputs",
+            "--reference",
+            str(tmp_path / "reports" / "baselines"),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert _numbers_only(metrics)
@@ -81,12 +109,23 @@ def test_end_to_end_cli_writes_every_output(image_dir: Path, bank_dir: Path, tmp
     assert report["masks"]["kind"] == "bank" and report["skipped"] == []
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 12 and set(rows[0]) == {"image", "pattern", "ratio", "achieved_ratio", "mask", "psnr", "ssim",
-                                                "excluded"}
+    assert len(rows) == 12 and set(rows[0]) == {
+        "image",
+        "pattern",
+        "ratio",
+        "achieved_ratio",
+        "mask",
+        "psnr",
+        "ssim",
+        "excluded",
+    }
     assert all(r["excluded"] == "" for r in rows) and report["excluded"] == [] and metrics["overall"]["excluded"] == 0
     # bank pairing: image number k uses mask index k % per_cell in every cell
     assert {(r["image"], r["mask"]) for r in rows if r["pattern"] == "center" and r["ratio"] == "0.10"} == {
-        ("img0", "center/0.10/0000.png"), ("img1", "center/0.10/0001.png"), ("img2", "center/0.10/0000.png")}
+        ("img0", "center/0.10/0000.png"),
+        ("img1", "center/0.10/0001.png"),
+        ("img2", "center/0.10/0000.png"),
+    }
     table = (out / "table.md").read_text()
     assert "navier_stokes (reference)" in table and "FID/KID unavailable" in table
     for name in ("plots/psnr_by_ratio.png", "plots/ssim_by_ratio.png", "grid.png"):
@@ -118,8 +157,19 @@ def test_broken_files_are_skipped_and_listed(image_dir: Path, bank_dir: Path, tm
 def test_empty_folder_is_a_one_line_error_with_exit_code_2(tmp_path: Path, bank_dir: Path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = main(["evaluate", "--method", "telea", "--images", str(empty), "--masks", str(bank_dir),
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "evaluate",
+            "--method",
+            "telea",
+            "--images",
+            str(empty),
+            "--masks",
+            str(bank_dir),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(cli_error_lines(err)) == 1 and "no images" in err and str(empty) in err
     assert main(["compare", "--out", str(tmp_path / "c")]) == 2
@@ -207,8 +257,9 @@ def test_model_size_mismatch_is_refused(image_dir: Path, bank_dir: Path, tmp_pat
         evaluate(method, image_dir, bank_dir, out_dir=tmp_path / "o", cfg=_cfg())
 
 
-def test_fid_and_kid_per_bucket_with_a_stand_in_extractor(image_dir: Path, bank_dir: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fid_and_kid_per_bucket_with_a_stand_in_extractor(
+    image_dir: Path, bank_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Plumbing only: a random feature network stands in for InceptionV3."""
     import torch
 
@@ -222,8 +273,13 @@ def test_fid_and_kid_per_bucket_with_a_stand_in_extractor(image_dir: Path, bank_
 
     monkeypatch.setattr(fid, "fid_available", lambda path: (True, "ok"))
     monkeypatch.setattr(fid.FIDScorer, "from_weights", classmethod(lambda cls, path, device="cpu": cls(extractor)))
-    result = evaluate(resolve_method("telea"), image_dir, bank_dir, out_dir=tmp_path / "o",
-                      cfg=_cfg(fid_weights="stand-in.pth", kid_subset_size=3))
+    result = evaluate(
+        resolve_method("telea"),
+        image_dir,
+        bank_dir,
+        out_dir=tmp_path / "o",
+        cfg=_cfg(fid_weights="stand-in.pth", kid_subset_size=3),
+    )
     m = result.metrics
     assert isinstance(m["overall"]["fid"], float) and m["overall"]["fid"] >= 0
     cell = m["buckets"]["center"]["0.50"]
@@ -233,8 +289,9 @@ def test_fid_and_kid_per_bucket_with_a_stand_in_extractor(image_dir: Path, bank_
     assert "## FID by pattern and hole ratio" in table and "FID/KID unavailable" not in table
 
 
-def test_shard_folder_images_come_from_the_loader(tmp_path: Path, bank_dir: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shard_folder_images_come_from_the_loader(
+    tmp_path: Path, bank_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A folder with manifest.json is read through inpnet.data.loader.iter_eval_images (stand-in here)."""
     import sys
     import types
@@ -262,8 +319,9 @@ def test_shard_folder_images_come_from_the_loader(tmp_path: Path, bank_dir: Path
 
 
 @pytest.mark.slow
-def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Path, tmp_path: Path,
-                                                  repo_root: Path) -> None:
+def test_a_trained_checkpoint_folder_is_evaluated(
+    image_dir: Path, bank_dir: Path, tmp_path: Path, repo_root: Path
+) -> None:
     """A real (untrained) inpnet_tiny checkpoint written by the trainer's checkpoint writer."""
     import torch
 
@@ -273,11 +331,32 @@ def test_a_trained_checkpoint_folder_is_evaluated(image_dir: Path, bank_dir: Pat
     variant = params_for_tests().variant("inpnet_tiny")
     assert variant.model.img_size == SIZE
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "models" / "inpnet_tiny", variant=variant,
-                           modules={"model": build_model(variant.model)}, state={"step": 0}, meta={"step": 0})
+    ckpt = save_checkpoint(
+        tmp_path / "models" / "inpnet_tiny",
+        variant=variant,
+        modules={"model": build_model(variant.model)},
+        state={"step": 0},
+        meta={"step": 0},
+    )
     out = tmp_path / "report"
-    assert main(["evaluate", "--method", str(ckpt), "--images", str(image_dir), "--masks", str(bank_dir),
-                 "--out", str(out), "--limit", "2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--method",
+                str(ckpt),
+                "--images",
+                str(image_dir),
+                "--masks",
+                str(bank_dir),
+                "--out",
+                str(out),
+                "--limit",
+                "2",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "inpnet_tiny" and report["method_settings"]["kind"] == "model"
     assert report["method_settings"]["family"] == "inpnet" and report["pairs"] == 2 * 4
@@ -303,28 +382,49 @@ def test_decompression_bombs_are_skipped_before_decoding(image_dir: Path) -> Non
     assert reasons["bomb.jpg"].startswith("image is over the limit of 50.0 megapixels (Image size (3600000000 pixels)")
 
 
-def test_an_unwritable_out_is_a_one_line_error_before_any_work(image_dir: Path, bank_dir: Path, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unwritable_out_is_a_one_line_error_before_any_work(
+    image_dir: Path, bank_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "a-file").write_text("x")
-    cases = {tmp_path / "a-file": "the output folder is a file",
-             tmp_path / "a-file" / "ev": "a file of that name exists where a folder is needed"}
+    cases = {
+        tmp_path / "a-file": "the output folder is a file",
+        tmp_path / "a-file" / "ev": "a file of that name exists where a folder is needed",
+    }
     if Path("/sys/kernel").is_dir():  # even root cannot write /sys (chmod does not stop root)
         cases[Path("/sys/ev")] = "cannot lock the output folder"
     for out, reason in cases.items():
         capsys.readouterr()
-        code = main(["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(bank_dir),
-                     "--out", str(out), "--workers", "1"])
+        code = main(
+            [
+                "evaluate",
+                "--method",
+                "telea",
+                "--images",
+                str(image_dir),
+                "--masks",
+                str(bank_dir),
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+            ]
+        )
         lines = cli_error_lines(capsys.readouterr().err)
-        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"inpnet: error: {out}: ") and reason in lines[0], lines
+        assert (
+            code == 2 and len(lines) == 1 and lines[0].startswith(f"inpnet: error: {out}: ") and reason in lines[0]
+        ), lines
 
 
-def test_a_report_file_that_cannot_be_written_is_named_and_no_temp_file_stays(image_dir: Path, bank_dir: Path,
-                                                                               tmp_path: Path) -> None:
+def test_a_report_file_that_cannot_be_written_is_named_and_no_temp_file_stays(
+    image_dir: Path, bank_dir: Path, tmp_path: Path
+) -> None:
     from inpnet.errors import OutputError
 
     out = tmp_path / "ev"
     (out / "metrics.json").mkdir(parents=True)  # a folder where the report writes a file
-    with pytest.raises(OutputError, match=r"ev/metrics.json: cannot write: a folder stands where the file would be written; "):
+    with pytest.raises(
+        OutputError, match=r"ev/metrics.json: cannot write: a folder stands where the file would be written; "
+    ):
         evaluate(resolve_method("telea"), image_dir, bank_dir, out_dir=out, cfg=_cfg(), limit=1)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
 
@@ -347,7 +447,10 @@ def test_degenerate_pairs_are_listed_and_left_out_of_every_mean(image_dir: Path,
     assert result.metrics["patterns"]["external"]["n"] == 1
     report = json.loads((out / "report.json").read_text())
     assert report["pairs"] == 1
-    assert {(x["image"], x["reason"].split(":")[0]) for x in report["excluded"]} == {("img1", "empty hole"), ("img2", "full hole")}
+    assert {(x["image"], x["reason"].split(":")[0]) for x in report["excluded"]} == {
+        ("img1", "empty hole"),
+        ("img2", "full hole"),
+    }
     with open(out / "per_image.csv") as f:
         rows = {r["image"]: r for r in csv.DictReader(f)}
     assert rows["img1"]["excluded"].startswith("empty hole") and rows["img1"]["psnr"] == ""
@@ -373,6 +476,8 @@ def test_only_degenerate_masks_is_a_one_line_error(image_dir: Path, tmp_path: Pa
     d = tmp_path / "m"
     d.mkdir()
     Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(d / "empty.png")
-    code = main(["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(d), "--out", str(tmp_path / "o")])
+    code = main(
+        ["evaluate", "--method", "telea", "--images", str(image_dir), "--masks", str(d), "--out", str(tmp_path / "o")]
+    )
     lines = cli_error_lines(capsys.readouterr().err)
     assert code == 2 and len(lines) == 1 and "all 3 pairs are left out" in lines[0] and "empty hole" in lines[0]

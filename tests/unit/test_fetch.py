@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_error_lines
 from helpers.range_server import RangeServer, Route
 
-from conftest import cli_error_lines
 from inpnet.cli import main
 from inpnet.config import FetchConfig, RemoteFile
 from inpnet.data.fetch import download, fetch_places365, places365_files, rebase_url
@@ -35,8 +35,14 @@ def _md5(data: bytes) -> str:
 
 def test_interrupted_transfer_resumes_with_range_and_verifies(server, payload, tmp_path):
     server.routes["/big.tar"] = Route(payload, drop_after=[70_000, 50_000])
-    dest = download(server.url("/big.tar"), tmp_path / "big.tar", size=len(payload), md5=_md5(payload),
-                    sha256=hashlib.sha256(payload).hexdigest(), **FAST)
+    dest = download(
+        server.url("/big.tar"),
+        tmp_path / "big.tar",
+        size=len(payload),
+        md5=_md5(payload),
+        sha256=hashlib.sha256(payload).hexdigest(),
+        **FAST,
+    )
     assert dest.read_bytes() == payload
     assert not (tmp_path / "big.tar.part").exists()
     # each retry asks for the rest from exactly where the dropped connection stopped
@@ -130,11 +136,11 @@ def test_gives_up_without_progress_and_keeps_resumable_part(server, payload, tmp
 
 def test_places365_urls_overrides_and_mirror():
     cfg = FetchConfig()
-    (name, remote), = places365_files("val", cfg, url_base="http://mirror/p365/")
+    ((name, remote),) = places365_files("val", cfg, url_base="http://mirror/p365/")
     assert name == "val" and remote.url == "http://mirror/p365/val_large.tar"
     assert remote.md5 == "9b71c4993ad89d2d8bcbdc4aef38042f"
     assert [n for n, _ in places365_files("all", cfg)] == ["filelist", "val", "train"]
-    (_, remote), = places365_files("train", cfg, {"train": "http://x/t.tar"})
+    ((_, remote),) = places365_files("train", cfg, {"train": "http://x/t.tar"})
     assert remote.url == "http://x/t.tar"
     assert rebase_url("http://a/b/c.tar", "http://m") == "http://m/c.tar"
     with pytest.raises(DownloadError, match="unknown Places365 part 'test'"):
@@ -144,9 +150,14 @@ def test_places365_urls_overrides_and_mirror():
 def test_fetch_places365_through_a_mirror(server, tmp_path):
     data = b"filelist tar bytes" * 100
     server.routes["/m/filelist_places365-standard.tar"] = Route(data)
-    cfg = FetchConfig(filelist=RemoteFile(url="http://unused/filelist_places365-standard.tar",
-                                          filename="filelist_places365-standard.tar", md5=_md5(data)),
-                      backoff_s=0)
+    cfg = FetchConfig(
+        filelist=RemoteFile(
+            url="http://unused/filelist_places365-standard.tar",
+            filename="filelist_places365-standard.tar",
+            md5=_md5(data),
+        ),
+        backoff_s=0,
+    )
     (path,) = fetch_places365("filelist", tmp_path, cfg, url_base=server.url("/m"), progress=False)
     assert path == tmp_path / "filelist_places365-standard.tar" and path.read_bytes() == data
 
@@ -155,14 +166,42 @@ def test_cli_fetch_exit_codes(server, tmp_path, capsys):
     data = b"x" * 5000
     server.routes["/m/val_large.tar"] = Route(data)
     params = tmp_path / "params.yaml"
-    params.write_text(f"data:\n  fetch:\n    backoff_s: 0\n    retries: 0\n    val:\n"
-                      f"      url: http://unused/val_large.tar\n      filename: val_large.tar\n      md5: {_md5(data)}\n")
-    ok = main(["data", "fetch", "--what", "val", "--dest", str(tmp_path / "raw"), "--url-base", server.url("/m"),
-               "--params", str(params), "--no-progress"])
+    params.write_text(
+        f"data:\n  fetch:\n    backoff_s: 0\n    retries: 0\n    val:\n"
+        f"      url: http://unused/val_large.tar\n      filename: val_large.tar\n      md5: {_md5(data)}\n"
+    )
+    ok = main(
+        [
+            "data",
+            "fetch",
+            "--what",
+            "val",
+            "--dest",
+            str(tmp_path / "raw"),
+            "--url-base",
+            server.url("/m"),
+            "--params",
+            str(params),
+            "--no-progress",
+        ]
+    )
     assert ok == 0 and (tmp_path / "raw" / "val_large.tar").read_bytes() == data
     capsys.readouterr()
-    code = main(["data", "fetch", "--what", "train", "--dest", str(tmp_path / "raw"), "--url-base",
-                 server.url("/m"), "--params", str(params), "--no-progress"])
+    code = main(
+        [
+            "data",
+            "fetch",
+            "--what",
+            "train",
+            "--dest",
+            str(tmp_path / "raw"),
+            "--url-base",
+            server.url("/m"),
+            "--params",
+            str(params),
+            "--no-progress",
+        ]
+    )
     err = cli_error_lines(capsys.readouterr().err)
     assert code == 2 and len(err) == 1 and "HTTP 404" in err[0] and "train_large_places365standard.tar" in err[0]
 

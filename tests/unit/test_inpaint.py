@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.registry import StandIn, image_and_mask, make_checkpoint, real_build_available, tiny_variant
 from PIL import Image
 
 from inpnet.errors import DataError, MaskError
-from inpnet.inpaint import Inpainter, inpaint_image, inpaint_files, inpaint_folder
-from helpers.registry import StandIn, image_and_mask, make_checkpoint, real_build_available, tiny_variant
+from inpnet.inpaint import Inpainter, inpaint_files, inpaint_folder, inpaint_image
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +178,7 @@ def test_cli_inpaint_into_an_unwritable_out_is_one_line_and_leaves_no_temp_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from conftest import cli_error_lines
+
     from inpnet.cli import main
 
     ckpt = make_checkpoint(tmp_path / "ckpt")
@@ -185,8 +186,10 @@ def test_cli_inpaint_into_an_unwritable_out_is_one_line_and_leaves_no_temp_file(
     img_p, mask_p = _write(tmp_path / "img.png", image), _write(tmp_path / "mask.png", _mask_png(hole))
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "a-file").write_text("x")
-    cases = {tmp_path / "folder.png": "a folder of that name exists",
-             tmp_path / "a-file" / "x.png": "a file of that name exists where a folder is needed"}
+    cases = {
+        tmp_path / "folder.png": "a folder of that name exists",
+        tmp_path / "a-file" / "x.png": "a file of that name exists where a folder is needed",
+    }
     if Path("/sys/kernel").is_dir():  # even root cannot write /sys (chmod does not stop root)
         cases[Path("/sys/x.png")] = "cannot write"
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -194,6 +197,8 @@ def test_cli_inpaint_into_an_unwritable_out_is_one_line_and_leaves_no_temp_file(
         capsys.readouterr()
         code = main(["inpaint", "--model", str(ckpt), "--image", str(img_p), "--mask", str(mask_p), "--out", str(out)])
         lines = cli_error_lines(capsys.readouterr().err)
-        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"inpnet: error: {out}: ") and reason in lines[0], lines
+        assert (
+            code == 2 and len(lines) == 1 and lines[0].startswith(f"inpnet: error: {out}: ") and reason in lines[0]
+        ), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == before and list((tmp_path / "folder.png").iterdir()) == []
     assert not Path("/sys/.x.png.tmp").exists()

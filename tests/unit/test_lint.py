@@ -81,6 +81,11 @@ def test_ruff_check_is_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_ruff_format_is_clean() -> None:
+    proc = _run(_tool("ruff"), "format", "--check", ".")
+    assert proc.returncode == 0, "run `uv run ruff format .`:\n" + proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_mypy_is_clean() -> None:
     proc = _run(_tool("mypy"))  # the files and the strictness come from pyproject.toml

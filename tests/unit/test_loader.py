@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from PIL import Image
 from helpers.places_tar import build_train_tar
+from PIL import Image
 
 from inpnet.config import ShardConfig
 from inpnet.data.jpeg import scaled_request
@@ -45,7 +45,9 @@ def _keys(loader) -> list[str]:
 def test_two_ranks_two_workers_are_disjoint_and_cover_each_sample_once(shards: Path) -> None:
     seen: list[str] = []
     for rank in range(2):
-        loader = make_loader(shards, image_size=16, batch_size=3, train=True, num_workers=2, rank=rank, world_size=2, seed=7)
+        loader = make_loader(
+            shards, image_size=16, batch_size=3, train=True, num_workers=2, rank=rank, world_size=2, seed=7
+        )
         seen += _keys(loader)
     assert len(seen) == N_SAMPLES  # nobody sees a sample twice ...
     assert sorted(seen) == sorted(_all_keys(shards))  # ... and together they see all
@@ -63,7 +65,9 @@ def test_worker_split_within_a_rank_is_disjoint(shards: Path, monkeypatch: pytes
 
 def test_shuffle_is_seeded_by_epoch(shards: Path) -> None:
     def order(seed: int, epoch: int) -> list[str]:
-        return _keys(make_loader(shards, image_size=16, batch_size=8, train=True, seed=seed, epoch=epoch, shuffle_buffer=8))
+        return _keys(
+            make_loader(shards, image_size=16, batch_size=8, train=True, seed=seed, epoch=epoch, shuffle_buffer=8)
+        )
 
     first = order(0, 0)
     assert first == order(0, 0)
@@ -72,7 +76,9 @@ def test_shuffle_is_seeded_by_epoch(shards: Path) -> None:
 
 
 def test_batches_have_the_contract_shapes_and_labels(shards: Path) -> None:
-    labels = {s["__key__"]: json.loads(s["json"])["label"] for s in wds.WebDataset(shard_urls(shards), shardshuffle=False)}
+    labels = {
+        s["__key__"]: json.loads(s["json"])["label"] for s in wds.WebDataset(shard_urls(shards), shardshuffle=False)
+    }
     batch = next(iter(make_loader(shards, image_size=24, batch_size=5, train=True)))
     assert batch["image"].shape == (5, 3, 24, 24) and batch["image"].dtype == torch.float32
     assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
@@ -82,7 +88,9 @@ def test_batches_have_the_contract_shapes_and_labels(shards: Path) -> None:
 
 def test_resampled_mode_is_infinite_and_seeded(shards: Path) -> None:
     def first_keys(seed: int) -> list[str]:
-        loader = make_loader(shards, image_size=16, batch_size=8, train=True, resampled=True, seed=seed, rank=1, world_size=3)
+        loader = make_loader(
+            shards, image_size=16, batch_size=8, train=True, resampled=True, seed=seed, rank=1, world_size=3
+        )
         return [k for batch in itertools.islice(loader, 6) for k in batch["key"]]
 
     keys = first_keys(3)
@@ -136,8 +144,17 @@ def _hand_made_shard(root: Path, jpeg: bytes, settings: dict) -> Path:
     writer.add("k0.json", b"{}")
     sha = writer.close()
     size = (root / "val-000000.tar").stat().st_size
-    record = ShardRecord(index=0, name="val-000000.tar", member_start=0, member_end=1, first_member="m", last_member="m",
-                         samples=1, bytes=size, sha256=sha)
+    record = ShardRecord(
+        index=0,
+        name="val-000000.tar",
+        member_start=0,
+        member_end=1,
+        first_member="m",
+        last_member="m",
+        samples=1,
+        bytes=size,
+        sha256=sha,
+    )
     Manifest(split="val", fingerprint="f", source={}, settings=settings, shards=[record], rejected=[]).write(root)
     return root
 
@@ -147,7 +164,9 @@ def test_decompression_bomb_in_a_shard_is_a_data_error_before_decoding(tmp_path:
 
     good = jpeg_bytes(np.random.default_rng(0), 64, 48)
     bomb = _hand_made_shard(tmp_path / "bomb", claims_size(good, 60000, 60000), {})
-    with pytest.raises(DataError, match=r"sample 'k0' is unreadable \(JPEG is 60000x60000 \(3600.0 megapixels\), over the limit"):
+    with pytest.raises(
+        DataError, match=r"sample 'k0' is unreadable \(JPEG is 60000x60000 \(3600.0 megapixels\), over the limit"
+    ):
         list(iter_eval_images(bomb, image_size=16))
     with pytest.raises(DataError, match=r"60000x60000"):
         next(iter(make_loader(bomb, image_size=16, batch_size=1, train=True)))
@@ -155,4 +174,7 @@ def test_decompression_bomb_in_a_shard_is_a_data_error_before_decoding(tmp_path:
     strict = _hand_made_shard(tmp_path / "strict", good, {"max_pixels": 64 * 48 - 1})
     with pytest.raises(DataError, match=r"64x48 .* over the limit of 0.0"):
         list(iter_eval_images(strict, image_size=16))
-    assert len(list(iter_eval_images(_hand_made_shard(tmp_path / "ok", good, {"max_pixels": 64 * 48}), image_size=16))) == 1
+    assert (
+        len(list(iter_eval_images(_hand_made_shard(tmp_path / "ok", good, {"max_pixels": 64 * 48}), image_size=16)))
+        == 1
+    )

@@ -35,7 +35,9 @@ def test_reconstruction_known_values() -> None:
 
 def test_reconstruction_with_empty_hole_is_whole_image_loss() -> None:
     image = torch.zeros(1, 3, 4, 4)
-    total, parts = losses.reconstruction_loss(image, torch.zeros(1, 1, 4, 4), image + 0.2, hole_weight=1.0, valid_weight=1.0)
+    total, parts = losses.reconstruction_loss(
+        image, torch.zeros(1, 1, 4, 4), image + 0.2, hole_weight=1.0, valid_weight=1.0
+    )
     assert parts["mse_hole"].item() == 0.0
     assert total.item() == pytest.approx(0.04)
     with pytest.raises(ValueError, match="mse"):
@@ -123,7 +125,9 @@ def test_r1_on_patchgan_is_finite_positive_and_trains_d() -> None:
     assert 0 < masked.item() < r1.item()
     r1.backward()  # double backward reaches every weight of D (biases do not change a piecewise-linear D's slope)
     weights = [p for name, p in d.named_parameters() if p.ndim > 1]
-    assert weights and all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in weights)
+    assert weights and all(
+        p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in weights
+    )
     gp = losses.gradient_penalty(d, image, torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)), mask)
     assert torch.isfinite(gp)
 

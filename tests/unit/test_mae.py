@@ -16,7 +16,14 @@ from inpnet.models.mae_weights import load_mae_weights, map_mae_keys, read_state
 from inpnet.models.patches import patch_mask
 
 TINY = MAEModelConfig(
-    img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    decoder_embed_dim=32,
+    decoder_depth=1,
+    decoder_num_heads=2,
 )
 
 
@@ -93,8 +100,16 @@ def _official(model: MAE, *, encoder_only: bool = False) -> dict[str, torch.Tens
 def test_key_map_round_trip(tmp_path: Path, fmt: str) -> None:
     source = _model(seed=1)
     state = _official(source)
-    assert {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "decoder_embed.weight", "pos_embed",
-            "decoder_pos_embed", "mask_token", "cls_token", "decoder_pred.weight"} <= set(state)
+    assert {
+        "patch_embed.proj.weight",
+        "blocks.0.attn.qkv.weight",
+        "decoder_embed.weight",
+        "pos_embed",
+        "decoder_pos_embed",
+        "mask_token",
+        "cls_token",
+        "decoder_pred.weight",
+    } <= set(state)
     path = tmp_path / f"mae.{fmt}"
     if fmt == "pth":
         ddp = {f"module.{k}": v for k, v in state.items()}

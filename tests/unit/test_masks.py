@@ -8,8 +8,8 @@ import torch
 
 from inpnet.config import TrainMasksConfig
 from inpnet.errors import MaskError
-from inpnet.masks import GEOMETRIC_PATTERNS, PATTERNS, MaskMixture, make_mask
 from inpnet.images import hole_ratio
+from inpnet.masks import GEOMETRIC_PATTERNS, PATTERNS, MaskMixture, make_mask
 
 SIZES = [(32, 32), (64, 48), (100, 140), (128, 128), (256, 256)]
 RATIOS = [0.02, 0.1, 0.25, 0.5, 0.75, 0.9]

@@ -11,8 +11,8 @@ from PIL import Image
 
 from inpnet.cli import main
 from inpnet.errors import MaskError
-from inpnet.masks import BankMask, load_bank, write_bank
 from inpnet.images import read_mask_png
+from inpnet.masks import BankMask, load_bank, write_bank
 
 ARGS = dict(size=32, ratios=[0.0, 0.1, 0.5], per_cell=2, seed=4)
 
@@ -106,8 +106,24 @@ def test_load_bank_reports_missing_pieces(tmp_path: Path) -> None:
 def test_cli_bank_and_show(tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bank"
     params = str(repo_root / "params.yaml")
-    args = ["masks", "bank", "--out", str(out), "--size", "32", "--patterns", "center,edges", "--ratios", "0.1,0.5",
-            "--per-cell", "2", "--seed", "3", "--params", params]
+    args = [
+        "masks",
+        "bank",
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--patterns",
+        "center,edges",
+        "--ratios",
+        "0.1,0.5",
+        "--per-cell",
+        "2",
+        "--seed",
+        "3",
+        "--params",
+        params,
+    ]
     assert main(args) == 0
     assert len(load_bank(out)) == 8
     assert main(["masks", "show", str(out)]) == 0

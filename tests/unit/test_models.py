@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from helpers.params import params_for_tests
+
 from inpnet.config import InpNetModelConfig
 from inpnet.errors import ConfigError
 from inpnet.models.blocks import (
@@ -43,7 +43,14 @@ def _batch(size: int = 32, b: int = 3, seed: int = 0) -> tuple[torch.Tensor, tor
 def test_timm_parts_build_with_mae_names() -> None:
     block = make_vit_block(32, 2, mlp_ratio=2.0)
     names = {n for n, _ in block.named_parameters()}
-    assert {"norm1.weight", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.bias"} <= names
+    assert {
+        "norm1.weight",
+        "attn.qkv.weight",
+        "attn.qkv.bias",
+        "attn.proj.weight",
+        "mlp.fc1.weight",
+        "mlp.fc2.bias",
+    } <= names
     assert block(torch.randn(2, 5, 32)).shape == (2, 5, 32)
     embed = make_patch_embed(img_size=32, patch_size=8, in_chans=4, embed_dim=16)
     assert embed.proj.weight.shape == (16, 4, 8, 8)
@@ -92,7 +99,9 @@ def test_forward_shape_range_grad_and_composite(params, variant: str) -> None:
     assert pred.min() >= 0 and pred.max() <= 1
     ((pred - image) ** 2).mean().backward()
     no_grad = [
-        n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+        n
+        for n, p in model.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
     ]
     assert not no_grad, f"parameters without gradient: {no_grad}"
     out = composite(image, mask, pred.detach())
@@ -185,8 +194,11 @@ def test_inpnet_decoder_runs_in_fp32_under_bf16_autocast(params) -> None:
     oneDNN bf16 on AMX CPUs), GroupNorm, head and sigmoid see fp32, and the output is fp32."""
     model = build_model(params.variant("inpnet_tiny").model).eval()
     seen: dict[str, torch.dtype] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=name: seen.__setitem__(n, out.dtype))
-             for name, m in model.named_modules() if name.startswith(("stages", "skips", "head"))]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=name: seen.__setitem__(n, out.dtype))
+        for name, m in model.named_modules()
+        if name.startswith(("stages", "skips", "head"))
+    ]
     image, mask = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
     mask[:, :, 8:20, 4:28] = 1
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -90,7 +90,12 @@ def test_sampler_without_keys_warns_and_from_config(tmp_path: Path, caplog: pyte
     _write_maps(tmp_path / "seg", n=2)
     cfg = TrainMasksConfig(object_dir=str(tmp_path / "seg"), object_prob=1.0, max_ratio=0.4, warmup_steps=10)
     sampler = ObjectMaskSampler.from_config(cfg)
-    assert sampler.current_max_ratio(0) < sampler.current_max_ratio(9) < sampler.current_max_ratio(10) == pytest.approx(0.4)
+    assert (
+        sampler.current_max_ratio(0)
+        < sampler.current_max_ratio(9)
+        < sampler.current_max_ratio(10)
+        == pytest.approx(0.4)
+    )
     mixture = MaskMixture(cfg)  # one warm-up ramp for both training samplers
     assert [sampler.current_max_ratio(s) for s in range(12)] == [mixture.current_max_ratio(s) for s in range(12)]
     with caplog.at_level("WARNING"):

@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.locks import lock_held_elsewhere
 
 from inpnet.errors import OutputError, OutputLockedError
 from inpnet.outputs import FolderLock, locks_output, write_atomic
-from helpers.locks import lock_held_elsewhere
 
 
 def test_a_folder_locked_by_another_process_names_its_pid_and_time(tmp_path: Path) -> None:
@@ -67,8 +67,10 @@ def test_the_decorator_holds_the_lock_for_the_call(tmp_path: Path) -> None:
 
 def test_an_output_folder_that_cannot_be_created_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError,
-                       match=r"file/out: cannot lock the output folder: a file of that name exists where a folder is needed \(.*/file\)"):
+    with pytest.raises(
+        OutputError,
+        match=r"file/out: cannot lock the output folder: a file of that name exists where a folder is needed \(.*/file\)",
+    ):
         FolderLock(tmp_path / "file" / "out").acquire()
     with pytest.raises(OutputError, match=r"file: the output folder is a file"):
         FolderLock(tmp_path / "file").acquire()
@@ -105,13 +107,16 @@ def test_a_folder_under_sys_cannot_be_locked() -> None:
 def _locked_run(capsys: pytest.CaptureFixture[str], folder: Path, argv: list[str]) -> str:
     """Run the CLI while another process holds ``folder``; returns its one error line."""
     from conftest import cli_error_lines
+
     from inpnet.cli import main
 
     capsys.readouterr()
     with lock_held_elsewhere(folder) as holder:
         assert main(argv) == 2
     lines = cli_error_lines(capsys.readouterr().err)
-    assert len(lines) == 1 and lines[0].startswith(f"inpnet: error: {folder} is locked by PID {holder.pid} since "), lines
+    assert len(lines) == 1 and lines[0].startswith(f"inpnet: error: {folder} is locked by PID {holder.pid} since "), (
+        lines
+    )
     return lines[0]
 
 
@@ -124,27 +129,90 @@ def test_two_shard_runs_into_one_out_the_second_is_refused(tmp_path: Path, capsy
 
     places = build_train_tar(tmp_path / "raw", n_good=6, bad=False)
     out = tmp_path / "shards" / "train"
-    argv = ["data", "shard", "--no-prefect", "--split", "train", "--tar", str(places.tar), "--filelist",
-            str(places.filelist), "--out", str(out), "--workers", "1", "--params", str(tmp_path / "none.yaml")]
+    argv = [
+        "data",
+        "shard",
+        "--no-prefect",
+        "--split",
+        "train",
+        "--tar",
+        str(places.tar),
+        "--filelist",
+        str(places.filelist),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--params",
+        str(tmp_path / "none.yaml"),
+    ]
     (tmp_path / "none.yaml").write_text("data:\n  shard: {samples_per_shard: 3, shard_multiple: 1}\n")
     _locked_run(capsys, out, [*argv, "--resize", "32"])
     assert not out.exists() or not any(out.iterdir())  # the refused run wrote nothing
     assert main(argv) == 0  # the holder is gone: its lock is taken over
     manifest = load_manifest(out)
-    assert all(file_sha256(out / s.name) == s.sha256 and (out / s.name).stat().st_size == s.bytes for s in manifest.shards)
+    assert all(
+        file_sha256(out / s.name) == s.sha256 and (out / s.name).stat().st_size == s.bytes for s in manifest.shards
+    )
 
 
-def test_mask_bank_evaluate_compare_and_train_refuse_a_locked_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                                     repo_root: Path) -> None:
+def test_mask_bank_evaluate_compare_and_train_refuse_a_locked_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_root: Path
+) -> None:
     missing = tmp_path / "missing"  # inputs that do not exist: the lock is checked before any work
-    _locked_run(capsys, tmp_path / "bank", ["masks", "bank", "--out", str(tmp_path / "bank"), "--size", "16",
-                                            "--patterns", "center", "--ratios", "0.3", "--per-cell", "1",
-                                            "--params", str(missing / "params.yaml")])
-    _locked_run(capsys, tmp_path / "ev", ["evaluate", "--method", "telea", "--images", str(missing), "--masks",
-                                          str(missing), "--out", str(tmp_path / "ev")])
+    _locked_run(
+        capsys,
+        tmp_path / "bank",
+        [
+            "masks",
+            "bank",
+            "--out",
+            str(tmp_path / "bank"),
+            "--size",
+            "16",
+            "--patterns",
+            "center",
+            "--ratios",
+            "0.3",
+            "--per-cell",
+            "1",
+            "--params",
+            str(missing / "params.yaml"),
+        ],
+    )
+    _locked_run(
+        capsys,
+        tmp_path / "ev",
+        [
+            "evaluate",
+            "--method",
+            "telea",
+            "--images",
+            str(missing),
+            "--masks",
+            str(missing),
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     _locked_run(capsys, tmp_path / "cmp", ["compare", str(missing), "--out", str(tmp_path / "cmp")])
     from helpers.train import write_params
 
-    _locked_run(capsys, tmp_path / "models" / "inpnet_tiny",
-                ["train", "--variant", "inpnet_tiny", "--params", str(write_params(tmp_path / "params.yaml")), "--shards",
-                 str(tmp_path), "--out", str(tmp_path / "models"), "--no-mlflow", "--device", "cpu"])
+    _locked_run(
+        capsys,
+        tmp_path / "models" / "inpnet_tiny",
+        [
+            "train",
+            "--variant",
+            "inpnet_tiny",
+            "--params",
+            str(write_params(tmp_path / "params.yaml")),
+            "--shards",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "models"),
+            "--no-mlflow",
+            "--device",
+            "cpu",
+        ],
+    )

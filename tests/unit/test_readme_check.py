@@ -46,8 +46,9 @@ def test_same_figures_pass_and_noise_is_tolerated(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("edit", [("22.00", "23.00"), ("| telea (reference) | 30.37 | 22.61 |\n", "")])
-def test_a_changed_or_missing_cell_on_the_same_cpu_fails(tmp_path: Path, edit: tuple[str, str],
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_changed_or_missing_cell_on_the_same_cpu_fails(
+    tmp_path: Path, edit: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _check()(_files(tmp_path, SUMMARY.replace(*edit))) == 1
     assert "free_form" in capsys.readouterr().out
 

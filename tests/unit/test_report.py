@@ -18,9 +18,18 @@ def _rows(offset: float = 0.0) -> list[dict]:
     rows = []
     for pattern in ("center", "random"):
         for ratio, base in (("0.10", 30.0), ("0.50", 20.0)):
-            rows.extend({"image": f"im{k}", "pattern": pattern, "ratio": ratio, "achieved_ratio": float(ratio),
-                         "mask": f"{pattern}/{ratio}/000{k}.png", "psnr": base + k + offset,
-                         "ssim": 0.5 + 0.1 * k} for k in range(2))
+            rows.extend(
+                {
+                    "image": f"im{k}",
+                    "pattern": pattern,
+                    "ratio": ratio,
+                    "achieved_ratio": float(ratio),
+                    "mask": f"{pattern}/{ratio}/000{k}.png",
+                    "psnr": base + k + offset,
+                    "ssim": 0.5 + 0.1 * k,
+                }
+                for k in range(2)
+            )
     return rows
 
 
@@ -42,7 +51,12 @@ def test_aggregate_means_counts_and_layout() -> None:
 def test_excluded_rows_and_exact_matches_stay_out_of_every_mean() -> None:
     rows = [
         *_rows(),
-        {"pattern": "center", "ratio": "0.10", "psnr": math.inf, "ssim": 1.0},  # exact match: no number can stand for it
+        {
+            "pattern": "center",
+            "ratio": "0.10",
+            "psnr": math.inf,
+            "ssim": 1.0,
+        },  # exact match: no number can stand for it
         {"pattern": "center", "ratio": "0.00", "psnr": None, "ssim": None, "excluded": "empty hole: ..."},
         {"pattern": "edges", "ratio": "0.50", "psnr": None, "ssim": None, "excluded": "full hole: ..."},
     ]
@@ -57,11 +71,15 @@ def test_excluded_rows_and_exact_matches_stay_out_of_every_mean() -> None:
 
 def _write(folder: Path, name: str, offset: float, kind: str = "model") -> Path:
     rows = _rows(offset)
-    report = {"method": name, "method_settings": {"kind": kind}, "pairs": len(rows),
-              "images": {"source": "imgs", "kind": "folder", "count": 2, "size": 32},
-              "masks": {"source": "bank", "kind": "bank", "pairing": "bank"},
-              "fid": {"available": False, "reason": "evaluate.fid_weights is not set"},
-              "skipped": [{"path": "imgs/broken.jpg", "reason": "cannot read image"}]}
+    report = {
+        "method": name,
+        "method_settings": {"kind": kind},
+        "pairs": len(rows),
+        "images": {"source": "imgs", "kind": "folder", "count": 2, "size": 32},
+        "masks": {"source": "bank", "kind": "bank", "pairing": "bank"},
+        "fid": {"available": False, "reason": "evaluate.fid_weights is not set"},
+        "skipped": [{"path": "imgs/broken.jpg", "reason": "cannot read image"}],
+    }
     write_report(folder, metrics=aggregate(rows), report=report, rows=rows)
     return folder
 
@@ -71,11 +89,21 @@ def test_write_report_files_and_table(tmp_path: Path) -> None:
     ref = _write(tmp_path / "baselines" / "telea", "telea", -5.0, kind="baseline")
     out = tmp_path / "model"
     rows = _rows(1.0)
-    write_report(out, metrics=aggregate(rows), report={"method": "inpnet_s", "fid": {"available": False, "reason": "no weights"},
-                                                     "skipped": []},
-                 rows=rows, references=load_reports([tmp_path / "baselines"]))
-    for name in ("metrics.json", "report.json", "per_image.csv", "table.md", "plots/psnr_by_ratio.png",
-                 "plots/ssim_by_ratio.png"):
+    write_report(
+        out,
+        metrics=aggregate(rows),
+        report={"method": "inpnet_s", "fid": {"available": False, "reason": "no weights"}, "skipped": []},
+        rows=rows,
+        references=load_reports([tmp_path / "baselines"]),
+    )
+    for name in (
+        "metrics.json",
+        "report.json",
+        "per_image.csv",
+        "table.md",
+        "plots/psnr_by_ratio.png",
+        "plots/ssim_by_ratio.png",
+    ):
         assert (out / name).is_file(), name
     assert _numbers_only(json.loads((out / "metrics.json").read_text()))
     csv_lines = (out / "per_image.csv").read_text().splitlines()
@@ -140,14 +168,23 @@ def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference
     _write(tmp_path / "broken", "inpnet_s", -9.0)  # a one-colour fill: below flat, far below telea
     _write(tmp_path / "close", "mae_s", -0.5)  # within 1 dB of telea: no warning
     _write(tmp_path / "behind", "cmgan_s", -3.0)
-    summary = compare_reports([tmp_path / "baselines", tmp_path / "broken", tmp_path / "close", tmp_path / "behind"],
-                              tmp_path / "cmp", reference="telea", max_gap_db=1.0)
+    summary = compare_reports(
+        [tmp_path / "baselines", tmp_path / "broken", tmp_path / "close", tmp_path / "behind"],
+        tmp_path / "cmp",
+        reference="telea",
+        max_gap_db=1.0,
+    )
     warnings = summary["warnings"]
-    assert any(w.startswith("WARNING: inpnet_s is below the flat mean-colour fill in 2 pattern(s)") and
-               "has not learned to inpaint" in w for w in warnings), warnings
+    assert any(
+        w.startswith("WARNING: inpnet_s is below the flat mean-colour fill in 2 pattern(s)")
+        and "has not learned to inpaint" in w
+        for w in warnings
+    ), warnings
     assert any(w.startswith("WARNING: inpnet_s is more than 1 dB below telea") for w in warnings), warnings
-    assert any(w.startswith("WARNING: cmgan_s is more than 1 dB below telea") and "would not be promoted" in w
-               for w in warnings), warnings
+    assert any(
+        w.startswith("WARNING: cmgan_s is more than 1 dB below telea") and "would not be promoted" in w
+        for w in warnings
+    ), warnings
     assert not any("mae_s" in w for w in warnings) and not any("cmgan_s is below the flat" in w for w in warnings)
     table = (tmp_path / "cmp" / "table.md").read_text()
     head = table.split("## Overall")[0]

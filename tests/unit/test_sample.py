@@ -45,8 +45,13 @@ def test_two_runs_are_byte_identical(sample, tmp_path):
     again = write_sample(tmp_path, CFG)
     for key, path in sample.items():
         assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(again[key].read_bytes()).digest(), key
-    other = write_sample(tmp_path / "seed1", CFG.model_copy(update={"seed": 1, "train_per_category": 2, "val_per_category": 1}))
-    assert _files(other["val"])["val_large/Places365_val_00000001.jpg"] != _files(sample["val"])["val_large/Places365_val_00000001.jpg"]
+    other = write_sample(
+        tmp_path / "seed1", CFG.model_copy(update={"seed": 1, "train_per_category": 2, "val_per_category": 1})
+    )
+    assert (
+        _files(other["val"])["val_large/Places365_val_00000001.jpg"]
+        != _files(sample["val"])["val_large/Places365_val_00000001.jpg"]
+    )
 
 
 def test_tar_headers_are_fixed_and_plain(sample):
@@ -111,9 +116,15 @@ def test_train_and_val_come_from_disjoint_photographs(sample):
     assert photos["train"] and photos["val"] and not set(photos["train"]) & set(photos["val"])
     assert len(photos["train"]) + len(photos["val"]) >= 12  # every colour photograph the dependencies ship
     # the loaded pixels differ too (a photograph listed twice under two names would not)
-    digests = {split: {hashlib.sha256(p.load().tobytes()).hexdigest()
-                       for c in SAMPLE_CATEGORIES if c.split == split for p in c.sources}
-               for split in ("train", "val")}
+    digests = {
+        split: {
+            hashlib.sha256(p.load().tobytes()).hexdigest()
+            for c in SAMPLE_CATEGORIES
+            if c.split == split
+            for p in c.sources
+        }
+        for split in ("train", "val")
+    }
     assert not digests["train"] & digests["val"]
     lists = _lists(sample["filelist"])
     train_labels = {line.split(" ")[1] for line in lists["places365_train_standard.txt"]}

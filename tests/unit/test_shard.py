@@ -22,9 +22,9 @@ from helpers.places_tar import build_train_tar, build_val_tar, claims_size, file
 
 from inpnet.cli import main
 from inpnet.config import ShardConfig
+from inpnet.data import manifest as manifest_mod
 from inpnet.data import shard as shard_mod
 from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, BadImage, check_jpeg, verify_decode
-from inpnet.data import manifest as manifest_mod
 from inpnet.data.manifest import load_manifest
 from inpnet.data.shard import shard_tar
 from inpnet.data.tarindex import index_tar
@@ -69,7 +69,7 @@ def test_counts_labels_and_rejections(places, reference: Path) -> None:
         meta = json.loads(s["json"])
         assert "." not in s["__key__"] and "/" not in s["__key__"]
         assert int(s["cls"]) == meta["label"] == places.good[meta["path"]]
-        assert check_jpeg(s["jpg"]) .width == meta["width"]
+        assert check_jpeg(s["jpg"]).width == meta["width"]
         seen[meta["path"]] = s["__key__"]
     assert list(seen) == list(places.good)  # tar order, every good member once
     assert seen["data_large/b/bazaar/indoor/00000002.jpg"] == "b_bazaar_indoor_00000002"
@@ -91,7 +91,9 @@ def test_nothing_escapes_the_output_folder(places, reference: Path) -> None:
     root = places.tar.parent
     assert sorted(p.name for p in root.iterdir()) == sorted([places.tar.name, places.filelist.name])
     assert not (root.parent / "escape.jpg").exists() and not Path("/abs/escape.jpg").exists()
-    assert sorted(p.name for p in reference.iterdir()) == sorted([*(f"train-{i:06d}.tar" for i in range(6)), "manifest.json"])
+    assert sorted(p.name for p in reference.iterdir()) == sorted(
+        [*(f"train-{i:06d}.tar" for i in range(6)), "manifest.json"]
+    )
 
 
 def test_deterministic_across_runs_and_worker_counts(places, reference: Path, tmp_path: Path) -> None:
@@ -125,10 +127,16 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def test_resume_after_kill_is_byte_identical(places, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_kill_is_byte_identical(
+    places, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "train"
     script = _KILL_SCRIPT.replace("{cfg}", repr({**CFG.model_dump(), "workers": 1}))
-    proc = subprocess.run([sys.executable, "-c", script, str(places.tar), str(places.filelist), str(out)], capture_output=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(places.tar), str(places.filelist), str(out)],
+        capture_output=True,
+        check=False,
+    )
     assert proc.returncode == -9, proc.stderr.decode()
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
     assert len(finished) == 3 and list(out.glob(".*.tmp")) and not (out / "manifest.json").exists()
@@ -155,14 +163,29 @@ def test_disk_full_leaves_no_complete_looking_shard(places, tmp_path: Path, monk
     assert not list(out.glob("*.tar")) and not list(out.glob(".*.tmp")) and not (out / "manifest.json").exists()
 
 
-def test_wrong_file_list_and_missing_tar_are_one_line_errors(places, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_file_list_and_missing_tar_are_one_line_errors(
+    places, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     val = build_val_tar(tmp_path / "val")
     with pytest.raises(DataError, match="matches none of the") as err:
         shard_tar(val.tar, places.filelist, "val", tmp_path / "out", CFG)
     assert str(places.filelist) in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
-    code = main(["data", "shard", "--no-prefect", "--split", "train", "--tar", str(tmp_path / "missing.tar"),
-                 "--filelist", str(places.filelist), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "data",
+            "shard",
+            "--no-prefect",
+            "--split",
+            "train",
+            "--tar",
+            str(tmp_path / "missing.tar"),
+            "--filelist",
+            str(places.filelist),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     stderr = capsys.readouterr().err.strip()
     assert code == 2 and "missing.tar" in stderr and len(stderr.splitlines()) == 1
 
@@ -170,10 +193,16 @@ def test_wrong_file_list_and_missing_tar_are_one_line_errors(places, tmp_path: P
 def test_val_split_from_filelist_tar(places, tmp_path: Path) -> None:
     val = build_val_tar(tmp_path / "val")
     lists = filelist_tar(tmp_path, places.filelist, val.filelist)
-    manifest = shard_tar(val.tar, lists, "val", tmp_path / "shards" / "val", ShardConfig(samples_per_shard=3, shard_multiple=4))
+    manifest = shard_tar(
+        val.tar, lists, "val", tmp_path / "shards" / "val", ShardConfig(samples_per_shard=3, shard_multiple=4)
+    )
     assert manifest.totals == {"shards": 4, "samples": 8, "bytes": manifest.totals["bytes"], "rejected": 0}
-    labels = {json.loads(s["json"])["path"]: int(s["cls"]) for s in wds.WebDataset(
-        [str(tmp_path / "shards" / "val" / s.name) for s in manifest.shards], shardshuffle=False)}
+    labels = {
+        json.loads(s["json"])["path"]: int(s["cls"])
+        for s in wds.WebDataset(
+            [str(tmp_path / "shards" / "val" / s.name) for s in manifest.shards], shardshuffle=False
+        )
+    }
     assert labels == val.good
     with tarfile.open(tmp_path / "shards" / "val" / "val-000000.tar") as tar:
         assert "Places365_val_00000001" in {k.rsplit(".")[0] for k in tar.getnames()}
@@ -205,8 +234,22 @@ def test_prefect_flow_matches_plain_run(places, reference: Path, tmp_path: Path,
     out = tmp_path / "train"
     params = tmp_path / "params.yaml"
     params.write_text("data:\n  shard: {samples_per_shard: 5, shard_multiple: 2, workers: 2, task_runner: threads}\n")
-    code = main(["data", "shard", "--split", "train", "--tar", str(places.tar), "--filelist", str(places.filelist),
-                 "--out", str(out), "--params", str(params)])
+    code = main(
+        [
+            "data",
+            "shard",
+            "--split",
+            "train",
+            "--tar",
+            str(places.tar),
+            "--filelist",
+            str(places.filelist),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+        ]
+    )
     assert code == 0
     assert _shard_bytes(out) == _shard_bytes(reference)
 
@@ -215,8 +258,22 @@ def test_prefect_flow_matches_plain_run(places, reference: Path, tmp_path: Path,
 
 
 def _shard_cli(places, tar: Path, out: Path, *extra: str, filelist: Path | None = None) -> int:
-    return main(["data", "shard", "--no-prefect", "--split", "train", "--tar", str(tar),
-                 "--filelist", str(filelist or places.filelist), "--out", str(out), *extra])
+    return main(
+        [
+            "data",
+            "shard",
+            "--no-prefect",
+            "--split",
+            "train",
+            "--tar",
+            str(tar),
+            "--filelist",
+            str(filelist or places.filelist),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def _header_of(tar: Path, name: str) -> int:
@@ -224,13 +281,20 @@ def _header_of(tar: Path, name: str) -> int:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("size_field", "expected"), [
-    (b"-0000001000\0", r"size field b'-0000001000\\x00' is not an octal number"),
-    (b"\x80" + (2**80).to_bytes(11, "big"), r"size field says 1208925819614629174706176 bytes, which runs past the end"),
-    (b"\x80" + (8 << 30).to_bytes(11, "big"), r"size field says 8589934592 bytes, which runs past the end"),
-])
-def test_hostile_size_field_is_a_one_line_error(places, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                size_field: bytes, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("size_field", "expected"),
+    [
+        (b"-0000001000\0", r"size field b'-0000001000\\x00' is not an octal number"),
+        (
+            b"\x80" + (2**80).to_bytes(11, "big"),
+            r"size field says 1208925819614629174706176 bytes, which runs past the end",
+        ),
+        (b"\x80" + (8 << 30).to_bytes(11, "big"), r"size field says 8589934592 bytes, which runs past the end"),
+    ],
+)
+def test_hostile_size_field_is_a_one_line_error(
+    places, tmp_path: Path, capsys: pytest.CaptureFixture[str], size_field: bytes, expected: str
+) -> None:
     name = next(iter(places.good))
     raw = places.tar.read_bytes()
     header = _header_of(places.tar, name)
@@ -255,11 +319,16 @@ def test_tar_cut_inside_a_header_is_an_error(places, tmp_path: Path, capsys: pyt
 def test_non_utf8_member_name_is_rejected_with_the_reason(places, tmp_path: Path) -> None:
     name = "data_large/a/airfield/00000001.jpg"
     tar = tmp_path / "names.tar"
-    tar.write_bytes(set_header_field(places.tar.read_bytes(), _header_of(places.tar, name), 0, 100,
-                                     b"data_large/a/airfield/caf\xe9.jpg"))
+    tar.write_bytes(
+        set_header_field(
+            places.tar.read_bytes(), _header_of(places.tar, name), 0, 100, b"data_large/a/airfield/caf\xe9.jpg"
+        )
+    )
     manifest = shard_tar(tar, places.filelist, "train", tmp_path / "out", CFG)
     reasons = {r["member"]: r["reason"] for r in manifest.rejected}
-    assert reasons["data_large/a/airfield/caf\\xe9.jpg"] == "name is not valid UTF-8: 'data_large/a/airfield/caf\\xe9.jpg'"
+    assert (
+        reasons["data_large/a/airfield/caf\\xe9.jpg"] == "name is not valid UTF-8: 'data_large/a/airfield/caf\\xe9.jpg'"
+    )
     assert manifest.totals["samples"] == len(places.good) - 1
     json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))  # valid UTF-8 JSON
 
@@ -287,7 +356,9 @@ def test_decompression_bomb_is_refused_by_max_pixels(tmp_path: Path) -> None:
     [reject] = manifest.rejected
     assert reject["member"] == first.name
     assert reject["reason"] == "JPEG is 60000x60000 (3600.0 megapixels), over the limit of 50.0 (data.shard.max_pixels)"
-    small = shard_tar(places.tar, places.filelist, "train", tmp_path / "small", CFG.model_copy(update={"max_pixels": 72 * 56 - 1}))
+    small = shard_tar(
+        places.tar, places.filelist, "train", tmp_path / "small", CFG.model_copy(update={"max_pixels": 72 * 56 - 1})
+    )
     assert small.totals["samples"] == 0 and small.settings["max_pixels"] == 72 * 56 - 1
     assert ShardConfig().max_pixels == DEFAULT_MAX_PIXELS  # the decode paths without a config use the same limit
 
@@ -301,8 +372,9 @@ def _flip(path: Path, at: int, *, keep_mtime: bool = False) -> None:
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
-def test_flipped_byte_in_a_finished_shard_is_rewritten(places, reference: Path, tmp_path: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_flipped_byte_in_a_finished_shard_is_rewritten(
+    places, reference: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "train"
     shutil.copytree(reference, out)
     victim = out / "train-000002.tar"
@@ -316,9 +388,9 @@ def test_flipped_byte_in_a_finished_shard_is_rewritten(places, reference: Path, 
     assert manifest.to_dict() == load_manifest(reference).to_dict()  # per-shard rejections kept
 
 
-def test_resume_check_sha256_finds_what_the_quick_check_cannot(places, reference: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_check_sha256_finds_what_the_quick_check_cannot(
+    places, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(manifest_mod, "TAIL_BYTES", 1024)  # the shards here are smaller than the real tail
     out = tmp_path / "train"
     shard_tar(places.tar, places.filelist, "train", out, CFG)
@@ -333,10 +405,13 @@ def test_resume_check_sha256_finds_what_the_quick_check_cannot(places, reference
     assert _shard_bytes(out) == _shard_bytes(reference)
     assert _shard_cli(places, places.tar, out, "--params", str(params), "--resume-check", "sha-256") == 2
     assert cli_error_lines(capsys.readouterr().err) == [
-        "inpnet: error: data.shard.resume_check: Input should be 'quick' or 'sha256' (got 'sha-256')"]
+        "inpnet: error: data.shard.resume_check: Input should be 'quick' or 'sha256' (got 'sha-256')"
+    ]
 
 
-def test_shard_newer_than_the_manifest_is_checked_in_full_not_rewritten(places, reference: Path, tmp_path: Path) -> None:
+def test_shard_newer_than_the_manifest_is_checked_in_full_not_rewritten(
+    places, reference: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "train"
     shutil.copytree(reference, out)
     later = (out / "manifest.json").stat().st_mtime_ns + 10**9
@@ -347,11 +422,16 @@ def test_shard_newer_than_the_manifest_is_checked_in_full_not_rewritten(places, 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("entry", [
-    ["-c", "import sys; from inpnet.cli import main; sys.exit(main(sys.argv[1:]))", "data", "shard"],
-    ["-m", "pipelines.shard"],
-])
-def test_sigkill_takes_the_temporary_prefect_server_along(places, tmp_path: Path, repo_root: Path, entry: list[str]) -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["-c", "import sys; from inpnet.cli import main; sys.exit(main(sys.argv[1:]))", "data", "shard"],
+        ["-m", "pipelines.shard"],
+    ],
+)
+def test_sigkill_takes_the_temporary_prefect_server_along(
+    places, tmp_path: Path, repo_root: Path, entry: list[str]
+) -> None:
     import psutil
 
     params = tmp_path / "params.yaml"
@@ -359,9 +439,26 @@ def test_sigkill_takes_the_temporary_prefect_server_along(places, tmp_path: Path
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # so Prefect starts its temporary server
     env["INPNET_PREFECT_SERVER"] = "temporary"
     with open(tmp_path / "stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, *entry, "--split", "train", "--tar", str(places.tar), "--filelist",
-                                 str(places.filelist), "--out", str(tmp_path / "out"), "--params", str(params)],
-                                cwd=repo_root, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                *entry,
+                "--split",
+                "train",
+                "--tar",
+                str(places.tar),
+                "--filelist",
+                str(places.filelist),
+                "--out",
+                str(tmp_path / "out"),
+                "--params",
+                str(params),
+            ],
+            cwd=repo_root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         server = None
         for _ in range(2400):

@@ -11,16 +11,25 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from helpers.places_tar import set_header_field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from helpers.places_tar import set_header_field
 
 from inpnet.data import tarindex
 from inpnet.data.tarindex import index_tar, member_problem, read_labels
 from inpnet.errors import DataError, InpnetError
 
-_FIELDS = {"name": (0, 100), "mode": (100, 108), "size": (124, 136), "mtime": (136, 148), "chksum": (148, 156),
-           "typeflag": (156, 157), "linkname": (157, 257), "magic": (257, 265), "prefix": (345, 500)}
+_FIELDS = {
+    "name": (0, 100),
+    "mode": (100, 108),
+    "size": (124, 136),
+    "mtime": (136, 148),
+    "chksum": (148, 156),
+    "typeflag": (156, 157),
+    "linkname": (157, 257),
+    "magic": (257, 265),
+    "prefix": (345, 500),
+}
 
 
 def tar_bytes(*members: tuple[str, bytes], fmt: int = tarfile.USTAR_FORMAT, **pax: str) -> bytes:
@@ -131,8 +140,18 @@ def test_bad_pax_records_are_errors(tmp_path: Path, record: bytes) -> None:
         index_tar(write(tmp_path, raw))
 
 
-@pytest.mark.parametrize(("key", "value"), [("size", "-1"), ("size", "1e400"), ("size", "²"), ("size", "12 "),
-                                            ("mtime", "1e400"), ("mtime", "abc"), ("mtime", "١")])  # noqa: RUF001 - a non-ASCII digit on purpose
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("size", "-1"),
+        ("size", "1e400"),
+        ("size", "²"),
+        ("size", "12 "),
+        ("mtime", "1e400"),
+        ("mtime", "abc"),
+        ("mtime", "١"),  # noqa: RUF001 - a non-ASCII digit on purpose
+    ],
+)
 def test_bad_pax_numbers_are_errors(tmp_path: Path, key: str, value: str) -> None:
     with pytest.raises(DataError, match=rf"byte \d+: pax {key} .* is not a valid number"):
         index_tar(write(tmp_path, tar_bytes(("top/a.jpg", b"x"), fmt=tarfile.PAX_FORMAT, **{key: value})))
@@ -195,26 +214,39 @@ _PROPERTY = settings(max_examples=150, deadline=1000, suppress_health_check=[Hea
 
 
 @_PROPERTY
-@given(base=st.sampled_from([_BASE, _BASE_PAX, _BASE_GNU]), header=st.integers(0, 3), field=st.sampled_from(sorted(_FIELDS)),
-       value=st.binary(max_size=16) | st.sampled_from([b"-1", b"\x80" + b"\xff" * 11, b"\xff" * 12, b"77777777777", b" 12 \0"]),
-       fix=st.booleans())
-def test_any_header_field_gives_members_or_a_project_error(tmp_path: Path, base: bytes, header: int, field: str,
-                                                           value: bytes, fix: bool) -> None:
+@given(
+    base=st.sampled_from([_BASE, _BASE_PAX, _BASE_GNU]),
+    header=st.integers(0, 3),
+    field=st.sampled_from(sorted(_FIELDS)),
+    value=st.binary(max_size=16)
+    | st.sampled_from([b"-1", b"\x80" + b"\xff" * 11, b"\xff" * 12, b"77777777777", b" 12 \0"]),
+    fix=st.booleans(),
+)
+def test_any_header_field_gives_members_or_a_project_error(
+    tmp_path: Path, base: bytes, header: int, field: str, value: bytes, fix: bool
+) -> None:
     offsets = _headers(base)
     _check(tmp_path, set_field(base, offsets[header % len(offsets)], field, value, fix_checksum=fix))
 
 
 @_PROPERTY
 @given(base=st.sampled_from([_BASE, _BASE_PAX, _BASE_GNU]), cut=st.integers(0, 4096), noise=st.binary(max_size=600))
-def test_any_truncation_or_trailing_garbage_gives_members_or_a_project_error(tmp_path: Path, base: bytes, cut: int,
-                                                                           noise: bytes) -> None:
+def test_any_truncation_or_trailing_garbage_gives_members_or_a_project_error(
+    tmp_path: Path, base: bytes, cut: int, noise: bytes
+) -> None:
     _check(tmp_path, base[:cut] + noise)
 
 
 @_PROPERTY
-@given(payload=st.binary(max_size=300) | st.lists(
-    st.tuples(st.integers(-3, 60), st.sampled_from(["path", "size", "mtime", "x"]), st.text(max_size=12)), max_size=4
-).map(lambda recs: b"".join(b"%d %s=%s\n" % (n, k.encode(), v.encode("utf-8", "surrogateescape")) for n, k, v in recs)))
+@given(
+    payload=st.binary(max_size=300)
+    | st.lists(
+        st.tuples(st.integers(-3, 60), st.sampled_from(["path", "size", "mtime", "x"]), st.text(max_size=12)),
+        max_size=4,
+    ).map(
+        lambda recs: b"".join(b"%d %s=%s\n" % (n, k.encode(), v.encode("utf-8", "surrogateescape")) for n, k, v in recs)
+    )
+)
 def test_any_pax_payload_gives_members_or_a_project_error(tmp_path: Path, payload: bytes) -> None:
     raw = set_field(_BASE_PAX, 0, "size", b"%011o\0" % len(payload))
     old = -(-int(_BASE_PAX[124:135], 8) // 512) * 512

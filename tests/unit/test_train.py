@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.train import synthetic_loader, tiny_variant
 
 from inpnet.registry.tracking import TrackingTarget
 from inpnet.train.optim import EMA, lr_at, resolve_precision
-from helpers.train import synthetic_loader, tiny_variant
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,8 +51,14 @@ def _run(tmp_path: Path, variant, **kw):
     from inpnet.train.trainer import train
 
     loader = partial(synthetic_loader, batches=kw.pop("batches", 6))
-    return train(variant, shards=tmp_path / "shards", out_dir=kw.pop("out", tmp_path / "models"),
-                 device="cpu", loader_factory=loader, **kw)
+    return train(
+        variant,
+        shards=tmp_path / "shards",
+        out_dir=kw.pop("out", tmp_path / "models"),
+        device="cpu",
+        loader_factory=loader,
+        **kw,
+    )
 
 
 def _fixed_loss(model: torch.nn.Module, variant) -> float:
@@ -71,8 +76,9 @@ def test_tiny_run_loss_falls(tmp_path: Path) -> None:
     from inpnet.models.build import build_model
     from inpnet.train.checkpoint import load_model, read_meta
 
-    v = tiny_variant(max_steps=60, lr=3e-3, warmup_steps=2, log_every=10, sample_every=1000, checkpoint_every=1000,
-                     precision="fp32")
+    v = tiny_variant(
+        max_steps=60, lr=3e-3, warmup_steps=2, log_every=10, sample_every=1000, checkpoint_every=1000, precision="fp32"
+    )
     torch.manual_seed(v.train.seed)
     before = _fixed_loss(build_model(v.model), v)  # the trainer's initial weights
     ckpt_dir = _run(tmp_path, v)
@@ -91,7 +97,9 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
 
     v = tiny_variant(max_steps=4, log_every=2, sample_every=2, ema_decay=0.9)
     uri = os.environ["MLFLOW_TRACKING_URI"]
-    ckpt_dir = _run(tmp_path, v, tracking=TrackingTarget(tracking_uri=uri, experiment="test-train", system_metrics=True))
+    ckpt_dir = _run(
+        tmp_path, v, tracking=TrackingTarget(tracking_uri=uri, experiment="test-train", system_metrics=True)
+    )
     meta = read_meta(ckpt_dir)
     assert meta["finished"] and "model_ema" in meta["weights"]
     client = MlflowClient(uri)
@@ -109,9 +117,10 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
 def test_resume_continues_exactly_where_it_stopped(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Crash at step 5, resume from the step-4 checkpoint: the same weights as an uninterrupted
     run. For CM-GAN this covers the adversarial step, the discriminator and the generator noise."""
+    from safetensors.torch import load_file
+
     from inpnet.train import steps
     from inpnet.train.checkpoint import load_state, read_meta
-    from safetensors.torch import load_file
 
     # few batches per epoch: the resume must also restore the epoch and position in it
     v = tiny_variant(name, max_steps=8, checkpoint_every=2, warmup_steps=2, lr=1e-3, ema_decay=0.9, precision="fp32")
@@ -174,8 +183,16 @@ def test_adversarial_step_updates_both_networks(tmp_path: Path) -> None:
     from inpnet.train.steps import AdversarialStep
     from inpnet.train.trainer import build_components
 
-    v = tiny_variant(precision="fp32", loss={**tiny_variant().train.loss.model_dump(), "adv_weight": 0.1,
-                                              "adv_loss": "nonsaturating", "r1_gamma": 1.0, "r1_every": 2})
+    v = tiny_variant(
+        precision="fp32",
+        loss={
+            **tiny_variant().train.loss.model_dump(),
+            "adv_weight": 0.1,
+            "adv_loss": "nonsaturating",
+            "r1_gamma": 1.0,
+            "r1_every": 2,
+        },
+    )
     parts = build_components(v, init_distributed("cpu"))
     assert isinstance(parts.step, AdversarialStep) and parts.disc is not None
     d_before = [p.detach().clone() for p in parts.disc.parameters()]

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from inpnet.registry.tracking import TrackingTarget
 from helpers.train import synthetic_loader, tiny_variant, write_shards
 
+from inpnet.registry.tracking import TrackingTarget
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,13 +50,20 @@ def test_training_logs_val_metrics_and_keeps_the_best_weights(tmp_path: Path) ->
     from inpnet.train.checkpoint import load_model, read_meta
     from inpnet.train.trainer import train
 
-    v = tiny_variant(max_steps=12, val_every=4, log_every=4, checkpoint_every=4, lr=3e-3, warmup_steps=1,
-                     precision="fp32")
+    v = tiny_variant(
+        max_steps=12, val_every=4, log_every=4, checkpoint_every=4, lr=3e-3, warmup_steps=1, precision="fp32"
+    )
     uri = os.environ["MLFLOW_TRACKING_URI"]
     val = _ramps_val()
-    ckpt = train(v, shards=tmp_path, out_dir=tmp_path / "models", device="cpu", val=val,
-                 loader_factory=partial(synthetic_loader, batches=6),
-                 tracking=TrackingTarget(tracking_uri=uri, experiment="test-val", system_metrics=False))
+    ckpt = train(
+        v,
+        shards=tmp_path,
+        out_dir=tmp_path / "models",
+        device="cpu",
+        val=val,
+        loader_factory=partial(synthetic_loader, batches=6),
+        tracking=TrackingTarget(tracking_uri=uri, experiment="test-val", system_metrics=False),
+    )
     meta = read_meta(ckpt)
     history = MlflowClient(uri).get_metric_history(meta["mlflow_run_id"], "val/hole_psnr")
     assert sorted(m.step for m in history) == [4, 8, 12]
@@ -65,10 +71,14 @@ def test_training_logs_val_metrics_and_keeps_the_best_weights(tmp_path: Path) ->
     assert meta["best"]["step"] == best.step and meta["best"]["hole_psnr"] == pytest.approx(best.value)
     assert "best" in meta["weights"] and "ssim" in meta["best"]
     model, _ = load_model(ckpt, which="best")
-    assert val.score(model, _fp32(), batch_size=4, device=torch.device("cpu"))["hole_psnr"] == pytest.approx(best.value, abs=1e-4)
+    assert val.score(model, _fp32(), batch_size=4, device=torch.device("cpu"))["hole_psnr"] == pytest.approx(
+        best.value, abs=1e-4
+    )
     if best.step != 12:  # the best weights are an earlier step's, not the last ones
         last, _ = load_model(ckpt)
-        assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), last.state_dict().values(), strict=True))
+        assert any(
+            not torch.equal(a, b) for a, b in zip(model.state_dict().values(), last.state_dict().values(), strict=True)
+        )
 
 
 def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:
@@ -76,8 +86,14 @@ def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:
     from inpnet.train.trainer import train
 
     kw = dict(val_every=2, checkpoint_every=2, lr=3e-3, warmup_steps=1, precision="fp32")
-    run = partial(train, shards=tmp_path, out_dir=tmp_path / "m", device="cpu", val=_ramps_val(),
-                  loader_factory=partial(synthetic_loader, batches=6))
+    run = partial(
+        train,
+        shards=tmp_path,
+        out_dir=tmp_path / "m",
+        device="cpu",
+        val=_ramps_val(),
+        loader_factory=partial(synthetic_loader, batches=6),
+    )
     run(tiny_variant(max_steps=4, **kw))
     first = read_meta(tmp_path / "m" / "inpnet_tiny")["best"]
     run(tiny_variant(max_steps=8, **kw), resume=True)

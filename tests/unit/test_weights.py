@@ -6,9 +6,9 @@ import hashlib
 import re
 
 import pytest
+from conftest import cli_error_lines
 from helpers.range_server import RangeServer, Route
 
-from conftest import cli_error_lines
 from inpnet.cli import main
 from inpnet.errors import DownloadError
 from inpnet.weights import WEIGHTS, WeightsSpec, fetch_weights
@@ -36,14 +36,21 @@ def test_table_names_carry_their_checksums():
 
 def test_fetch_from_a_mirror_verifies_the_prefix(server, tmp_path, monkeypatch):
     prefix = hashlib.sha256(BLOB).hexdigest()[:8]
-    spec = WeightsSpec(name="toy", filename=f"toy-{prefix}.pth", use="test",
-                       urls=(server.url("/gone.pth"), server.url("/mirror.pth")), sha256_prefix=prefix)
+    spec = WeightsSpec(
+        name="toy",
+        filename=f"toy-{prefix}.pth",
+        use="test",
+        urls=(server.url("/gone.pth"), server.url("/mirror.pth")),
+        sha256_prefix=prefix,
+    )
     monkeypatch.setitem(WEIGHTS, "toy", spec)
     server.routes["/mirror.pth"] = Route(BLOB, content_type="application/octet-stream")
     path = fetch_weights("toy", tmp_path, **FAST)  # the first URL answers 404, the mirror works
     assert path == tmp_path / spec.filename and path.read_bytes() == BLOB
 
-    bad = WeightsSpec(name="bad", filename="bad.pth", use="test", urls=(server.url("/mirror.pth"),), sha256_prefix="00000000")
+    bad = WeightsSpec(
+        name="bad", filename="bad.pth", use="test", urls=(server.url("/mirror.pth"),), sha256_prefix="00000000"
+    )
     monkeypatch.setitem(WEIGHTS, "bad", bad)
     with pytest.raises(DownloadError, match="does not verify"):
         fetch_weights("bad", tmp_path, **FAST)
@@ -72,7 +79,21 @@ def test_cli_weights(server, tmp_path, capsys):
     assert main([*args, "--url", server.url("/w.pth"), "--sha256", full]) == 0
     assert (tmp_path / "pt_inception-2015-12-05-6726825d.pth").read_bytes() == BLOB
     capsys.readouterr()
-    assert main(["weights", "fetch", "--name", "lpips_vgg16", "--dest", str(tmp_path), "--no-progress",
-                 "--url", server.url("/missing.pth")]) == 2
+    assert (
+        main(
+            [
+                "weights",
+                "fetch",
+                "--name",
+                "lpips_vgg16",
+                "--dest",
+                str(tmp_path),
+                "--no-progress",
+                "--url",
+                server.url("/missing.pth"),
+            ]
+        )
+        == 2
+    )
     err = cli_error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "missing.pth" in err[0] and "404" in err[0]
