@@ -28,6 +28,11 @@ class MaskError(InpnetError):
     """A mask has the wrong size, values or layout."""
 
 
+class ShapeError(InpnetError, ValueError):
+    """An image or prediction tensor has a shape the model or the call cannot take (channels,
+    rank, a size that is not a multiple of the patch size or not the size a model was built for)."""
+
+
 class CheckpointError(InpnetError):
     """A checkpoint is missing, incomplete, or does not match the model."""
 

@@ -26,8 +26,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# Applied before prefect is imported by the flow modules: these are process-wide defaults
-# for the entry point, never set by library code.
+# Process-wide defaults that run_entry applies before the flow runs (Prefect and MLflow read
+# them when they start a server or send telemetry, not at import); importing this module
+# changes nothing, and library code never sets them.
 _PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -40,9 +41,6 @@ def prepare_environment() -> None:
     """Set defaults that keep Prefect and DVC local and quiet, without overriding the user's."""
     for key, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-prepare_environment()
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -133,10 +131,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def run_entry(
     main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser, argv: list[str] | None = None
 ) -> int:
-    """Parse arguments, run ``main``, and map expected failures to a one-line error and exit 2."""
+    """Set the environment defaults, parse arguments, run ``main``, and map expected failures to
+    a one-line error and exit 2."""
     from inpnet.cli.app import setup_logging
     from inpnet.errors import InpnetError  # ConfigError included
 
+    prepare_environment()
     setup_logging()
     args = parser.parse_args(argv)
     try:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inpnet.config import CMGANModelConfig
-from inpnet.errors import MaskError
+from inpnet.errors import ShapeError
 from inpnet.models.composite import check_image_mask, masked_input
 from inpnet.models.ffc import FFCResBlock
 from inpnet.models.mask_attention import MaskAwareAttention
@@ -247,7 +247,7 @@ class CMGAN(nn.Module):
         check_image_mask(image, mask)
         h, w = image.shape[-2:]
         if h != w or h != self.img_size:
-            raise MaskError(
+            raise ShapeError(
                 f"CMGAN was built for {self.img_size}x{self.img_size} inputs, got {h}x{w}; resize or rebuild"
             )
         gen = generator if generator is not None else (self.noise_generator if self.training else None)

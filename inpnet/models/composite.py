@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from inpnet.errors import MaskError
+from inpnet.errors import MaskError, ShapeError
 
 
 def check_image_mask(image: torch.Tensor, mask: torch.Tensor) -> None:
-    """Raise :class:`MaskError` unless ``image`` is (B, 3, H, W) and ``mask`` is (B, 1, H, W)."""
+    """Raise :class:`ShapeError` unless ``image`` is (B, 3, H, W), and :class:`MaskError` unless
+    ``mask`` is (B, 1, H, W) with the image's batch and spatial size."""
     if image.ndim != 4 or image.shape[1] != 3:
-        raise MaskError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+        raise ShapeError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
     if mask.ndim != 4 or mask.shape[1] != 1:
         raise MaskError(f"mask must have shape (B, 1, H, W), got {tuple(mask.shape)}")
     if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
@@ -35,7 +36,7 @@ def composite(image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor)
     """
     check_image_mask(image, mask)
     if prediction.shape != image.shape:
-        raise MaskError(f"prediction shape {tuple(prediction.shape)} != image shape {tuple(image.shape)}")
+        raise ShapeError(f"prediction shape {tuple(prediction.shape)} != image shape {tuple(image.shape)}")
     hole = mask > 0.5  # (B, 1, H, W) broadcast over channels
     return torch.where(hole, prediction.to(image.dtype), image)
 

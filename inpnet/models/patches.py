@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from inpnet.errors import MaskError
+from inpnet.errors import ShapeError
 
 __all__ = ["grid_of", "pad_to_multiple", "patch_mask", "patchify", "unpatchify"]
 
@@ -21,7 +21,7 @@ __all__ = ["grid_of", "pad_to_multiple", "patch_mask", "patchify", "unpatchify"]
 def grid_of(height: int, width: int, patch_size: int) -> tuple[int, int]:
     """Patch grid (rows, cols) of an image whose sides are multiples of ``patch_size``."""
     if height % patch_size or width % patch_size:
-        raise MaskError(f"image {height}x{width} is not a multiple of patch_size {patch_size}; pad it first")
+        raise ShapeError(f"image {height}x{width} is not a multiple of patch_size {patch_size}; pad it first")
     return height // patch_size, width // patch_size
 
 

@@ -184,6 +184,18 @@ def test_entry_points_do_not_override_the_users_environment(monkeypatch: pytest.
     assert os.environ["DO_NOT_TRACK"] == "0" and os.environ["DVC_NO_ANALYTICS"] == "1"
 
 
+def test_importing_a_pipeline_module_leaves_the_environment_alone() -> None:
+    code = (
+        "import os; before = dict(os.environ); import pipelines.common, pipelines.train; "
+        "changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}; "
+        "print(sorted(changed)); raise SystemExit(1 if changed else 0)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DO_NOT_TRACK", "DVC_NO_ANALYTICS")}
+    env = {k: v for k, v in env.items() if not k.startswith("PREFECT_SERVER_")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def _expanded_stages() -> dict[str, dict]:
     """dvc.yaml's stages with ``foreach`` expanded over its items (``${pipeline.variants}`` from params)."""
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

@@ -10,7 +10,7 @@ import torch
 from helpers.params import params_for_tests
 
 from inpnet.config import InpNetModelConfig
-from inpnet.errors import ConfigError
+from inpnet.errors import ConfigError, MaskError, ShapeError
 from inpnet.models.blocks import (
     blocks_accept_attn_mask,
     make_patch_embed,
@@ -128,6 +128,24 @@ def test_ratio_zero_and_other_sizes(params, variant: str) -> None:
         for h, w in ((48, 40), (30, 37)):  # other multiples of the patch, and padded sizes
             out = model(torch.rand(1, 3, h, w), torch.zeros(1, 1, h, w))
             assert out.shape == (1, 3, h, w) and torch.isfinite(out).all()
+
+
+def test_shape_errors_name_the_image_and_mask_errors_the_mask(params) -> None:
+    from inpnet.models.patches import grid_of
+
+    model = build_model(params.variant("inpnet_tiny").model).eval()
+    image, mask = _batch()
+    with pytest.raises(ShapeError, match=r"image must have shape \(B, 3, H, W\), got \(2, 4, 32, 32\)"):
+        model(torch.rand(2, 4, 32, 32), mask)
+    with pytest.raises(MaskError, match=r"mask must have shape \(B, 1, H, W\)"):
+        model(image, mask.expand(-1, 3, -1, -1))
+    with pytest.raises(MaskError, match="does not match image shape"):
+        model(image, mask[..., :16])
+    with pytest.raises(ShapeError, match=r"prediction shape \(2, 3, 16, 16\)"):
+        composite(image, mask, torch.rand(2, 3, 16, 16))
+    with pytest.raises(ShapeError, match="30x32 is not a multiple of patch_size 8"):
+        grid_of(30, 32, 8)
+    assert issubclass(ShapeError, ValueError) and not issubclass(ShapeError, MaskError)
 
 
 @pytest.mark.parametrize("skip", [True, False])
