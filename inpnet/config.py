@@ -125,6 +125,8 @@ class DataConfig(_Section):
 # ---------------------------------------------------------------------------- masks
 
 MaskPattern = Literal["random", "center", "corners", "edges", "free_form", "external"]
+# the classical methods of inpnet.evaluate.baselines.BASELINES (a test checks they agree)
+Baseline = Literal["flat", "harmonic", "telea", "navier_stokes", "biharmonic"]
 
 
 class MasksConfig(_Section):
@@ -175,7 +177,7 @@ class InpNetModelConfig(_Section):
         description="one decoder stage per entry, each upsampling 2x (the first makes up the rest of patch_size)",
     )
     drop_path: float = Field(default=0.0, ge=0, lt=1)
-    prefill: Literal["none", "pushpull", "telea"] = Field(
+    prefill: Literal["none", "pushpull", "harmonic", "telea"] = Field(
         default="none", description="hole pre-filled by a cheap fill as input; the network predicts a correction to it"
     )
 
@@ -368,12 +370,7 @@ class EvalConfig(_Section):
     image_size: int = Field(
         default=128, ge=16, description="size for plain image folders; with the mask bank its size wins"
     )
-    baselines: tuple[Literal["flat", "telea", "navier_stokes", "biharmonic"], ...] = (
-        "flat",
-        "telea",
-        "navier_stokes",
-        "biharmonic",
-    )
+    baselines: tuple[Baseline, ...] = ("flat", "harmonic", "telea", "navier_stokes", "biharmonic")
     inpaint_radius: int = Field(default=3, ge=1, description="OpenCV Telea / Navier-Stokes neighbourhood radius (px)")
     workers: int = Field(default=2, ge=1, description="CPU processes for the classical baselines")
     mask_size_mismatch: Literal["resize", "refuse"] = Field(
@@ -391,7 +388,7 @@ class PromotionGates(_Section):
         default=0.0, ge=0, description="challenger must beat the champion by this much on the primary metric"
     )
     max_pattern_psnr_drop: float = Field(default=0.5, ge=0, description="no pattern may lose more PSNR (dB) than this")
-    reference: Literal["flat", "telea", "navier_stokes", "biharmonic"] | None = Field(
+    reference: Baseline | None = Field(
         default="telea",
         description="classical method every version is judged against, first versions included; None = no absolute gate",
     )

@@ -1,4 +1,5 @@
-"""Classical inpainting baselines: OpenCV Telea, OpenCV Navier-Stokes, scikit-image biharmonic.
+"""Classical inpainting baselines: a flat fill, a harmonic fill, OpenCV Telea and Navier-Stokes,
+scikit-image biharmonic.
 
 These are the methods a user would reach for without a trained model, so every comparison
 report carries them as reference rows. Each one fills the hole pixels only: the result keeps
@@ -10,6 +11,10 @@ OpenCV works on 8-bit images, so Telea and Navier-Stokes see the input quantised
 system per hole region in float64; at 128 px it costs about 0.05 to 0.45 s an image on
 one core (more for large centred holes), which is why :class:`BaselineInpainter` spreads a
 batch over worker processes.
+
+The harmonic fill (:func:`inpnet.models.prefill.harmonic`, the pre-fill of the
+``inpnet_s_harmonic`` variant, so the report shows what the network adds to it) is batched
+torch and runs in this process, a whole batch at once.
 
 This module imports neither torch nor the rest of inpnet at import time: worker processes
 started with ``spawn`` import it and only need NumPy, OpenCV and scikit-image.
@@ -33,14 +38,14 @@ log = logging.getLogger(__name__)
 
 # "flat": every hole pixel the mean colour of the image's known pixels; the floor any
 # method that looks at the image must clear (the compare report flags models below it)
-BASELINES = ("flat", "telea", "navier_stokes", "biharmonic")
+BASELINES = ("flat", "harmonic", "telea", "navier_stokes", "biharmonic")
 
 
 def inpaint_array(name: str, image: np.ndarray, hole: np.ndarray, *, radius: int = 3) -> np.ndarray:
     """Inpaint one image with a classical method.
 
     Args:
-        name: ``flat``, ``telea``, ``navier_stokes`` or ``biharmonic``.
+        name: one of :data:`BASELINES`.
         image: (H, W, 3) float in [0, 1].
         hole: (H, W) bool, True = missing.
         radius: neighbourhood radius in pixels for the OpenCV methods.
@@ -61,6 +66,14 @@ def inpaint_array(name: str, image: np.ndarray, hole: np.ndarray, *, radius: int
         filled = np.full_like(image, 0.5)
     elif name == "flat":
         filled = np.broadcast_to(image[~hole].mean(axis=0), image.shape)  # (3,) -> (H, W, 3)
+    elif name == "harmonic":
+        import torch
+
+        from inpnet.models.prefill import harmonic
+
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]  # (1, 3, H, W)
+        known = torch.from_numpy(~hole)[None, None].float()
+        filled = harmonic(x, known)[0].permute(1, 2, 0).numpy()
     elif name == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 
@@ -104,7 +117,7 @@ class BaselineInpainter:
     def settings(self) -> dict[str, object]:
         """What the report records about this method."""
         out: dict[str, object] = {"kind": "baseline", "workers": self.workers}
-        if self.name != "biharmonic":
+        if self.name in ("telea", "navier_stokes"):
             out["radius"] = self.radius
         return out
 
@@ -116,6 +129,11 @@ class BaselineInpainter:
 
         check_image_mask(image, mask)
         images = image.detach().float().cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+        if self.name == "harmonic":  # batched torch, in this process
+            from inpnet.models.prefill import prefill
+
+            hole = (mask > 0.5).to(image.dtype)
+            return prefill("harmonic", torch.where(hole > 0.5, 0.0, image), hole)
         holes = (mask.detach().cpu()[:, 0] > 0.5).numpy()  # (B, H, W)
         jobs = [(self.name, images[i], holes[i], self.radius) for i in range(len(images))]
         if self.workers > 1 and len(jobs) > 1:

@@ -46,6 +46,25 @@ def test_empty_and_full_masks(name: str) -> None:
     assert np.allclose(full, 0.5)
 
 
+def test_the_config_names_every_baseline() -> None:
+    from typing import get_args
+
+    from inpnet.config import Baseline
+
+    assert get_args(Baseline) == BASELINES
+
+
+def test_harmonic_baseline_is_the_harmonic_prefill_per_image_or_batched() -> None:
+    from inpnet.models.prefill import prefill
+
+    image, mask = _batch(b=3)
+    batched = BaselineInpainter("harmonic")(image, mask)
+    assert torch.equal(batched, prefill("harmonic", torch.where(mask > 0.5, 0.0, image), mask))
+    for i in range(3):
+        one = inpaint_array("harmonic", image[i].permute(1, 2, 0).numpy(), mask[i, 0].numpy() > 0.5)
+        assert np.allclose(one, batched[i].permute(1, 2, 0).numpy(), atol=1e-6)
+
+
 def test_thread_workers_match_serial() -> None:
     image, mask = _batch(b=4)
     with BaselineInpainter("telea", workers=2) as parallel:
