@@ -76,7 +76,15 @@ class PlainViT:
 
 
 def measure(
-    name: str, *, steps: int, warmup: int, batch_size: int | None, precision: str, device: str, peer: bool
+    name: str,
+    *,
+    steps: int,
+    warmup: int,
+    batch_size: int | None,
+    precision: str,
+    device: str,
+    peer: bool,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """One variant (or its ViT peer) in this process: images/s, ms/step, peak memory, FLOPs."""
     import numpy as np
@@ -91,17 +99,24 @@ def measure(
     from inpnet.train.trainer import build_components
 
     v = load_params(REPO / "params.yaml").variant(name)
+    size = image_size or v.train.image_size
     train_cfg = v.train.model_copy(
-        update={"precision": precision, "compile": False, "batch_size": batch_size or v.train.batch_size}
+        update={
+            "precision": precision,
+            "compile": False,
+            "batch_size": batch_size or v.train.batch_size,
+            "image_size": size,
+        }
     )
-    v = ResolvedVariant(name=v.name, model=v.model, train=train_cfg)
+    model_cfg = type(v.model).model_validate({**v.model.model_dump(), "img_size": size})  # re-validated at the new size
+    v = ResolvedVariant(name=v.name, model=model_cfg, train=train_cfg)
     dev = torch.device(device)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
     if not peer:
         parts = build_components(v, info)
         step_fn, model = parts.step, parts.model
     else:
-        from inpnet.models.build import build_loss
+        from inpnet.losses import build_loss
 
         model = PlainViT.build(v.model).to(dev)
         prec: Precision = resolve_precision(precision, dev)
@@ -181,6 +196,8 @@ def _run_child(name: str, args: argparse.Namespace, peer: bool) -> dict[str, Any
         cmd += ["--threads", str(args.threads)]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
+    if args.image_size:
+        cmd += ["--image-size", str(args.image_size)]
     if peer:
         cmd.append("--peer")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
@@ -199,6 +216,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None, help="default: the variant's train.batch_size")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    ap.add_argument("--image-size", type=int, default=None, help="train at this size (default: the variant's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -217,6 +235,7 @@ def main() -> None:
                     precision=args.precision,
                     device=args.device,
                     peer=args.peer,
+                    image_size=args.image_size,
                 )
             )
         )
