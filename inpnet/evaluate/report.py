@@ -179,6 +179,40 @@ def _write_json(path: Path, data: Any) -> None:
     write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
+BY_RATIO_FIELDS = ("method", "reference", "pattern", "ratio", "psnr", "ssim", "n")
+
+
+def by_ratio_rows(entries: Sequence[ReportEntry]) -> list[dict[str, Any]]:
+    """One row per (method, pattern, hole-ratio bucket): the data of the by-ratio plots.
+
+    Long form, so DVC's plots (``dvc plots diff``) can draw a line per method and revision
+    from one file (``.dvc/plots/by_method.json`` colours by ``method``, dashes by revision).
+    """
+    rows = []
+    for e in entries:
+        for pattern, buckets in sorted(e.metrics.get("buckets", {}).items()):
+            for ratio, cell in sorted(buckets.items(), key=lambda kv: float(kv[0])):
+                rows.append(
+                    {
+                        "method": e.name,
+                        "reference": int(e.reference),
+                        "pattern": pattern,
+                        "ratio": float(ratio),
+                        **{m: cell.get(m) for m in PLOT_METRICS},
+                        "n": cell.get("n"),
+                    }
+                )
+    return rows
+
+
+def _write_by_ratio_csv(entries: Sequence[ReportEntry], path: Path) -> None:
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=BY_RATIO_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(by_ratio_rows(entries))
+    write_atomic(path, table.getvalue().encode())
+
+
 def _write_plots(entries: Sequence[ReportEntry], folder: Path) -> list[Path]:
     series = {e.name: e.metrics.get("buckets", {}) for e in entries}
     refs = [e.name for e in entries if e.reference]
@@ -474,7 +508,7 @@ def _best_name(entries: Sequence[ReportEntry], metric: str) -> str:
 def compare_reports(
     paths: Sequence[str | Path], out_dir: str | Path, *, reference: str | None = "telea", max_gap_db: float = 1.0
 ) -> dict[str, Any]:
-    """One table, two plots and ``compare.json`` across the methods in ``paths``.
+    """One table, two plots, their data (``by_ratio.csv``) and ``compare.json`` across the methods in ``paths``.
 
     ``compare.json``: ``{"methods": {name: metrics.json of that method}, "baselines": [names],
     "best": {"psnr": name, "ssim": name}, "reports": {name: folder}, "warnings": [sentences]}``;
@@ -494,6 +528,7 @@ def compare_reports(
             render_table(entries, title=f"Inpainting comparison: {names}", warnings=warnings).encode(),
         )
         write_atomic(out_dir / "summary.md", render_summary(entries, warnings=warnings).encode())
+        _write_by_ratio_csv(entries, out_dir / "by_ratio.csv")
         _write_plots(entries, out_dir)
     summary = {
         "methods": {e.name: e.metrics for e in entries},
