@@ -2,7 +2,8 @@
 
 The README embeds ``reports/compare/summary.md`` (written by the ``compare`` stage) between
 ``<!-- summary:start -->`` and ``<!-- summary:end -->``. This compares every number in the
-tables of the two, cell by cell. On the CPU kind the README names (its ``Machine:`` line),
+tables of the two, cell by cell (for a cell that leads with a number, such as a paired
+difference with its interval, that number). On the CPU kind the README names (its ``Machine:`` line),
 any cell that differs by more than ``--tolerance`` fails the check; on another CPU kind the
 differences are printed and the check passes, since oneDNN's kernels differ between kinds
 (the README says which machine its figures come from).
@@ -37,8 +38,9 @@ def cells(text: str) -> tuple[str, dict[tuple[str, str, str], float]]:
         if set("".join(row)) <= set("-: "):
             continue
         for col, value in zip(header[1:], row[1:], strict=False):
-            if re.fullmatch(r"-?\d+(\.\d+)?", value):
-                out[(heading, row[0], col)] = float(value)
+            # a number, or a number that leads a cell ("+0.62 [+0.41, +0.85] ahead": the mean)
+            if m := re.match(r"[+-]?\d+(\.\d+)?(?=\s|$)", value):
+                out[(heading, row[0], col)] = float(m.group())
     return machine, out
 
 

@@ -122,6 +122,9 @@ def _checkpoint_method(path: Path, device: str) -> Method:
         # in the quickstart are the evaluation images too, so they would flatter the model
         "weights": "last (EMA when the variant has one)",
     }
+    prefill = getattr(variant.model, "prefill", "none")
+    if prefill != "none":  # the classical fill the network corrects: the compare report sets them side by side
+        info["prefill"] = prefill
     return ModelMethod(variant.name, model, device=device, image_size=variant.model.img_size, info=info)
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from inpnet.errors import DataError
 from inpnet.evaluate.plots import plot_metric_by_ratio
+from inpnet.evaluate.significance import Difference, differences, read_pair_scores
 from inpnet.outputs import locks_output, write_atomic, writing_output
 
 __all__ = [
@@ -339,7 +340,9 @@ def quality_warnings(
     return out
 
 
-def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequence[str] = ()) -> str:
+def render_table(
+    entries: Sequence[ReportEntry], *, title: str, warnings: Sequence[str] = (), diffs: Sequence[Difference] = ()
+) -> str:
     """Markdown: warnings, data notes, overall, per pattern, per pattern x ratio, FID notes, skipped files.
 
     The best value of each column (within a pattern for the ratio tables) is bold; reference
@@ -378,6 +381,8 @@ def render_table(entries: Sequence[ReportEntry], *, title: str, warnings: Sequen
             *_bucket_table(entries, patterns, metric, digits, lower),
             "",
         ]
+    if diffs:
+        out += ["## Paired differences in PSNR", "", DIFFERENCES_NOTE, "", *render_differences(diffs)]
 
     skipped = [(e.name, s) for e in entries if not e.reference for s in e.report.get("skipped", [])]
     if skipped:
@@ -467,8 +472,71 @@ def machine_description() -> str:
     return f"{model}, {', '.join(bf16) if bf16 else 'no native bf16'}"
 
 
-def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = ()) -> str:
-    """The quickstart summary: overall PSNR/SSIM and, per irregular-hole pattern, PSNR by ratio.
+def comparison_pairs(entries: Sequence[ReportEntry]) -> list[tuple[str, str]]:
+    """(a, b) for every learned method a against every baseline and every later learned method."""
+    learned = [e.name for e in entries if not e.reference]
+    refs = [e.name for e in entries if e.reference]
+    return [(a, b) for a in learned for b in refs] + [(a, b) for i, a in enumerate(learned) for b in learned[i + 1 :]]
+
+
+def paired_differences(entries: Sequence[ReportEntry], metric: str = "psnr") -> list[Difference]:
+    """Paired bootstrap differences (:mod:`inpnet.evaluate.significance`) between the methods
+    of ``entries`` that have per-pair scores (``per_image.csv``) in their folder."""
+    scores = {
+        e.name: read_pair_scores(e.path, metric)
+        for e in entries
+        if e.path is not None and (e.path / "per_image.csv").is_file()
+    }
+    pairs = [(a, b) for a, b in comparison_pairs(entries) if a in scores and b in scores]
+    return differences(scores, pairs, metric=metric)
+
+
+def _diff_cell(d: Difference | None) -> str:
+    if d is None:
+        return "n/a"
+    verdict = {"ahead": " **ahead**", "behind": " **behind**", "tie": ""}[d.verdict]
+    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{verdict}"
+
+
+def render_differences(
+    diffs: Sequence[Difference], *, only_b: str | None = None, pattern: str | None = None
+) -> list[str]:
+    """Markdown tables of ``a - b`` with their 95% intervals: one table per pattern, a row per pair."""
+    cells = {(d.a, d.b, d.pattern, d.ratio): d for d in diffs}
+    pairs = list(dict.fromkeys((d.a, d.b) for d in diffs if only_b is None or d.b == only_b))
+    patterns = sorted({d.pattern for d in diffs}) if pattern is None else [pattern]
+    out: list[str] = []
+    for pat in patterns:
+        ratios = sorted({d.ratio for d in diffs if d.pattern == pat and d.ratio is not None}, key=float)
+        rows = [
+            [
+                f"{a} - {b}",
+                _diff_cell(cells.get((a, b, pat, None))),
+                *(_diff_cell(cells.get((a, b, pat, r))) for r in ratios),
+            ]
+            for a, b in pairs
+            if any(key[:3] == (a, b, pat) for key in cells)
+        ]
+        if rows:
+            out += [f"Pattern `{pat}`:", "", *_table(["difference", "all", *ratios], rows), ""]
+    return out
+
+
+DIFFERENCES_NOTE = (
+    "Mean PSNR difference (dB) over the same (image, mask) pairs, with its paired bootstrap 95% "
+    "interval (2,000 resamples); **ahead** / **behind** only when the interval excludes 0."
+)
+
+
+def render_summary(
+    entries: Sequence[ReportEntry],
+    *,
+    warnings: Sequence[str] = (),
+    diffs: Sequence[Difference] = (),
+    reference: str | None = None,
+) -> str:
+    """The quickstart summary: overall PSNR/SSIM, per irregular-hole pattern PSNR by ratio, and
+    the paired differences of the learned models to ``reference`` and to each other.
 
     The README embeds this file between ``<!-- summary:start -->`` and ``<!-- summary:end -->``;
     ``.ci/check_readme.py`` fails when the two disagree by more than noise.
@@ -495,6 +563,15 @@ def render_summary(entries: Sequence[ReportEntry], *, warnings: Sequence[str] = 
             for e in entries
         ]
         out += [f"PSNR (dB) by hole ratio, pattern `{pattern}`:", "", *_table(["method", *ratios], rows), ""]
+        learned = {e.name for e in entries if not e.reference}
+        # each learned model against the reference, its own pre-fill (what the network adds) and the other models
+        prefill = {e.name: e.report.get("method_settings", {}).get("prefill") for e in entries}
+        shown = [
+            d for d in diffs if d.pattern == pattern and (d.b == reference or d.b in learned or d.b == prefill.get(d.a))
+        ]
+        if shown:
+            out += [f"Paired differences, pattern `{pattern}`. {DIFFERENCES_NOTE}", ""]
+            out += render_differences(shown, pattern=pattern)[2:]  # the table without its own heading
     out += [f"- **{w}**" for w in warnings]
     return "\n".join(out).rstrip() + "\n"
 
@@ -511,7 +588,8 @@ def compare_reports(
     """One table, two plots, their data (``by_ratio.csv``) and ``compare.json`` across the methods in ``paths``.
 
     ``compare.json``: ``{"methods": {name: metrics.json of that method}, "baselines": [names],
-    "best": {"psnr": name, "ssim": name}, "reports": {name: folder}, "warnings": [sentences]}``;
+    "best": {"psnr": name, "ssim": name}, "reports": {name: folder}, "warnings": [sentences],
+    "differences": [paired PSNR differences a - b with 95% intervals and verdicts]}``;
     the warnings (:func:`quality_warnings`, against ``reference`` and ``max_gap_db``, as the
     promotion gate judges) also head ``table.md``.
     """
@@ -521,13 +599,15 @@ def compare_reports(
     out_dir = Path(out_dir)
     names = ", ".join(e.name for e in entries)
     warnings = quality_warnings(entries, reference=reference, max_gap_db=max_gap_db)
+    diffs = paired_differences(entries, "psnr")
     with writing_output(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(
             out_dir / "table.md",
-            render_table(entries, title=f"Inpainting comparison: {names}", warnings=warnings).encode(),
+            render_table(entries, title=f"Inpainting comparison: {names}", warnings=warnings, diffs=diffs).encode(),
         )
-        write_atomic(out_dir / "summary.md", render_summary(entries, warnings=warnings).encode())
+        summary_md = render_summary(entries, warnings=warnings, diffs=diffs, reference=reference)
+        write_atomic(out_dir / "summary.md", summary_md.encode())
         _write_by_ratio_csv(entries, out_dir / "by_ratio.csv")
         _write_plots(entries, out_dir)
     summary = {
@@ -536,6 +616,7 @@ def compare_reports(
         "best": {m: _best_name(entries, m) for m in PLOT_METRICS},
         "reports": {e.name: str(e.path) for e in entries},
         "warnings": warnings,
+        "differences": [d.as_dict() for d in diffs],
     }
     _write_json(out_dir / "compare.json", summary)
     return summary

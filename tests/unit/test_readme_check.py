@@ -63,3 +63,12 @@ def test_readme_without_the_section_fails(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# no summary here\n")
     (tmp_path / "summary.md").write_text(SUMMARY)
     assert _check()([str(tmp_path / "README.md"), str(tmp_path / "summary.md")]) == 1
+
+
+def test_a_difference_cell_is_checked_by_its_leading_number(tmp_path: Path) -> None:
+    diff = SUMMARY + (
+        "\nPaired differences, pattern `free_form`:\n\n| difference | all |\n|---|---:|\n"
+        "| inpnet_s - telea | +0.74 [+0.62, +0.85] **ahead** |\n"
+    )
+    assert _check()(_files(tmp_path, diff, diff)) == 0
+    assert _check()(_files(tmp_path, diff.replace("+0.74 [", "-0.74 ["), diff)) == 1

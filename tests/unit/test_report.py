@@ -193,3 +193,35 @@ def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference
     assert summary_md.startswith("Machine: ") and "| inpnet_s |" in summary_md and "WARNING: inpnet_s" in summary_md
     quiet = compare_reports([tmp_path / "baselines", tmp_path / "close"], tmp_path / "cmp2")
     assert quiet["warnings"] == [] and "## Warnings" not in (tmp_path / "cmp2" / "table.md").read_text()
+
+
+def test_paired_bootstrap_interval_and_verdicts() -> None:
+    import numpy as np
+
+    from inpnet.evaluate.significance import Difference, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    d = 0.3 + 0.2 * rng.standard_normal(36)
+    mean, low, high = paired_bootstrap(d)
+    assert mean == pytest.approx(d.mean()) and low < mean < high
+    assert high - low == pytest.approx(2 * 1.96 * d.std(ddof=1) / 6, rel=0.2)  # about the normal interval
+    assert paired_bootstrap(d) == (mean, low, high)  # seeded
+    assert Difference("a", "b", "psnr", "p", None, mean, low, high, 36).verdict == "ahead"
+    assert Difference("a", "b", "psnr", "p", None, -0.1, -0.2, 0.05, 36).verdict == "tie"
+    assert Difference("a", "b", "psnr", "p", None, -0.1, -0.2, -0.01, 36).verdict == "behind"
+    with pytest.raises(ValueError, match="finite"):
+        paired_bootstrap([1.0, float("inf")])
+
+
+def test_compare_reports_paired_differences_on_shared_pairs(tmp_path: Path) -> None:
+    _write(tmp_path / "baselines" / "telea", "telea", 0.0, kind="baseline")
+    _write(tmp_path / "a", "inpnet_s", 0.5)  # +0.5 dB on every pair: ahead with a zero-width interval
+    _write(tmp_path / "b", "mae_s", -0.02)
+    summary = compare_reports([tmp_path / "baselines", tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    diffs = {(d["a"], d["b"], d["pattern"], d["ratio"]): d for d in summary["differences"]}
+    inp = diffs["inpnet_s", "telea", "center", None]
+    assert inp["mean"] == pytest.approx(0.5) and inp["verdict"] == "ahead" and inp["n"] > 0
+    assert diffs["mae_s", "telea", "center", None]["verdict"] == "behind"
+    assert ("inpnet_s", "mae_s", "center", "0.10") in diffs and ("telea", "inpnet_s", "center", None) not in diffs
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    assert "## Paired differences in PSNR" in table and "| inpnet_s - telea | +0.50 [+0.50, +0.50] **ahead**" in table
