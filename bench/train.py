@@ -94,8 +94,8 @@ def measure(
     from inpnet.config import ResolvedVariant, load_params
     from inpnet.masks import MaskMixture
     from inpnet.train.distributed import DistInfo
-    from inpnet.train.optim import Precision, adamw, resolve_precision
-    from inpnet.train.steps import ReconstructionStep, Updater
+    from inpnet.train.optim import Precision, resolve_precision
+    from inpnet.train.steps import ReconstructionStep, Updater, generator_optimiser
     from inpnet.train.trainer import build_components
 
     v = load_params(REPO / "params.yaml").variant(name)
@@ -120,7 +120,7 @@ def measure(
 
         model = PlainViT.build(v.model).to(dev)
         prec: Precision = resolve_precision(precision, dev)
-        opt = adamw(model, lr=v.train.lr, weight_decay=v.train.weight_decay, betas=v.train.betas)
+        opt, _ = generator_optimiser(v, model)
         upd = Updater(list(model.parameters()), opt, scaler=prec.scaler(), grad_clip=v.train.grad_clip)
         step_fn = ReconstructionStep(model, build_loss(v.model, v.train.loss), upd, prec)
     b, s = v.train.batch_size, v.train.image_size

@@ -244,15 +244,24 @@ class CMGANModelConfig(_Section):
     attn_max_res: int = Field(default=16, ge=1, description="highest feature resolution that gets an attention block")
     attn_heads: int = Field(default=4, ge=1)
     ffc_stride: int = Field(default=8, ge=1, description="FFC residual blocks run at img_size / ffc_stride (LaMa: 8)")
-    disc_channels: int = Field(
-        default=64, ge=4, description="discriminator channels at full resolution (doubled per halving)"
+    eval_latent: Literal["w_avg", "seeded_z"] = Field(
+        default="w_avg",
+        description="w outside training: the tracked average w (truncation psi = 0) or mapping(z) of one z drawn from eval_seed",
     )
+    eval_seed: int = Field(default=0, description="seed of the evaluation z when eval_latent is seeded_z")
 
 
 ModelConfig = Annotated[InpNetModelConfig | MAEModelConfig | CMGANModelConfig, Field(discriminator="family")]
 
 
 # ----------------------------------------------------------------------------- train
+
+
+class DiscConfig(_Section):
+    """The discriminator of an adversarial variant."""
+
+    kind: Literal["patchgan", "stylegan2"] = "patchgan"
+    channels: int = Field(default=64, ge=4, description="channels at full resolution (doubled per halving)")
 
 
 class LossConfig(_Section):
@@ -265,11 +274,14 @@ class LossConfig(_Section):
     gp_weight: float = Field(default=10.0, ge=0)
     perceptual_weight: float = Field(default=0.0, ge=0)
     perceptual_weights_path: str | None = None
-    disc: Literal["patchgan", "stylegan2"] = "patchgan"
+    disc: DiscConfig = DiscConfig()
     rec_loss: Literal["mse", "l1"] | None = Field(
         default=None, description="reconstruction kind; None = family default (cmgan: l1, else mse)"
     )
-    r1_masked: bool = Field(default=False, description="R1 penalises only the gradient on hole pixels")
+    r1_masked: bool | None = Field(
+        default=None,
+        description="R1 penalises only the gradient on hole pixels; None = family default (cmgan: true, else false)",
+    )
 
 
 class TrainMasksConfig(_Section):
@@ -311,7 +323,11 @@ class TrainConfig(_Section):
     max_steps: int = Field(default=200, ge=1)
     lr: float = Field(default=3e-4, gt=0)
     disc_lr: float = Field(default=2e-4, gt=0)
-    weight_decay: float = Field(default=0.05, ge=0)
+    weight_decay: float | None = Field(
+        default=None,
+        ge=0,
+        description="AdamW's decoupled decay; None = family default (inpnet, mae: 0.05; cmgan: 0, it trains with Adam)",
+    )
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = Field(default=20, ge=0)
     grad_clip: float | None = Field(default=1.0, gt=0)
@@ -347,6 +363,16 @@ class ResolvedVariant(_Section):
     name: str
     model: ModelConfig
     train: TrainConfig
+
+    @model_validator(mode="after")
+    def _check_recipe(self) -> ResolvedVariant:
+        if self.model.family == "cmgan" and self.train.weight_decay:
+            raise ConfigError(
+                f"variants.{self.name}.train.weight_decay: {self.train.weight_decay} with family cmgan; CM-GAN "
+                "trains with Adam and no weight decay (decoupled decay ignores the mapping network's 0.01 "
+                "learning-rate multiplier and shrinks w); leave it unset or 0"
+            )
+        return self
 
     def check_sizes(self) -> ResolvedVariant:
         """Raise :class:`ConfigError` unless ``model.img_size`` equals ``train.image_size``: the
@@ -464,7 +490,7 @@ class Params(_Section):
         model = _validate(model_cls, {**v.model, "family": v.family}, f"variants.{name}.model")
         train_dict = _deep_merge(self.train.model_dump(), v.train)
         train = _validate(TrainConfig, train_dict, f"variants.{name}.train")
-        return ResolvedVariant(name=name, model=model, train=train)
+        return _validate(ResolvedVariant, {"name": name, "model": model, "train": train})
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -217,7 +217,10 @@ def inpainter_from_files(
 
 def _info(variant: Any, source: str | Path, name: str | None = None, version: str | None = None) -> dict[str, Any]:
     """What a loaded model is and where it came from (plain values, for reports)."""
+    from inpnet.models.build import inference_settings
+
     return {
+        **inference_settings(variant.model),  # e.g. CM-GAN's latent
         "family": variant.model.family,
         "variant": variant.name,
         "img_size": variant.model.img_size,

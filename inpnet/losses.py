@@ -18,17 +18,18 @@ weights and combines them)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from inpnet.models.patches import patch_mask, patchify
+from inpnet.models.composite import check_image_mask
+from inpnet.models.patches import known_patch_stats, patch_mask, patchify
 
 if TYPE_CHECKING:
     from inpnet.config import CMGANModelConfig, InpNetModelConfig, LossConfig, MAEModelConfig
+    from inpnet.models.discriminators import Discriminator
 
 log = logging.getLogger(__name__)
 
@@ -99,25 +100,37 @@ def masked_patch_loss(
     *,
     patch_size: int,
     norm_pix: bool = False,
+    pixel_mean: Sequence[float] = (0.0, 0.0, 0.0),
+    pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
     kind: RecKind = "mse",
     weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The MAE objective: per-patch mean error, averaged over masked patches only.
 
-    A patch is masked when it holds any hole pixel (as the MAE model decides). With
-    ``norm_pix`` the error is measured in each *target* patch's normalised coordinates,
-    ``((pred - target) / sqrt(var_target + 1e-6))``; for a prediction written as
-    ``pred = n * std_t + mean_t`` that is exactly MAE's norm-pix loss on ``n``, while the
-    model still outputs pixels. Parts: ``{"mae_<kind>": ...}``.
+    A patch is masked when it holds any hole pixel (as the MAE model decides). Without
+    ``norm_pix`` the error is taken on the [0, 1] pixels. With ``norm_pix`` it is MAE's
+    norm-pix loss: in the model's input space ``(x - pixel_mean) / pixel_std``, each
+    *target* patch t is normalised by its own statistics, ``(t - mean_t) / sqrt(var_t + 1e-6)``,
+    and compared with the decoder's raw output n. An inpainter must output pixels, so the
+    model writes ``n * std_k + mean_k`` with (mean_k, std_k) from the known pixels
+    (:func:`~inpnet.models.patches.known_patch_stats`); the same statistics, computed here
+    from the image and mask, recover n exactly. Parts: ``{"mae_<kind>": ...}``.
     """
-    target = patchify(image, patch_size)  # (B, L, p*p*3)
-    pred = patchify(prediction, patch_size)  # (B, L, p*p*3)
+    masked = patch_mask(mask, patch_size)  # (B, L)
     if norm_pix:
-        scale = (target.var(dim=-1, keepdim=True) + 1.0e-6).rsqrt()  # (B, L, 1)
-        pred, target = pred * scale, target * scale  # same shift cancels in the difference
+        mean = image.new_tensor(pixel_mean).view(1, 3, 1, 1)
+        std = image.new_tensor(pixel_std).view(1, 3, 1, 1)
+        x = (image - mean) / std
+        target = patchify(x, patch_size)  # (B, L, p*p*3)
+        target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + 1.0e-6).sqrt()
+        known_mean, known_std = known_patch_stats(x, mask, patch_size)  # (B, L, 1) each, no gradient
+        pred = (patchify((prediction - mean) / std, patch_size) - known_mean) / known_std  # the decoder's n
+    else:
+        target = patchify(image, patch_size)  # (B, L, p*p*3)
+        pred = patchify(prediction, patch_size)  # (B, L, p*p*3)
     per_patch = _elementwise(kind, pred, target).mean(dim=-1)  # (B, L)
-    masked = patch_mask(mask, patch_size).to(per_patch.dtype)  # (B, L)
-    term = (per_patch * masked).sum() / masked.sum().clamp_min(1.0)
+    weights = masked.to(per_patch.dtype)
+    term = (per_patch * weights).sum() / weights.sum().clamp_min(1.0)
     return weight * term, {f"mae_{kind}": term.detach()}
 
 
@@ -151,16 +164,23 @@ def g_loss(kind: AdvKind, fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def _input_gradient(d: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """d(sum of D's scores)/d(image), with a graph so the penalty can be back-propagated."""
-    image = image.detach().requires_grad_(True)
-    scores = d(image, mask)
-    (grad,) = torch.autograd.grad(scores.float().sum(), image, create_graph=True)
+def _input_gradient(d: Discriminator, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """d(sum of D's scores)/dx in D's own input space x = ``d.to_input(image)``, with a graph
+    so that the penalty can be back-propagated.
+
+    StyleGAN2 takes R1 on the [-1, 1] image it feeds D; differentiating with respect to the
+    [0, 1] image instead would scale the squared gradient by 4 (``r1_gamma: 10`` acting as 40).
+    """
+    check_image_mask(image, mask)
+    x = d.to_input(image.detach()).detach().requires_grad_(True)
+    scores = d.score(x, mask)
+    (grad,) = torch.autograd.grad(scores.float().sum(), x, create_graph=True)
     return grad  # (B, 3, H, W)
 
 
-def r1_penalty(d: nn.Module, real_image: torch.Tensor, mask: torch.Tensor, *, masked: bool = False) -> torch.Tensor:
-    """R1: mean over the batch of ||dD(real)/d real||^2 (unweighted; the caller applies gamma/2).
+def r1_penalty(d: Discriminator, real_image: torch.Tensor, mask: torch.Tensor, *, masked: bool = False) -> torch.Tensor:
+    """R1: mean over the batch of ||dD(real)/dx||^2 in D's input space (unweighted; the
+    caller applies gamma/2).
 
     ``masked=True`` keeps only the gradient on hole pixels (CM-GAN's masked R1): the known
     region of a real and a fake composite is identical, so only the hole needs smoothing.
@@ -172,14 +192,15 @@ def r1_penalty(d: nn.Module, real_image: torch.Tensor, mask: torch.Tensor, *, ma
 
 
 def gradient_penalty(
-    d: nn.Module,
+    d: Discriminator,
     real_image: torch.Tensor,
     fake_image: torch.Tensor,
     mask: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """WGAN-GP: mean of (||dD(x)/dx|| - 1)^2 at points x between real and fake images.
+    """WGAN-GP: mean of (||dD(x)/dx|| - 1)^2 at points x between real and fake images,
+    the gradient taken in D's input space as for R1.
 
     The interpolation weight per image is drawn from ``generator`` (on the images' device);
     without one, the weights are evenly spaced over (0, 1) across the batch (deterministic,
@@ -223,21 +244,34 @@ class PixelLoss:
 
 
 class MAELoss:
-    """MAE's masked-patch loss (:func:`masked_patch_loss`), weighted by ``hole_weight``."""
+    """MAE's masked-patch loss (:func:`masked_patch_loss`), weighted by ``hole_weight``.
 
-    def __init__(self, *, patch_size: int, norm_pix: bool, kind: RecKind, weight: float) -> None:
-        self.patch_size = patch_size
-        self.norm_pix = norm_pix
-        self.kind = kind
-        self.weight = weight
+    ``pixel_mean``/``pixel_std``: the model's input normalisation, the space of the norm-pix target.
+    """
+
+    def __init__(
+        self,
+        *,
+        patch_size: int,
+        norm_pix: bool,
+        kind: RecKind,
+        weight: float,
+        pixel_mean: Sequence[float] = (0.0, 0.0, 0.0),
+        pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
+    ) -> None:
+        self.patch_size, self.norm_pix, self.kind, self.weight = patch_size, norm_pix, kind, weight
+        self.pixel_mean, self.pixel_std = tuple(pixel_mean), tuple(pixel_std)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> LossOut:
+        p, mean, std = self.patch_size, self.pixel_mean, self.pixel_std
         return masked_patch_loss(
             image,
             mask,
             prediction,
-            patch_size=self.patch_size,
+            patch_size=p,
             norm_pix=self.norm_pix,
+            pixel_mean=mean,
+            pixel_std=std,
             kind=self.kind,
             weight=self.weight,
         )
@@ -262,7 +296,14 @@ def build_loss(model_cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig,
     if isinstance(model_cfg, MAEModelConfig):
         if loss_cfg.valid_weight > 0:
             log.info("MAE loss covers masked patches only; loss.valid_weight=%s is not used", loss_cfg.valid_weight)
+        from inpnet.models.mae import IMAGENET_MEAN, IMAGENET_STD
+
         return MAELoss(
-            patch_size=model_cfg.patch_size, norm_pix=model_cfg.norm_pix_loss, kind=kind, weight=loss_cfg.hole_weight
+            patch_size=model_cfg.patch_size,
+            norm_pix=model_cfg.norm_pix_loss,
+            kind=kind,
+            weight=loss_cfg.hole_weight,
+            pixel_mean=IMAGENET_MEAN,
+            pixel_std=IMAGENET_STD,
         )
     return PixelLoss(kind=kind, hole_weight=loss_cfg.hole_weight, valid_weight=loss_cfg.valid_weight)

@@ -109,6 +109,7 @@ def resolve_method(spec: str, device: str = "cpu", *, radius: int = 3, workers: 
 
 
 def _checkpoint_method(path: Path, device: str) -> Method:
+    from inpnet.models.build import inference_settings
     from inpnet.train.checkpoint import load_model, weights_sha256
 
     model, variant = load_model(path, ema=True, device=device)
@@ -121,6 +122,7 @@ def _checkpoint_method(path: Path, device: str) -> Method:
         # the last weights, not best.safetensors: the best were picked on val images, which
         # in the quickstart are the evaluation images too, so they would flatter the model
         "weights": "last (EMA when the variant has one)",
+        **inference_settings(variant.model),  # e.g. CM-GAN's latent
     }
     prefill = getattr(variant.model, "prefill", "none")
     if prefill != "none":  # the classical fill the network corrects: the compare report sets them side by side

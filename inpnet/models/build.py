@@ -6,16 +6,16 @@ InP-Net and MAE runs do not load their modules.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from torch import nn
 
 from inpnet.config import CMGANModelConfig, InpNetModelConfig, MAEModelConfig
 
-__all__ = ["build_discriminator", "build_model"]
+if TYPE_CHECKING:
+    from inpnet.models.discriminators import Discriminator
 
-
-# The paper's choice per family when LossConfig.rec_loss is None.
+__all__ = ["build_discriminator", "build_model", "inference_settings"]
 
 
 def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig, *, pretrained: bool = True) -> nn.Module:
@@ -39,8 +39,20 @@ def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig, *, p
     raise ValueError(f"unknown model family {cfg.family!r}; expected inpnet, mae or cmgan")
 
 
-def build_discriminator(kind: Literal["patchgan", "stylegan2"], *, img_size: int, base_channels: int = 64) -> nn.Module:
-    """A discriminator with ``forward(image, mask) -> scores`` of shape (B, ...)."""
+def inference_settings(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig) -> dict[str, object]:
+    """What the model does at inference beyond its weights, for reports: CM-GAN's latent w."""
+    if isinstance(cfg, CMGANModelConfig):
+        latent = (
+            "w_avg (truncation psi 0)" if cfg.eval_latent == "w_avg" else f"mapping of seeded z (seed {cfg.eval_seed})"
+        )
+        return {"latent": latent}
+    return {}
+
+
+def build_discriminator(
+    kind: Literal["patchgan", "stylegan2"], *, img_size: int, base_channels: int = 64
+) -> Discriminator:
+    """A discriminator (``train.loss.disc``) with ``forward(image, mask) -> scores`` of shape (B, ...)."""
     if kind == "patchgan":
         from inpnet.models.discriminators import PatchGANDiscriminator
 
@@ -49,4 +61,4 @@ def build_discriminator(kind: Literal["patchgan", "stylegan2"], *, img_size: int
         from inpnet.models.stylegan_disc import StyleGAN2Discriminator
 
         return StyleGAN2Discriminator(img_size=img_size, base_channels=base_channels)
-    raise ValueError(f"unknown discriminator {kind!r}; expected 'patchgan' or 'stylegan2' (train.loss.disc)")
+    raise ValueError(f"unknown discriminator {kind!r}; expected 'patchgan' or 'stylegan2' (train.loss.disc.kind)")

@@ -20,16 +20,20 @@ authors released no code; this follows the paper's description:
 4. **Output**: StyleGAN2-style skip toRGB on the spatial branch, summed over scales and
    scaled by 1 / (number of scales) and squashed to [0, 1] with ``(tanh(x) + 1) / 2``.
 
-Noise (z and per-layer noise) comes from an explicit ``torch.Generator``: pass
-``generator=`` to :meth:`CMGAN.forward`, or install one with :meth:`CMGAN.seed_noise`, which
-plain ``model(image, mask)`` calls use in training mode only. Otherwise (eval mode, the EMA
-copy, a model loaded from a checkpoint) every noise input is zero, so evaluation and export
-are deterministic.
+Noise (z and per-layer noise) comes from an explicit ``torch.Generator`` passed as
+``generator=`` to :meth:`CMGAN.forward` (the trainer's adversarial step owns it). In training
+mode each such call also updates ``w_avg``, the running mean of w = mapping(z) (StyleGAN2's,
+beta 0.995), a buffer saved with the weights. Without a generator (evaluation, export,
+inference) the per-layer noise is zero and w is, by ``eval_latent``, either ``w_avg``
+(truncation psi = 0, the default) or mapping(z) of one z drawn from ``eval_seed`` and shared
+by every image, so outputs are deterministic and do not depend on the batch. Never z = 0:
+pixel-normalising zero gives zero, an input the mapping network never saw in training.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -140,7 +144,12 @@ class CMGAN(nn.Module):
         attn_heads: heads per attention block.
         ffc_stride: FFC blocks run at ``img_size // ffc_stride``.
         min_res: lowest encoder resolution.
+        eval_latent: w without a noise generator: ``w_avg`` or ``seeded_z`` (see the module doc).
+        eval_seed: the seed of that z for ``seeded_z``.
     """
+
+    W_AVG_BETA = 0.995  # StyleGAN2's w_avg_beta
+    w_avg: torch.Tensor  # (style_dim,) buffer, registered in __init__
 
     def __init__(
         self,
@@ -156,6 +165,8 @@ class CMGAN(nn.Module):
         attn_heads: int = 4,
         ffc_stride: int = 8,
         min_res: int = 4,
+        eval_latent: Literal["w_avg", "seeded_z"] = "w_avg",
+        eval_seed: int = 0,
     ) -> None:
         super().__init__()
         if img_size & (img_size - 1) or img_size < 2 * min_res:
@@ -179,6 +190,10 @@ class CMGAN(nn.Module):
         # global code g = [s; w]
         self.to_s = EqualLinear(ch[min_res] * min_res * min_res, style_dim)
         self.mapping = MappingNetwork(style_dim, mapping_layers)
+        self.register_buffer("w_avg", torch.zeros(style_dim))  # persistent: checkpoints carry it
+        if eval_latent not in ("w_avg", "seeded_z"):
+            raise ValueError(f"eval_latent must be 'w_avg' or 'seeded_z', got {eval_latent!r}")
+        self.eval_latent, self.eval_seed = eval_latent, eval_seed
         code_dim = 2 * style_dim
 
         # decoder, lowest resolution first
@@ -186,7 +201,6 @@ class CMGAN(nn.Module):
         self.dec_blocks = nn.ModuleList(
             [CascadedBlock(ch[dec_res[max(i - 1, 0)]], ch[r], code_dim, upsample=i > 0) for i, r in enumerate(dec_res)]
         )
-        self.noise_generator: torch.Generator | None = None
 
     @classmethod
     def from_config(cls, cfg: CMGANModelConfig) -> CMGAN:
@@ -202,17 +216,9 @@ class CMGAN(nn.Module):
             attn_max_res=cfg.attn_max_res,
             attn_heads=cfg.attn_heads,
             ffc_stride=cfg.ffc_stride,
+            eval_latent=cfg.eval_latent,
+            eval_seed=cfg.eval_seed,
         )
-
-    def seed_noise(self, seed: int | None, device: torch.device | str | None = None) -> None:
-        """Install (or with ``None`` remove) the generator that training-mode ``forward`` uses
-        when it is given none. It is not part of the state dict: resume re-seeds it."""
-        if seed is None:
-            self.noise_generator = None
-            return
-        dev = torch.device(device) if device is not None else next(self.parameters()).device
-        self.noise_generator = torch.Generator(device=dev)
-        self.noise_generator.manual_seed(seed)
 
     def encode(self, image: torch.Tensor, mask: torch.Tensor) -> dict[int, torch.Tensor]:
         """Features per resolution {r: (B, C_r, r, r)} of the masked image; hole pixels unseen."""
@@ -230,15 +236,26 @@ class CMGAN(nn.Module):
                 x = self.enc_stages[i](x)
         return feats
 
+    def latent(self, batch: int, gen: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+        """w (B, style_dim): mapping(z) of noise from ``gen``, else the evaluation latent."""
+        if gen is not None:
+            z = torch.randn((batch, self.style_dim), generator=gen, device=gen.device).to(like)
+            w: torch.Tensor = self.mapping(z)
+            if self.training:
+                with torch.no_grad():
+                    self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.W_AVG_BETA))
+            return w
+        if self.eval_latent == "w_avg":
+            return self.w_avg.to(like)[None].expand(batch, -1)
+        seeded = torch.Generator(device="cpu").manual_seed(self.eval_seed)
+        z = torch.randn((1, self.style_dim), generator=seeded).to(like)  # one z for every image
+        mapped: torch.Tensor = self.mapping(z)
+        return mapped.expand(batch, -1)
+
     def global_code(self, lowest: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         """g = [s; w] (B, 2 * style_dim) from the lowest feature (B, C, r, r) and noise."""
-        b = lowest.shape[0]
         s = F.normalize(self.to_s(lowest.flatten(1)), dim=1)  # (B, C*r*r) -> (B, style_dim)
-        if gen is None:
-            z = lowest.new_zeros(b, self.style_dim)
-        else:
-            z = torch.randn((b, self.style_dim), generator=gen, device=gen.device).to(lowest)
-        return torch.cat([s, self.mapping(z)], dim=1)
+        return torch.cat([s, self.latent(lowest.shape[0], gen, s)], dim=1)
 
     def forward(
         self, image: torch.Tensor, mask: torch.Tensor, *, generator: torch.Generator | None = None
@@ -250,13 +267,12 @@ class CMGAN(nn.Module):
             raise ShapeError(
                 f"CMGAN was built for {self.img_size}x{self.img_size} inputs, got {h}x{w}; resize or rebuild"
             )
-        gen = generator if generator is not None else (self.noise_generator if self.training else None)
         feats = self.encode(image, mask)
-        code = self.global_code(feats[self.min_res], gen)
+        code = self.global_code(feats[self.min_res], generator)
         f_g = f_s = feats[self.min_res]
         rgb = None
         for block, r in zip(self.dec_blocks, self.resolutions[::-1], strict=True):
-            f_g, f_s, rgb_r = block(f_g, f_s, feats[r], code, gen)
+            f_g, f_s, rgb_r = block(f_g, f_s, feats[r], code, generator)
             rgb = rgb_r if rgb is None else upsample2x(rgb) + rgb_r
         assert rgb is not None  # there is a decoder block per scale, at least two
         # the skip sum grows with the number of scales; the fixed gain keeps the initial

@@ -1,4 +1,9 @@
-"""PatchGAN discriminator: scores every overlapping patch of an (image, mask) pair.
+"""Discriminators' common form, and the PatchGAN that scores every patch of an (image, mask) pair.
+
+:class:`Discriminator` splits ``forward(image, mask)`` into ``score(to_input(image), mask)``:
+the networks see the image in [-1, 1], and penalties on D's input gradient (R1, WGAN-GP,
+:mod:`inpnet.losses`) differentiate with respect to that input, as StyleGAN2 does.
+
 
 As pix2pix's 70x70 PatchGAN, with the mask stacked as a fourth input channel (DeepFill v2's
 SN-PatchGAN) so the discriminator knows where the generated pixels are. Every convolution
@@ -18,14 +23,30 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from inpnet.models.composite import check_image_mask
 
-__all__ = ["PatchGANDiscriminator"]
+__all__ = ["Discriminator", "PatchGANDiscriminator"]
+
+
+class Discriminator(nn.Module):
+    """``forward(image (B,3,H,W) in [0,1], mask (B,1,H,W)) -> scores (B, ...)`` = ``score(to_input(image), mask)``."""
+
+    def to_input(self, image: torch.Tensor) -> torch.Tensor:
+        """The image as the network sees it: [0, 1] mapped to [-1, 1]."""
+        return image * 2.0 - 1.0
+
+    def score(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scores of ``x`` (already in the network's input space) with its mask."""
+        raise NotImplementedError
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        check_image_mask(image, mask)
+        return self.score(self.to_input(image), mask)
 
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Module:
     return spectral_norm(nn.Conv2d(cin, cout, kernel_size=4, stride=stride, padding=1))
 
 
-class PatchGANDiscriminator(nn.Module):
+class PatchGANDiscriminator(Discriminator):
     """``forward(image (B,3,H,W), mask (B,1,H,W)) -> scores (B,1,h,w)`` (raw logits / critic values).
 
     Args:
@@ -45,8 +66,7 @@ class PatchGANDiscriminator(nn.Module):
         layers += [_conv(ch, out, 1), nn.LeakyReLU(0.2), _conv(out, 1, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        check_image_mask(image, mask)
-        x = torch.cat([image * 2.0 - 1.0, mask.to(image.dtype)], dim=1)  # (B, 4, H, W), image in [-1, 1]
+    def score(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x, mask.to(x.dtype)], dim=1)  # (B, 4, H, W), image in [-1, 1]
         logits: torch.Tensor = self.net(x)  # (B, 1, h, w)
         return logits

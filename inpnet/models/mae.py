@@ -17,6 +17,12 @@ inpainting:
 - Inputs are ImageNet-normalised and the decoder predicts normalised pixels, as in the
   released checkpoints; the output is de-normalised and clamped to [0, 1] with a
   straight-through gradient (the linear head can be loaded from a checkpoint unchanged).
+- ``norm_pix`` (MAE's ``norm_pix_loss``): the decoder predicts each patch normalised by its
+  own mean and variance, which a hole patch cannot know. The output un-normalises with the
+  statistics of the *known* pixels around the patch (its 3x3-patch neighbourhood, else the
+  whole image; :func:`~inpnet.models.patches.known_patch_stats`), so inference needs nothing
+  but the input. In training mode that output is not clamped, so that the loss
+  (:func:`inpnet.losses.masked_patch_loss`) recovers the decoder's output exactly.
 
 Parameter and buffer names are those of MAE checkpoints (see :mod:`inpnet.models.mae_weights`).
 Position embeddings are the fixed sin-cos table (with a zero row for the class token), kept
@@ -42,7 +48,7 @@ from inpnet.models.blocks import (
     sincos_pos_embed_2d,
 )
 from inpnet.models.composite import check_image_mask, masked_input
-from inpnet.models.patches import grid_of, pad_to_multiple, patch_mask, unpatchify
+from inpnet.models.patches import grid_of, known_patch_stats, pad_to_multiple, patch_mask, unpatchify
 
 __all__ = ["MAE"]
 
@@ -82,9 +88,11 @@ class MAE(nn.Module):
         decoder_depth: int = 2,
         decoder_num_heads: int = 8,
         mlp_ratio: float = 4.0,
+        norm_pix: bool = False,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.norm_pix = norm_pix
         self.grid = grid_of(img_size, img_size, patch_size)
         self.patch_embed = make_patch_embed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -111,7 +119,7 @@ class MAE(nn.Module):
     @classmethod
     def from_config(cls, cfg: MAEModelConfig, *, pretrained: bool = True) -> MAE:
         """Build from the typed config; loads ``cfg.pretrained`` (a local file) when set and ``pretrained``."""
-        model = cls(**cfg.model_dump(exclude={"family", "norm_pix_loss", "pretrained"}))
+        model = cls(**cfg.model_dump(exclude={"family", "norm_pix_loss", "pretrained"}), norm_pix=cfg.norm_pix_loss)
         if pretrained and cfg.pretrained:
             from inpnet.models.mae_weights import load_mae_weights
 
@@ -204,5 +212,11 @@ class MAE(nn.Module):
         masked = patch_mask(hole, self.patch_size)  # (B, L)
         latent, ids_keep, valid = self.encode(x, masked, pos.to(x.dtype))
         pred = self.decode(latent, ids_keep, valid, masked.shape[1], dec_pos.to(latent.dtype))
+        if self.norm_pix:  # per-patch normalised -> normalised pixels, with known-pixel statistics
+            mean, std = known_patch_stats(x, hole, self.patch_size)  # (B, L, 1) each
+            pred = pred.float() * std + mean
         out = unpatchify(pred, self.patch_size, grid) * self.pixel_std + self.pixel_mean  # (B, 3, H', W')
-        return _clamp01_straight_through(out[..., :h, :w])
+        out = out[..., :h, :w]
+        if self.norm_pix and self.training:
+            return out
+        return _clamp01_straight_through(out)

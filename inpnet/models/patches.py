@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from inpnet.errors import ShapeError
 
-__all__ = ["grid_of", "pad_to_multiple", "patch_mask", "patchify", "unpatchify"]
+__all__ = ["grid_of", "known_patch_stats", "pad_to_multiple", "patch_mask", "patchify", "unpatchify"]
 
 
 def grid_of(height: int, width: int, patch_size: int) -> tuple[int, int]:
@@ -48,6 +48,50 @@ def patch_mask(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
     grid_of(mask.shape[-2], mask.shape[-1], patch_size)
     pooled = F.max_pool2d((mask > 0.5).float(), kernel_size=patch_size, stride=patch_size)  # (B, 1, gh, gw)
     return pooled.flatten(1) > 0.5  # (B, L)
+
+
+def known_patch_stats(
+    x: torch.Tensor, mask: torch.Tensor, patch_size: int, *, eps: float = 1.0e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch mean and std (each (B, L, 1)) estimated from *known* pixels only.
+
+    MAE's norm-pix target normalises each patch by its own mean and variance, which a hole
+    patch cannot know at inference. This is the estimate an inpainter can compute: the
+    known pixels (all channels) of the 3x3-patch neighbourhood centred on the patch (the
+    patch itself included, so a partly known patch leans on its own pixels). Where that
+    neighbourhood holds fewer than ``patch_size**2`` known pixel positions, the image's
+    known pixels stand in; an image with none gets (0, 1). ``std = sqrt(var + eps)`` with
+    the unbiased variance, as MAE's target. Hole pixels are never read (they may be NaN).
+
+    Args:
+        x: (B, C, H, W) image in the space the patches live in, sides multiples of ``patch_size``.
+        mask: (B, 1, H, W), 1 = hole.
+    """
+    grid_of(x.shape[-2], x.shape[-1], patch_size)
+    known = mask <= 0.5  # (B, 1, H, W)
+    x = torch.where(known, x.float(), 0.0)  # (B, C, H, W)
+    k = known.float()
+    c, p = x.shape[1], patch_size
+
+    def window_sum(t: torch.Tensor) -> torch.Tensor:  # (B, ., H, W) -> (B, 1, H/p, W/p) sums over 3p x 3p
+        pooled = F.avg_pool2d(t, kernel_size=3 * p, stride=p, padding=p, count_include_pad=True)
+        return pooled.sum(dim=1, keepdim=True) * float(9 * p * p)
+
+    n = window_sum(k) * c  # known values per window
+    s1, s2 = window_sum(x), window_sum(x.square())
+    n_img = k.sum(dim=(1, 2, 3), keepdim=True) * c  # (B, 1, 1, 1)
+    s1_img, s2_img = x.sum(dim=(1, 2, 3), keepdim=True), x.square().sum(dim=(1, 2, 3), keepdim=True)
+    local = n >= p * p * c
+    n = torch.where(local, n, n_img)
+    s1 = torch.where(local, s1, s1_img)
+    s2 = torch.where(local, s2, s2_img)
+    mean = s1 / n.clamp_min(1.0)
+    var = ((s2 - n * mean.square()) / (n - 1.0).clamp_min(1.0)).clamp_min(0.0)
+    none = n < 2.0  # nothing known in the image: identity
+    mean = torch.where(none, 0.0, mean)
+    var = torch.where(none, 1.0, var)
+    std = (var + eps).sqrt()
+    return mean.flatten(1)[..., None], std.flatten(1)[..., None]  # (B, L, 1) each, raster order
 
 
 def pad_to_multiple(

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from inpnet.models.composite import check_image_mask
+from inpnet.models.discriminators import Discriminator
 from inpnet.models.modulation import EqualConv2d, EqualLinear, ResDownBlock, lrelu
 
 
@@ -36,7 +36,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     return torch.cat([x, y], dim=1)
 
 
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(Discriminator):
     """Scores ``(image, mask)`` pairs: (B, 3, S, S) in [0, 1] and (B, 1, S, S) -> (B, 1) logits.
 
     Args:
@@ -61,9 +61,8 @@ class StyleGAN2Discriminator(nn.Module):
         self.fc = EqualLinear(ch[4] * 16, ch[4], activation=True)
         self.out = EqualLinear(ch[4], 1)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        check_image_mask(image, mask)
-        x = torch.cat([image * 2.0 - 1.0, mask.to(image.dtype) - 0.5], dim=1)  # (B, 4, S, S)
+    def score(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x, mask.to(x.dtype) - 0.5], dim=1)  # (B, 4, S, S), image in [-1, 1]
         x = self.blocks(lrelu(self.from_input(x)))  # (B, C, 4, 4)
         x = lrelu(self.conv(minibatch_stddev(x, self.mbstd_group)))
         score: torch.Tensor = self.out(self.fc(x.flatten(1)))  # (B, C*16) -> (B, 1)

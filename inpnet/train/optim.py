@@ -1,7 +1,10 @@
-"""Optimiser, learning-rate schedule, weight EMA and mixed precision for the trainer.
+"""Optimisers, learning-rate schedules, weight EMA and mixed precision for the trainer.
 
-The schedule is a pure function of the step (linear warm-up, then cosine to ``min_ratio``
-of the peak), so resuming needs only the step count, never a pickled scheduler object.
+Two recipes: the ViT families (InP-Net, MAE) train with AdamW (no decay on biases, norms
+and tokens) and a linear warm-up + cosine schedule; CM-GAN, like StyleGAN2, with plain
+Adam, no weight decay and a constant learning rate. A discriminator with lazy R1 gets
+StyleGAN2's adjustment (:func:`lazy_regularised`). A schedule is a pure function of the
+step, so resuming needs only the step count, never a pickled scheduler object.
 """
 
 from __future__ import annotations
@@ -11,13 +14,32 @@ import logging
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMA", "Precision", "adamw", "lr_at", "resolve_precision", "set_lr"]
+__all__ = [
+    "EMA",
+    "VIT_WEIGHT_DECAY",
+    "LRSchedule",
+    "Precision",
+    "adam",
+    "adamw",
+    "lazy_regularised",
+    "lr_at",
+    "resolve_precision",
+    "set_lr",
+]
+
+
+VIT_WEIGHT_DECAY = 0.05  # AdamW decay of the ViT families when train.weight_decay is None (MAE's)
+
+
+def _fused(params: list[nn.Parameter]) -> bool | None:
+    return (all(p.is_cuda for p in params) and bool(params)) or None
 
 
 def adamw(
@@ -41,9 +63,42 @@ def adamw(
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if fused is None:
-        fused = all(p.is_cuda for p in decay + no_decay) and bool(decay + no_decay)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=_fused(decay + no_decay) if fused is None else fused)
+
+
+def adam(module: nn.Module, *, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Plain Adam with no weight decay (StyleGAN2, CM-GAN): per-layer learning-rate multipliers
+    such as the mapping network's 0.01 then scale every update, decay included (there is none)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=0.0, fused=_fused(params))
+
+
+def lazy_regularised(lr: float, betas: tuple[float, float], every: int) -> tuple[float, tuple[float, float]]:
+    """StyleGAN2's adjustment for a regulariser applied as its own optimiser step every ``every``
+    steps: with c = every / (every + 1), lr * c and betas ** c keep the optimiser's step size
+    and momentum horizon per minibatch as without the extra steps."""
+    c = every / (every + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Learning rate as a function of the step: ``cosine`` (:func:`lr_at`) or ``constant``
+    (the same linear warm-up, then ``peak`` for good)."""
+
+    peak: float
+    warmup_steps: int
+    kind: Literal["cosine", "constant"] = "cosine"
+    min_ratio: float = 0.1
+
+    def at(self, step: int, total_steps: int) -> float:
+        if self.kind == "constant":
+            if self.warmup_steps > 0 and step < self.warmup_steps:
+                return self.peak * (step + 1) / self.warmup_steps
+            return self.peak
+        return lr_at(
+            step, peak=self.peak, warmup_steps=self.warmup_steps, total_steps=total_steps, min_ratio=self.min_ratio
+        )
 
 
 def lr_at(step: int, *, peak: float, warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> float:

@@ -1,11 +1,11 @@
 """The one training loop for every model family.
 
-:func:`train` builds the model (and a discriminator for adversarial variants), the
-optimisers, precision, EMA and the step object from a :class:`ResolvedVariant`, then runs
-optimiser steps until ``max_steps``: masks from :class:`inpnet.masks.MaskMixture` with an
-explicit seeded generator per rank, learning rate from a pure warm-up + cosine schedule,
-metrics and sample grids to MLflow, checkpoints every ``checkpoint_every`` steps, at the
-end and on SIGTERM. Every ``val_every`` steps rank 0 scores a fixed val subset
+:func:`train` builds the model, precision, EMA and the family's step object
+(:func:`inpnet.train.steps.build_step`: optimisers and their schedules, a discriminator for
+adversarial variants, noise) from a :class:`ResolvedVariant`, then runs optimiser steps
+until ``max_steps``: masks from :class:`inpnet.masks.MaskMixture` with an explicit seeded
+generator per rank, each optimiser's learning rate from its schedule, metrics and sample
+grids to MLflow, checkpoints every ``checkpoint_every`` steps, at the end and on SIGTERM. Every ``val_every`` steps rank 0 scores a fixed val subset
 (:class:`inpnet.train.validation.ValSet`), logs ``val/hole_psnr`` and ``val/ssim`` and keeps
 the best-scoring weights as ``best.safetensors`` beside the last ones. Rank-zero decisions
 come from :class:`DistInfo.is_main` only.
@@ -36,14 +36,13 @@ from inpnet.train.batches import BatchStream, LoaderFactory, MaskedBatches, samp
 from inpnet.train.distributed import (
     DistInfo,
     all_gather_objects,
-    all_reduce_grads,
     all_reduce_mean,
     any_rank,
     destroy,
     init_distributed,
 )
-from inpnet.train.optim import EMA, Precision, adamw, lr_at, resolve_precision, set_lr
-from inpnet.train.steps import AdversarialStep, ReconstructionStep, TrainStep, Updater
+from inpnet.train.optim import EMA, Precision, resolve_precision
+from inpnet.train.steps import TrainStep, build_step
 from inpnet.train.validation import ValSet
 
 log = logging.getLogger(__name__)
@@ -53,12 +52,11 @@ __all__ = ["Components", "build_components", "train"]
 
 @dataclass
 class Components:
-    """Everything a run trains, built once; ``model``/``disc`` are the raw (unwrapped) modules."""
+    """Everything a run trains, built once; ``model`` is the raw (unwrapped) module."""
 
     model: nn.Module
     step: TrainStep
     precision: Precision
-    disc: nn.Module | None = None
     ema: EMA | None = None
     forward_model: nn.Module | None = None  # DDP-wrapped and/or compiled view of ``model``
     best: nn.Module | None = None  # rank 0: a copy of the eval weights at the best validation
@@ -69,18 +67,19 @@ class Components:
         """What evaluation and export use: the EMA weights when there are any."""
         return self.ema.module if self.ema is not None else self.model
 
+    @property
+    def disc(self) -> nn.Module | None:
+        """The discriminator of an adversarial step (None otherwise)."""
+        return self.step.modules.get("disc")
+
 
 def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
-    """Model, discriminator, optimisers, precision, EMA and the step object for ``variant``."""
-    from inpnet.losses import build_loss
-    from inpnet.models.build import build_discriminator, build_model
+    """Model, precision, EMA and the family's step object (optimisers, discriminator, noise)."""
+    from inpnet.models.build import build_model
 
     cfg = variant.train
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = build_model(variant.model).to(info.device)
-    seed_noise = getattr(model, "seed_noise", None)
-    if seed_noise is not None:  # CM-GAN: training-mode noise from a seeded generator, per rank
-        seed_noise(cfg.seed + info.rank)
     precision = resolve_precision(cfg.precision, info.device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     forward_model: nn.Module = model
@@ -90,35 +89,8 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
         forward_model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if cfg.compile:
         forward_model = torch.compile(forward_model)  # type: ignore[assignment]  # an OptimizedModule; stubs say Callable
-    g_opt = adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-    g_upd = Updater(list(model.parameters()), g_opt, scaler=precision.scaler(), grad_clip=cfg.grad_clip)
-    loss_fn = build_loss(variant.model, cfg.loss)
-    if cfg.loss.adv_weight <= 0:
-        step: TrainStep = ReconstructionStep(forward_model, loss_fn, g_upd, precision)
-        return Components(model, step, precision, ema=ema, forward_model=forward_model)
-    d_channels = getattr(variant.model, "disc_channels", 64)  # CM-GAN variants size their discriminator
-    disc = build_discriminator(cfg.loss.disc, img_size=cfg.image_size, base_channels=d_channels).to(info.device)
-    d_params = list(disc.parameters())
-    d_opt = adamw(disc, lr=cfg.disc_lr, weight_decay=0.0, betas=cfg.betas)
-    d_upd = Updater(d_params, d_opt, scaler=precision.scaler(), sync=lambda: all_reduce_grads(d_params, info))
-    if info.is_distributed:  # the discriminator is not DDP-wrapped: start every rank from rank 0's weights
-        for t in disc.state_dict().values():
-            torch.distributed.broadcast(t, src=0)
-    step = AdversarialStep(
-        forward_model,
-        disc,
-        loss_fn,
-        g_upd,
-        d_upd,
-        precision,
-        adv_loss=cfg.loss.adv_loss,
-        adv_weight=cfg.loss.adv_weight,
-        r1_gamma=cfg.loss.r1_gamma,
-        r1_every=cfg.loss.r1_every,
-        r1_masked=cfg.loss.r1_masked,
-        gp_weight=cfg.loss.gp_weight,
-    )
-    return Components(model, step, precision, disc=disc, ema=ema, forward_model=forward_model)
+    step = build_step(variant, model, forward_model, precision, info)
+    return Components(model, step, precision, ema=ema, forward_model=forward_model)
 
 
 def _make_masks(variant: ResolvedVariant) -> Any:
@@ -164,8 +136,7 @@ def _save(
     modules: dict[str, nn.Module] = {"model": parts.model}
     if parts.ema is not None:
         modules["model_ema"] = parts.ema.module
-    if parts.disc is not None:
-        modules["disc"] = parts.disc
+    modules.update(parts.step.modules)  # e.g. the discriminator
     if parts.best is not None:
         modules["best"] = parts.best
     state = {
@@ -204,8 +175,8 @@ def _restore(
     if parts.ema is not None:
         has_ema = (ckpt.resolve_checkpoint_dir(ckpt_dir) / "model_ema.safetensors").is_file()
         ckpt.load_weights_into(parts.ema.module, ckpt_dir, "model_ema" if has_ema else "model", device=info.device)
-    if parts.disc is not None:
-        ckpt.load_weights_into(parts.disc, ckpt_dir, "disc", device=info.device)
+    for name, module in parts.step.modules.items():
+        ckpt.load_weights_into(module, ckpt_dir, name, device=info.device)
     meta = ckpt.read_meta(ckpt_dir)
     if "best" in meta.get("weights", []) and meta.get("best"):
         parts.best = copy.deepcopy(parts.eval_model).eval()
@@ -376,15 +347,6 @@ def _lock_on_rank_zero(lock: FolderLock, info: DistInfo) -> None:
         raise error or CheckpointError(f"{lock.folder}: rank 0 could not lock the checkpoint folder (see its error)")
 
 
-def _seed_step_noise(parts: Components, seed: int, info: DistInfo, step: int) -> None:
-    """Models that draw noise while training (CM-GAN) get a generator seeded by (seed, step,
-    rank), so a resumed run draws exactly the noise an uninterrupted one would have."""
-    model = getattr(parts.model, "module", parts.model)  # unwrap DDP
-    seed_noise = getattr(model, "seed_noise", None)
-    if seed_noise is not None:
-        seed_noise((seed * 1_000_003 + step) * max(info.world_size, 1) + info.rank)
-
-
 def _validate(
     parts: Components, val: ValSet, tracker: Any, info: DistInfo, step: int, batch_size: int
 ) -> dict[str, float]:
@@ -438,20 +400,16 @@ def _loop(
     step = start
     postfix: dict[str, str] = {}
     parts.model.train()
-    if parts.disc is not None:
-        parts.disc.train()
+    for module in parts.step.modules.values():
+        module.train()
     try:
         while step < total:
-            lr = lr_at(step, peak=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total)
-            set_lr(parts.step.updaters["model"].optimizer, lr)
-            if "disc" in parts.step.updaters:
-                set_lr(parts.step.updaters["disc"].optimizer, lr * cfg.disc_lr / cfg.lr)
+            lrs = {name: upd.set_lr(step, total) for name, upd in parts.step.updaters.items()}
             micro = [
                 (image.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
                 for image, mask in batches.take(step, prefetch=step + 1 < total)
             ]
             images += sum(image.shape[0] for image, _ in micro)
-            _seed_step_noise(parts, cfg.seed, info, step)
             losses = parts.step(micro, step)
             if parts.ema is not None:
                 parts.ema.update(parts.model)
@@ -463,7 +421,8 @@ def _loop(
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 ips = images * info.world_size / elapsed
                 metrics = {f"train/{k}": v for k, v in zip(keys, mean, strict=True)}
-                metrics.update({"train/lr": lr, "train/images_per_s": ips, "train/epoch": batches.stream.epoch})
+                metrics.update({"train/images_per_s": ips, "train/epoch": batches.stream.epoch})
+                metrics.update({_lr_key(name): v for name, v in lrs.items() if v is not None})
                 tracker.log_metrics(metrics, step)
                 postfix.update(loss=f"{metrics.get('train/total', float('nan')):.4f}", img_s=f"{ips:.1f}")
                 bar.set_postfix(postfix)
@@ -496,6 +455,10 @@ def _loop(
     finally:
         bar.close()
     return "FINISHED"
+
+
+def _lr_key(updater: str) -> str:
+    return "train/lr" if updater == "model" else f"train/lr_{updater}"
 
 
 @torch.no_grad()

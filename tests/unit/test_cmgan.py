@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers.params import params_for_tests
 
 from inpnet.models.cmgan import CMGAN
@@ -78,10 +79,9 @@ def test_noise_is_explicit_and_zero_without_a_generator() -> None:
         s1 = model(image, mask, generator=torch.Generator().manual_seed(1))
         s1b = model(image, mask, generator=torch.Generator().manual_seed(1))
         s2 = model(image, mask, generator=torch.Generator().manual_seed(2))
-        model.seed_noise(3)
-        train_mode = model(image, mask)  # training mode uses the installed generator
+        train_mode = model(image, mask, generator=torch.Generator().manual_seed(3))  # the step passes one
         model.eval()
-        eval_mode = model(image, mask)  # eval mode ignores it: deterministic
+        eval_mode = model(image, mask)  # eval mode, no generator: deterministic
     assert torch.equal(det1, det2) and torch.equal(s1, s1b)
     assert not torch.allclose(s1, s2) and not torch.allclose(train_mode, det1)
     assert torch.equal(eval_mode, model(image, mask))
@@ -165,8 +165,8 @@ def test_short_adversarial_run_moves_both_losses_and_ema(repo_root) -> None:
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     comp = build_components(variant, info)
     assert comp.ema is not None and comp.disc is not None
-    assert comp.model.noise_generator is not None  # the trainer seeds CM-GAN's noise
-    assert comp.disc.from_input.weight.shape[0] == variant.model.disc_channels
+    assert comp.step.noise is not None  # the trainer seeds CM-GAN's noise
+    assert comp.disc.from_input.weight.shape[0] == variant.train.loss.disc.channels
     size, b = variant.train.image_size, variant.train.batch_size
     g = torch.Generator().manual_seed(0)
     history: dict[str, list[float]] = {"d_loss": [], "g_adv": [], "total": []}
@@ -183,3 +183,59 @@ def test_short_adversarial_run_moves_both_losses_and_ema(repo_root) -> None:
     live = dict(comp.model.named_parameters())
     differ = [n for n, p in comp.ema.module.named_parameters() if not torch.equal(p, live[n])]
     assert len(differ) > len(live) // 2
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_r1_is_taken_in_the_discriminators_input_space(masked: bool) -> None:
+    """D sees 2 * image - 1: R1 is ||dD/dx||^2 for that x, a quarter of the [0, 1] image's."""
+    from inpnet import losses
+
+    torch.manual_seed(0)
+    disc = StyleGAN2Discriminator(img_size=32, base_channels=4, max_channels=16)
+    image, mask = _batch(32, b=2)
+    x = (image * 2.0 - 1.0).requires_grad_(True)  # by hand, in [-1, 1]
+    (grad,) = torch.autograd.grad(disc((x + 1.0) / 2.0, mask).sum(), x)
+    if masked:
+        grad = grad * mask
+    by_hand = grad.square().sum(dim=(1, 2, 3)).mean()
+    r1 = losses.r1_penalty(disc, image, mask, masked=masked)
+    torch.testing.assert_close(r1, by_hand, rtol=1e-4, atol=1e-8)
+
+
+def test_w_avg_tracks_the_mapping_output_and_drives_evaluation() -> None:
+    """StyleGAN2's w_avg: updated (beta 0.995) by training-mode calls with noise, saved in the
+    state dict, and the w that evaluation uses (never mapping(0))."""
+    torch.manual_seed(0)
+    model = CMGAN(img_size=32, **TINY)
+    assert "w_avg" in model.state_dict() and torch.count_nonzero(model.w_avg) == 0
+    image, mask = _batch(32)
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn((2, TINY["style_dim"]), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        w = model.mapping(z)
+        model(image, mask, generator=gen)  # draws exactly that z first
+    torch.testing.assert_close(model.w_avg, (1 - 0.995) * w.mean(dim=0))
+    model.eval()
+    with torch.no_grad():
+        before = model(image, mask)
+        model.w_avg.mul_(3.0)  # evaluation follows w_avg ...
+        after = model(image, mask)
+        model(image, mask, generator=torch.Generator().manual_seed(1))  # ... which eval mode never updates
+        like = F.normalize(model.to_s(model.encode(image, mask)[4].flatten(1)), dim=1)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(model.latent(2, None, like), model.w_avg[None].expand(2, -1))
+    assert not torch.allclose(model.w_avg[None], model.mapping(torch.zeros(1, TINY["style_dim"])))
+
+
+def test_seeded_z_evaluation_is_one_z_for_every_image() -> None:
+    torch.manual_seed(0)
+    model = CMGAN(img_size=32, eval_latent="seeded_z", eval_seed=5, **TINY).eval()
+    image, mask = _batch(32, b=3)
+    with torch.no_grad():
+        batch, single = model(image, mask), model(image[1:2], mask[1:2])
+        z = torch.randn((1, TINY["style_dim"]), generator=torch.Generator().manual_seed(5))
+        w = model.latent(3, None, image)
+    torch.testing.assert_close(batch[1:2], single)  # independent of the batch
+    torch.testing.assert_close(w, model.mapping(z).expand(3, -1))
+    with pytest.raises(ValueError, match="eval_latent"):
+        CMGAN(img_size=32, eval_latent="zero", **TINY)  # type: ignore[arg-type]  # an unknown choice, on purpose

@@ -12,6 +12,7 @@ from inpnet import losses
 from inpnet.config import CMGANModelConfig, InpNetModelConfig, LossConfig, MAEModelConfig
 from inpnet.losses import build_loss
 from inpnet.models.build import build_discriminator
+from inpnet.models.discriminators import Discriminator
 
 
 def _half_hole(b: int = 2, size: int = 8) -> torch.Tensor:
@@ -56,16 +57,49 @@ def test_masked_patch_loss_counts_masked_patches_only() -> None:
     assert set(parts) == {"mae_mse"}
 
 
-def test_masked_patch_loss_norm_pix_uses_target_patch_statistics() -> None:
-    image = torch.zeros(1, 3, 2, 2)
-    image[..., 0, 0] = 1.0  # patch values: three 1s and nine 0s -> var (unbiased) = 0.2045...
-    mask = torch.ones(1, 1, 2, 2)
-    pred = image + 0.1
-    var = image.flatten().var().item()
-    total, _ = losses.masked_patch_loss(image, mask, pred, patch_size=2, norm_pix=True)
-    assert total.item() == pytest.approx(0.01 / (var + 1e-6), rel=1e-4)
-    shifted, _ = losses.masked_patch_loss(image + 0.3, mask, pred + 0.3, patch_size=2, norm_pix=True)
-    assert shifted.item() == pytest.approx(total.item(), rel=1e-4)  # invariant to the patch mean
+def test_masked_patch_loss_norm_pix_is_maes_loss_on_the_decoder_output() -> None:
+    """MAE's form: ((n - (t - mean_t) / sqrt(var_t + 1e-6))**2).mean() on masked patches, where
+    n is the decoder's raw output, here recovered from pixels written with known-pixel stats."""
+    from inpnet.models.patches import known_patch_stats, unpatchify
+
+    g = torch.Generator().manual_seed(0)
+    p, mean, std = 4, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    image = torch.rand(2, 3, 16, 16, generator=g)
+    image[0, :, 4:8, 4:8] = 0.3  # a flat target patch: the old form weighted it by 1 / 1e-6
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[..., 4:12, 4:10] = 1
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    x = (image - m) / s
+    n = torch.randn(2, 16, p * p * 3, generator=g)  # what a decoder predicts, per patch normalised
+    k_mean, k_std = known_patch_stats(x, mask, p)
+    prediction = unpatchify(n * k_std + k_mean, p, (4, 4)) * s + m
+    total, parts = losses.masked_patch_loss(
+        image, mask, prediction, patch_size=4, norm_pix=True, pixel_mean=mean, pixel_std=std
+    )
+    t = torch.einsum("nchpwq->nhwpqc", x.reshape(2, 3, 4, p, 4, p)).reshape(2, 16, -1)  # MAE's patchify
+    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
+    masked = torch.nn.functional.max_pool2d(mask, p).flatten(1) > 0  # (2, 16)
+    expected = ((n - t) ** 2).mean(-1)[masked].mean()
+    assert total.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert set(parts) == {"mae_mse"} and total.item() < 10.0  # no patch dominates
+
+
+def test_known_patch_stats_read_known_pixels_only() -> None:
+    from inpnet.models.patches import known_patch_stats
+
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :8, :] = 1  # top half hole
+    other = torch.where(mask > 0.5, torch.full_like(x, float("nan")), x)
+    a, b = known_patch_stats(x, mask, 4), known_patch_stats(other, mask, 4)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.isfinite(a[0]).all()
+    known = x[..., 8:, :]  # a top-row patch (neighbourhood all hole) falls back to the image's known pixels
+    assert a[0][0, 0, 0].item() == pytest.approx(known.mean().item(), rel=1e-5)
+    assert a[1][0, 0, 0].item() == pytest.approx((known.var() + 1e-6).sqrt().item(), rel=1e-4)
+    win = x[..., 8:16, 4:16]  # patch (2, 2): its 3x3 neighbourhood's known rows 8..15 (row block 1 is hole)
+    assert a[0][0, 2 * 4 + 2, 0].item() == pytest.approx(win.mean().item(), rel=1e-5)
+    _, none_std = known_patch_stats(x, torch.ones(1, 1, 16, 16), 4)
+    assert torch.allclose(none_std, torch.tensor(1.0), atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -90,15 +124,18 @@ def test_unknown_adversarial_kind() -> None:
         losses.d_loss("lsgan", torch.zeros(1), torch.zeros(1))  # type: ignore[arg-type]  # an unknown kind, on purpose
 
 
-class _LinearCritic(nn.Module):
-    """D(x) = <w, x>: its input gradient is w, so penalties have closed forms."""
+class _LinearCritic(Discriminator):
+    """D(x) = <w, x> on the image as given: its input gradient is w, so penalties have closed forms."""
 
     def __init__(self, w: torch.Tensor) -> None:
         super().__init__()
         self.w = nn.Parameter(w)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return (image * self.w).sum(dim=(1, 2, 3))
+    def to_input(self, image: torch.Tensor) -> torch.Tensor:
+        return image
+
+    def score(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (x * self.w).sum(dim=(1, 2, 3))
 
 
 def test_r1_and_gradient_penalty_closed_forms() -> None:

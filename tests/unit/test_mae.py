@@ -207,3 +207,36 @@ def test_build_model_without_the_pretraining_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"gone.pth"):
         build_model(cfg)
     assert isinstance(build_model(cfg, pretrained=False), MAE)  # e.g. loading a trained checkpoint elsewhere
+
+
+def test_norm_pix_model_and_loss_agree_on_the_decoder_output() -> None:
+    """With norm_pix the decoder predicts per-patch normalised values n; the output writes them
+    with known-pixel statistics, and the loss gets n back exactly: MAE's norm-pix loss."""
+    from inpnet.config import LossConfig
+    from inpnet.losses import build_loss
+    from inpnet.models.composite import composite
+
+    cfg = TINY.model_copy(update={"norm_pix_loss": True})
+    torch.manual_seed(0)
+    model = MAE.from_config(cfg).train()
+    image = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    mask = _masks()
+    seen: list[torch.Tensor] = []
+    hook = model.decoder_pred.register_forward_hook(lambda mod, args, out: seen.append(out[:, 1:].detach()))
+    pred = model(image, mask)
+    hook.remove()
+    n = seen[0]  # (B, L, p*p*3)
+    total, _ = build_loss(cfg, LossConfig())(image, mask, pred)
+    x = (image - model.pixel_mean) / model.pixel_std
+    t = torch.einsum("nchpwq->nhwpqc", x.reshape(3, 3, 4, 8, 4, 8)).reshape(3, 16, -1)
+    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
+    masked = patch_mask(mask, 8)
+    assert total.item() == pytest.approx(((n - t) ** 2).mean(-1)[masked].mean().item(), rel=1e-4)
+
+    model.eval()
+    holes_nan = torch.where(mask > 0.5, torch.full_like(image, float("nan")), image)
+    with torch.no_grad():
+        out, out_nan = model(image, mask), model(holes_nan, mask)
+    assert torch.equal(out, out_nan) and out.min() >= 0 and out.max() <= 1  # hole pixels never read
+    known = (mask < 0.5).expand_as(image)
+    assert torch.equal(composite(image, mask, out)[known], image[known])

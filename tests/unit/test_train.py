@@ -208,3 +208,80 @@ def test_adversarial_step_updates_both_networks(tmp_path: Path) -> None:
     assert any(not torch.equal(a, p) for a, p in zip(d_before, parts.disc.parameters(), strict=True))
     assert any(not torch.equal(a, p) for a, p in zip(g_before, parts.model.parameters(), strict=True))
     assert all(p.requires_grad for p in parts.disc.parameters())
+
+
+def _gan_variant(name: str, **loss):
+    v = tiny_variant(name, precision="fp32", disc_lr=1e-3, betas=(0.5, 0.99), warmup_steps=2)
+    merged = {**v.train.loss.model_dump(), "adv_weight": 0.1, **loss}
+    return tiny_variant(name, precision="fp32", disc_lr=1e-3, betas=(0.5, 0.99), warmup_steps=2, loss=merged)
+
+
+def test_gan_recipe_adam_no_decay_constant_lr_and_lazy_regularised_disc() -> None:
+    """CM-GAN: Adam, no weight decay, constant lr (StyleGAN2); its D with lazy R1 gets lr * c
+    and betas ** c, c = r1_every / (r1_every + 1). The ViT families keep AdamW + cosine."""
+    from inpnet.train.distributed import init_distributed
+    from inpnet.train.trainer import build_components
+
+    info = init_distributed("cpu")
+    gan_v = _gan_variant("cmgan_tiny", r1_gamma=10.0, r1_every=16)
+    gan = build_components(gan_v, info)
+    g, d = gan.step.updaters["model"], gan.step.updaters["disc"]
+    assert type(g.optimizer) is torch.optim.Adam
+    assert all(group["weight_decay"] == 0.0 for group in g.optimizer.param_groups)
+    peak = gan_v.train.lr
+    assert [g.set_lr(s, 1000) for s in (0, 1, 2, 500, 999)] == pytest.approx([peak / 2] + [peak] * 4)
+    c = 16 / 17
+    assert type(d.optimizer) is torch.optim.Adam and d.set_lr(999, 1000) == pytest.approx(1e-3 * c)
+    assert d.optimizer.param_groups[0]["betas"] == pytest.approx((0.5**c, 0.99**c))
+    assert d.optimizer.param_groups[0]["weight_decay"] == 0.0
+
+    vit = build_components(_gan_variant("inpnet_tiny", r1_gamma=0.0), info)
+    g, d = vit.step.updaters["model"], vit.step.updaters["disc"]
+    assert type(g.optimizer) is torch.optim.AdamW and max(gr["weight_decay"] for gr in g.optimizer.param_groups) == 0.05
+    assert g.set_lr(999, 1000) < 0.2 * g.set_lr(2, 1000)  # cosine
+    assert d.optimizer.param_groups[0]["betas"] == (0.5, 0.99)  # no R1: no adjustment
+
+
+def test_cmgan_refuses_weight_decay() -> None:
+    from helpers.params import params_for_tests
+
+    from inpnet.config import parse_params
+    from inpnet.errors import ConfigError
+
+    data = params_for_tests().model_dump(mode="json")
+    data["variants"]["cmgan_tiny"]["train"]["weight_decay"] = 0.05
+    with pytest.raises(ConfigError, match=r"variants\.cmgan_tiny\.train\.weight_decay.*Adam"):
+        parse_params(data)
+
+
+def test_masked_r1_is_cmgans_default_and_a_separate_disc_step() -> None:
+    from inpnet.train.distributed import init_distributed
+    from inpnet.train.trainer import build_components
+
+    info = init_distributed("cpu")
+    assert build_components(_gan_variant("cmgan_tiny", r1_gamma=1.0), info).step.r1_masked is True
+    assert build_components(_gan_variant("cmgan_tiny", r1_gamma=1.0, r1_masked=False), info).step.r1_masked is False
+    parts = build_components(_gan_variant("inpnet_tiny", r1_gamma=1.0, r1_every=2), info)
+    assert parts.step.r1_masked is False
+    image = next(synthetic_loader(Path("."), image_size=32, batch_size=4))["image"]
+    mask = torch.zeros(4, 1, 32, 32)
+    mask[:, :, 8:20, 8:20] = 1
+    d_opt = parts.step.updaters["disc"].optimizer
+    counts = []
+    for step in range(3):  # R1 at steps 0 and 2, as its own optimiser step (StyleGAN2's Dreg phase)
+        parts.step([(image, mask)], step)
+        counts.append(int(d_opt.state[next(iter(parts.disc.parameters()))]["step"]))
+    assert counts == [2, 3, 5]
+
+
+@pytest.mark.slow
+def test_cmgan_checkpoint_carries_w_avg_and_the_report_names_the_latent(tmp_path: Path) -> None:
+    from inpnet.evaluate.methods import resolve_method
+    from inpnet.train.checkpoint import load_model
+
+    v = tiny_variant("cmgan_tiny", max_steps=2, precision="fp32", ema_decay=0.9)
+    ckpt_dir = _run(tmp_path, v)
+    model, _ = load_model(ckpt_dir)
+    assert torch.count_nonzero(model.w_avg) > 0  # tracked in training, saved, loaded
+    settings = resolve_method(str(ckpt_dir)).settings()
+    assert settings["latent"] == "w_avg (truncation psi 0)"
