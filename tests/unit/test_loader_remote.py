@@ -85,6 +85,13 @@ def test_s3_ranks_read_the_same_disjoint_shards_as_local_ones(local: Path, uploa
         make_loader(uploaded, image_size=16, batch_size=2, train=False, rank=0, world_size=5)
 
 
+@pytest.mark.slow
+def test_s3_in_dataloader_workers_matches_local(local: Path, uploaded: str) -> None:
+    # spawn: the workers take this test's environment (a forkserver keeps the one it started with)
+    kw = dict(train=True, seed=4, num_workers=2, rank=1, world_size=2, start_method="spawn")
+    _same(_batches(uploaded, **kw), _batches(local, **kw))
+
+
 def test_s3_resampled_stream_matches_local(local: Path, uploaded: str) -> None:
     def first(shards: str | Path) -> list[str]:
         loader = make_loader(
