@@ -41,7 +41,7 @@ import torch
 from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, decode_rgb, scaled_request
 from inpnet.data.manifest import ShardRecord, load_manifest
 from inpnet.data.tarindex import index_tar
-from inpnet.data.urls import RemoteShards, is_url, resolve_remote, stream_members
+from inpnet.data.urls import ShardList, is_url, resolve_remote, stream_members
 from inpnet.errors import DataError
 
 __all__ = ["ShardLoader", "decode_crop", "iter_eval_images", "make_loader", "shard_urls"]
@@ -58,7 +58,7 @@ def shard_urls(shards: str | Path) -> list[str]:
 _COLLAPSED_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/[^/]")
 
 
-def _split(shards: str | Path) -> RemoteShards:
+def _split(shards: str | Path) -> ShardList:
     """Shard paths or URLs, the pixel limit the shards were written with (images above it are
     refused), and, for remote shards, the manifest record each is checked against.
 
@@ -79,7 +79,7 @@ def _split(shards: str | Path) -> RemoteShards:
         raise DataError(
             f"{shards}: {len(missing)} shards listed in manifest.json are missing (e.g. {missing[0]}); re-run the shard stage"
         )
-    return RemoteShards(urls, int(manifest.settings.get("max_pixels", DEFAULT_MAX_PIXELS)))
+    return ShardList(urls, int(manifest.settings.get("max_pixels", DEFAULT_MAX_PIXELS)))
 
 
 # ------------------------------------------------------------------- geometry, decoding
@@ -274,7 +274,7 @@ def _eval_box(data: bytes) -> Box:
 
 
 def _pipeline(
-    shards: RemoteShards,
+    shards: ShardList,
     *,
     size: int,
     train: bool,

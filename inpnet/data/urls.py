@@ -40,7 +40,7 @@ from inpnet.data.jpeg import DEFAULT_MAX_PIXELS
 from inpnet.data.manifest import MANIFEST_NAME, Manifest, ShardRecord, parse_manifest
 from inpnet.errors import DataError
 
-__all__ = ["RemoteShards", "is_url", "resolve_remote", "stream_members"]
+__all__ = ["ShardList", "is_url", "resolve_remote", "stream_members"]
 
 _URL = re.compile(r"^(?:pipe:|[A-Za-z][A-Za-z0-9+.-]*://)")
 _BLOCK = 8 << 20  # bytes a range request fetches ahead: few round trips, little memory per worker
@@ -52,15 +52,17 @@ def is_url(spec: str) -> bool:
 
 
 @dataclass(frozen=True)
-class RemoteShards:
-    """Shard URLs in reading order, the decode limit, and each shard's manifest record."""
+class ShardList:
+    """Shards in reading order and the decode limit they were written with. ``records`` holds
+    the remote ones (URLs), each with its manifest record (None: nothing to check it
+    against); a shard not in it is a local file, read by the loader's fast path."""
 
     urls: list[str]
     max_pixels: int
-    records: dict[str, ShardRecord | None] = field(default_factory=dict)  # None: nothing to check it against
+    records: dict[str, ShardRecord | None] = field(default_factory=dict)
 
 
-def resolve_remote(spec: str) -> RemoteShards:
+def resolve_remote(spec: str) -> ShardList:
     """The shards a URL spec names (see the module docstring for the forms).
 
     Raises:
@@ -83,7 +85,6 @@ def resolve_remote(spec: str) -> RemoteShards:
             shards: list[tuple[str, ShardRecord | None]] = [(url, None)]
         elif _path(url).endswith(".tar"):
             prefix, name = posixpath.split(_path(url))
-            prefix = url[: len(url) - len(_path(url))] + prefix
             listed = {s.name: s for s in manifest(prefix).shards}
             if name not in listed:
                 raise DataError(
@@ -101,7 +102,7 @@ def resolve_remote(spec: str) -> RemoteShards:
         raise DataError(f"{spec}: names no shards")
     # Each shard run validated its images under its own limit; the loosest of them admits them all.
     limits = [int(m.settings.get("max_pixels", DEFAULT_MAX_PIXELS)) for m in manifests.values()]
-    return RemoteShards(urls, max(limits, default=DEFAULT_MAX_PIXELS), records)
+    return ShardList(urls, max(limits, default=DEFAULT_MAX_PIXELS), records)
 
 
 def _path(url: str) -> str:

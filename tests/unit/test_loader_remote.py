@@ -109,6 +109,10 @@ def test_http_and_pipe_urls_give_the_local_samples(local: Path) -> None:
             http.routes[f"/train/{path.name}"] = Route(path.read_bytes())
         assert [key for key, _ in iter_eval_images(http.url(f"/train/{BRACES}"), image_size=16)] == expected
         assert [key for key, _ in iter_eval_images(http.url("/train"), image_size=16)] == expected
+        # a signed URL's query is not part of the shard's name; the manifest is beside it
+        http.routes["/train/train-000000.tar?sig=abc"] = http.routes["/train/train-000000.tar"]
+        signed = [key for key, _ in iter_eval_images(http.url("/train/train-000000.tar?sig=abc"), image_size=16)]
+        assert signed == expected[:4]
     piped = f"pipe:cat {local}/{BRACES}"  # no manifest to check against: the tar and exit status only
     assert [key for key, _ in iter_eval_images(piped, image_size=16)] == expected
     with pytest.raises(DataError, match=r"pipe:cat .*missing\.tar: cannot read it.*exit 1"):
