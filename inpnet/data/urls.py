@@ -129,8 +129,9 @@ def _read_manifest(prefix: str) -> Manifest:
     return parse_manifest(text, url)
 
 
-def _open(url: str) -> IO[bytes]:
-    """A binary stream of ``url``, read front to back."""
+def _open(url: str, size: int | None = None) -> IO[bytes]:
+    """A binary stream of ``url``, read front to back. ``size`` (the manifest's) spares an
+    HTTP server the HEAD request fsspec would make to learn it."""
     if url.startswith("pipe:"):
         from webdataset.gopen import gopen
 
@@ -140,8 +141,9 @@ def _open(url: str) -> IO[bytes]:
 
     fs, path = url_to_fs(url)
     if url.startswith(("http://", "https://")):
-        options: dict[str, object] = {"block_size": 0}  # one streamed GET; no HEAD, no Range needed
-    else:  # object stores: ranged reads, each fetching _BLOCK ahead
+        # one streamed GET, no Range needed; aiohttp fails a body shorter than its Content-Length
+        options: dict[str, object] = {"block_size": 0, "size": size}
+    else:  # object stores: ranged reads of _BLOCK ahead, after a HEAD that gives the real size
         options = {"block_size": _BLOCK, "cache_type": "readahead"}
     opened: IO[bytes] = fs.open(path, "rb", **options)
     return opened
@@ -181,7 +183,7 @@ def stream_members(url: str, record: ShardRecord | None) -> Iterator[tuple[str, 
     stream: _Hashed | None = None
     abandoned = False
     try:
-        with _open(url) as raw:
+        with _open(url, record.bytes if record else None) as raw:
             stream = _Hashed(raw)
             with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]  # _Hashed has the read() stream mode uses
                 for info in tar:

@@ -113,6 +113,10 @@ def test_http_and_pipe_urls_give_the_local_samples(local: Path) -> None:
         http.routes["/train/train-000000.tar?sig=abc"] = http.routes["/train/train-000000.tar"]
         signed = [key for key, _ in iter_eval_images(http.url("/train/train-000000.tar?sig=abc"), image_size=16)]
         assert signed == expected[:4]
+        body = http.routes["/train/train-000001.tar"].body
+        http.routes["/train/train-000001.tar"] = Route(body, drop_after=[len(body) // 2])  # the connection drops
+        with pytest.raises(DataError, match=r"http://127\.0\.0\.1:\d+/train/train-000001\.tar: "):
+            list(iter_eval_images(http.url("/train/train-{000001..000002}.tar"), image_size=16))
     piped = f"pipe:cat {local}/{BRACES}"  # no manifest to check against: the tar and exit status only
     assert [key for key, _ in iter_eval_images(piped, image_size=16)] == expected
     with pytest.raises(DataError, match=r"pipe:cat .*missing\.tar: cannot read it.*exit 1"):
