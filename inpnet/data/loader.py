@@ -14,6 +14,10 @@ count must divide by ``world_size * num_workers`` (the shard stage rounds it to
 few samples apart: DDP training should use ``resampled=True``, where each rank and worker
 draws shards with replacement from its own seeded stream, forever.
 
+Shards are local files (a split folder: a header index, then one ``pread`` a member) or
+URLs (``s3://``, ``http(s)://``, ``pipe:``; streamed and checked against the manifest
+beside them, :mod:`inpnet.data.urls`); both go through the same split, shuffle and decode.
+
 Decoding uses libjpeg-turbo's DCT scaling (simplejpeg ``min_height``/``min_width``): a
 crop that is resized to ``image_size`` is decoded at the smallest 1/8..8/8 scale that
 still leaves it at least ``image_size`` pixels, which skips most of the decoding work on
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,8 +39,9 @@ import numpy as np
 import torch
 
 from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, decode_rgb, scaled_request
-from inpnet.data.manifest import load_manifest
+from inpnet.data.manifest import ShardRecord, load_manifest
 from inpnet.data.tarindex import index_tar
+from inpnet.data.urls import ShardList, is_url, resolve_remote, stream_members
 from inpnet.errors import DataError
 
 __all__ = ["ShardLoader", "decode_crop", "iter_eval_images", "make_loader", "shard_urls"]
@@ -44,12 +50,28 @@ Box = tuple[int, int, int, int]  # top, left, height, width in original pixels
 
 
 def shard_urls(shards: str | Path) -> list[str]:
-    """The shard paths of a split folder, in manifest order (every listed shard must exist)."""
-    return _split(shards)[0]
+    """The shards of a split folder (every listed shard must exist) or of a URL spec, in reading order."""
+    return _split(shards).urls
 
 
-def _split(shards: str | Path) -> tuple[list[str], int]:
-    """Shard paths, and the pixel limit the shards were written with (images above it are refused)."""
+# "s3://b/k" after pathlib.Path: Path() merges the two slashes, and no file of that name exists
+_COLLAPSED_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/[^/]")
+
+
+def _split(shards: str | Path) -> ShardList:
+    """Shard paths or URLs, the pixel limit the shards were written with (images above it are
+    refused), and, for remote shards, the manifest record each is checked against.
+
+    A local split folder gives local paths and no records: those shards are read by the
+    fast path (a header index and ``pread``), the others stream (:mod:`inpnet.data.urls`).
+    """
+    text = str(shards)
+    if isinstance(shards, str) and is_url(text):
+        return resolve_remote(text)
+    if _COLLAPSED_URL.match(text) and not Path(text).exists():
+        raise DataError(
+            f"{text}: looks like a URL that went through pathlib.Path (one slash after the scheme); pass it as a str"
+        )
     manifest = load_manifest(shards)
     urls = [str(Path(shards) / s.name) for s in manifest.shards]
     missing = [u for u in urls if not Path(u).is_file()]
@@ -57,7 +79,7 @@ def _split(shards: str | Path) -> tuple[list[str], int]:
         raise DataError(
             f"{shards}: {len(missing)} shards listed in manifest.json are missing (e.g. {missing[0]}); re-run the shard stage"
         )
-    return urls, int(manifest.settings.get("max_pixels", DEFAULT_MAX_PIXELS))
+    return ShardList(urls, int(manifest.settings.get("max_pixels", DEFAULT_MAX_PIXELS)))
 
 
 # ------------------------------------------------------------------- geometry, decoding
@@ -152,33 +174,43 @@ def _resampled_source(urls: list[str], *, seed: int, epoch: int, rank: int) -> I
         yield {"url": urls[int(rng.integers(len(urls)))]}
 
 
-def _tar_samples(sources: Iterable[dict[str, str]]) -> Iterator[dict[str, Any]]:
+def _tar_samples(
+    sources: Iterable[dict[str, str]], *, remote: Mapping[str, ShardRecord | None]
+) -> Iterator[dict[str, Any]]:
     """Samples of each shard: consecutive members sharing a key, as WebDataset groups them.
 
-    Replaces ``webdataset.tarfile_to_samples`` for the local shards a manifest lists:
-    Python's streaming ``tarfile`` costs about 0.4 ms a member here (1.3 ms a sample,
-    as much as decoding it), the header-only index plus one ``pread`` per member a few us.
+    A shard in ``remote`` (a URL, with its manifest record) is streamed and checked by
+    :func:`~inpnet.data.urls.stream_members`; a local one is read through its header index.
     """
     for source in sources:
         url = source["url"]
-        with open(url, "rb", buffering=0) as handle:
-            fd = handle.fileno()
-            sample: dict[str, Any] = {}
-            for member in index_tar(url):
-                if member.kind != "file":
-                    continue
-                base = member.name.rsplit("/", 1)[-1]
-                key, dot, ext = base.partition(".")
-                if not dot:
-                    continue
-                if sample and sample["__key__"] != key:
-                    yield sample
-                    sample = {}
-                if not sample:
-                    sample = {"__key__": key, "__url__": url}
-                sample[ext] = os.pread(fd, member.size, member.offset)
-            if sample:
+        members = stream_members(url, remote[url]) if url in remote else _local_members(url)
+        sample: dict[str, Any] = {}
+        for name, data in members:
+            base = name.rsplit("/", 1)[-1]
+            key, dot, ext = base.partition(".")
+            if not dot:
+                continue
+            if sample and sample["__key__"] != key:
                 yield sample
+                sample = {}
+            if not sample:
+                sample = {"__key__": key, "__url__": url}
+            sample[ext] = data
+        if sample:
+            yield sample
+
+
+def _local_members(path: str) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` of each regular file of a local tar: replaces ``webdataset.tarfile_to_samples``
+    for the local shards a manifest lists. Python's streaming ``tarfile`` costs about 0.4 ms a
+    member here (1.3 ms a sample, as much as decoding it), the header-only index plus one
+    ``pread`` per member a few us."""
+    with open(path, "rb", buffering=0) as handle:
+        fd = handle.fileno()
+        for member in index_tar(path):
+            if member.kind == "file":
+                yield member.name, os.pread(fd, member.size, member.offset)
 
 
 def _shuffle(
@@ -242,7 +274,7 @@ def _eval_box(data: bytes) -> Box:
 
 
 def _pipeline(
-    urls: list[str],
+    shards: ShardList,
     *,
     size: int,
     train: bool,
@@ -253,10 +285,10 @@ def _pipeline(
     resampled: bool,
     shuffle_buffer: int,
     scale: tuple[float, float],
-    max_pixels: int,
 ) -> Any:
     import webdataset as wds
 
+    urls, remote = shards.urls, shards.records
     if resampled:
         source = partial(_resampled_source, urls, seed=seed, epoch=epoch, rank=rank)
     else:
@@ -264,11 +296,20 @@ def _pipeline(
         if train:  # same permutation on every rank, so the split stays disjoint
             np.random.default_rng([seed, epoch]).shuffle(order)
         source = partial(_shard_source, order, rank=rank, world_size=world_size)
-    stages: list[Any] = [_Restartable(source), _tar_samples]
+    stages: list[Any] = [_Restartable(source), partial(_tar_samples, remote=remote)]
     if train:
         stages.append(partial(_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch, rank=rank))
     stages.append(
-        partial(_decode, size=size, train=train, seed=seed, epoch=epoch, rank=rank, scale=scale, max_pixels=max_pixels)
+        partial(
+            _decode,
+            size=size,
+            train=train,
+            seed=seed,
+            epoch=epoch,
+            rank=rank,
+            scale=scale,
+            max_pixels=shards.max_pixels,
+        )
     )
     return wds.DataPipeline(*stages)
 
@@ -338,7 +379,10 @@ def make_loader(
     crop_scale: tuple[float, float] = (0.25, 1.0),
     start_method: str = "forkserver",
 ) -> ShardLoader:
-    """Batches from the split folder ``shards`` (with manifest.json).
+    """Batches from the split folder ``shards`` (with manifest.json), or from shards on
+    object storage: a URL spec as a ``str`` (``s3://bucket/shards/train``,
+    ``s3://bucket/shards/train/train-{000000..000011}.tar``, ``https://...``, ``pipe:CMD``;
+    the forms are in :mod:`inpnet.data.urls`).
 
     train=True: seeded shard and sample shuffle (new order per ``epoch``), random resized
     crop of ``crop_scale`` of the area, horizontal flip. train=False: fixed order, resize
@@ -352,15 +396,15 @@ def make_loader(
     """
     if not 0 <= rank < world_size:
         raise DataError(f"rank {rank} is outside world_size {world_size}")
-    urls, max_pixels = _split(shards)
+    split = _split(shards)
     streams = world_size * max(1, num_workers)
-    if not resampled and world_size > 1 and len(urls) % streams:
+    if not resampled and world_size > 1 and len(split.urls) % streams:
         raise DataError(
-            f"{shards}: {len(urls)} shards do not split evenly over {world_size} ranks x {max(1, num_workers)} workers"
+            f"{shards}: {len(split.urls)} shards do not split evenly over {world_size} ranks x {max(1, num_workers)} workers"
             f" (DDP would hang on unequal batch counts); re-shard with data.shard.shard_multiple = {streams} or use resampled=True"
         )
     dataset = _pipeline(
-        urls,
+        split,
         size=image_size,
         train=train,
         rank=rank,
@@ -370,7 +414,6 @@ def make_loader(
         resampled=resampled,
         shuffle_buffer=shuffle_buffer,
         scale=crop_scale,
-        max_pixels=max_pixels,
     )
     context = None
     if num_workers:
@@ -387,14 +430,14 @@ def make_loader(
         worker_init_fn=_worker_init if num_workers else None,
         multiprocessing_context=context,
     )
-    return ShardLoader(loader, len(urls))
+    return ShardLoader(loader, len(split.urls))
 
 
 def iter_eval_images(shards: str | Path, *, image_size: int) -> Iterator[tuple[str, torch.Tensor]]:
     """``(key, (3, S, S) float [0,1])`` for every sample once, in manifest and tar order."""
-    urls, max_pixels = _split(shards)
+    split = _split(shards)
     pipeline = _pipeline(
-        urls,
+        split,
         size=image_size,
         train=False,
         rank=0,
@@ -404,7 +447,6 @@ def iter_eval_images(shards: str | Path, *, image_size: int) -> Iterator[tuple[s
         resampled=False,
         shuffle_buffer=0,
         scale=(1.0, 1.0),
-        max_pixels=max_pixels,
     )
     for sample in pipeline:
         yield sample["key"], _to_unit(torch.from_numpy(sample["image"]))

@@ -26,6 +26,7 @@ __all__ = [
     "ShardRecord",
     "fsync_dir",
     "load_manifest",
+    "parse_manifest",
     "shard_mismatch",
     "tail_sha256",
     "write_json_atomic",
@@ -137,11 +138,16 @@ def load_manifest(split_dir: str | Path) -> Manifest:
     path = Path(split_dir) / MANIFEST_NAME
     if not path.is_file():
         raise DataError(f"{path}: no shard manifest (run `inpnet data shard --out {split_dir}` first)")
+    return parse_manifest(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_manifest(text: str, where: str) -> Manifest:
+    """A manifest from its JSON ``text``; ``where`` (its path or URL) heads every error."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
         if data.get("format") != FORMAT_VERSION:
             raise DataError(
-                f"{path}: manifest format {data.get('format')!r}, expected {FORMAT_VERSION}; re-run the shard stage"
+                f"{where}: manifest format {data.get('format')!r}, expected {FORMAT_VERSION}; re-run the shard stage"
             )
         rejected = data["rejected"]
         shards = [ShardRecord.from_dict({**s, "rejected": []}) for s in data["shards"]]
@@ -153,5 +159,5 @@ def load_manifest(split_dir: str | Path) -> Manifest:
             shards=shards,
             rejected=rejected,
         )
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a valid shard manifest ({err}); re-run the shard stage") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DataError(f"{where}: not a valid shard manifest ({err}); re-run the shard stage") from None

@@ -7,6 +7,7 @@ convolutional stand-in is installed in-process (subprocess tests skip without th
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,53 @@ def subprocess_env(tmp_path_factory: Any) -> dict[str, str]:
         "PYTHONPYCACHEPREFIX": str(prefix),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
+
+
+@contextlib.contextmanager
+def mlflow_process(
+    args: list[str],
+    root: Path,
+    tmp_path_factory: Any,
+    *,
+    health: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[str]:
+    """``python -m mlflow ARGS`` on 127.0.0.1, a free port and one worker, in ``root`` (its
+    stderr in ``root/<first arg>.log``); yields its URL once ``health`` answers, stops its
+    process group on exit. ``env`` is added to the server's environment."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with (root / f"{args[0]}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            env={**subprocess_env(tmp_path_factory), **(env or {})},
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}{health}", proc, timeout=timeout)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(proc)
+
+
+@contextlib.contextmanager
+def mlflow_server(
+    root: Path, tmp_path_factory: Any, *, artifacts: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``mlflow server`` on a copy of the session's sqlite store (schema already migrated), its
+    artifacts proxied to ``artifacts`` (a folder or an ``s3://`` URL); yields its URL."""
+    import os
+
+    backend = f"sqlite:///{migrated_copy(os.environ['MLFLOW_TRACKING_URI'], root / 'server.db')}"
+    args = ["server", "--backend-store-uri", backend, "--artifacts-destination", artifacts]
+    # the job runner starts several huey consumers: minutes of start-up on two cores
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    with mlflow_process(args, root, tmp_path_factory, health="/health", env=env) as url:
+        yield url
 
 
 def as_records(**columns: Any) -> dict[str, Any]:

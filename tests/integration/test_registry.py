@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,16 +17,12 @@ import pytest
 from helpers.registry import (
     REPO_ROOT,
     decode_b64_png,
-    free_port,
     image_and_mask,
     make_checkpoint,
-    migrated_copy,
     png_b64,
-    stop,
-    subprocess_env,
-    wait_http,
     write_metrics,
 )
+from helpers.registry import mlflow_server as real_mlflow_server
 
 from inpnet.config import PromotionGates
 from inpnet.errors import DataError, RegistryError
@@ -326,37 +320,8 @@ def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """``mlflow server`` on a fresh sqlite store, 127.0.0.1 and a free port; stopped afterwards."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    backend = f"sqlite:///{migrated_copy(os.environ['MLFLOW_TRACKING_URI'], root / 'server.db')}"
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "server.log", "wb"),  # noqa: SIM115 - open while the server runs
-        start_new_session=True,
-        # the job runner starts several huey consumers: minutes of start-up on two cores
-        env={**subprocess_env(tmp_path_factory), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with real_mlflow_server(root, tmp_path_factory, artifacts=str(root / "artifacts")) as url:
+        yield url
 
 
 @pytest.mark.slow

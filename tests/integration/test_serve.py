@@ -8,8 +8,6 @@ so it needs the real ``inpnet.models.build``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 
 import numpy as np
@@ -18,14 +16,11 @@ from helpers.registry import (
     as_records,
     decode_b64_png,
     ensure_build_model,
-    free_port,
     image_and_mask,
     make_checkpoint,
+    mlflow_process,
     png_b64,
     real_build_available,
-    stop,
-    subprocess_env,
-    wait_http,
     write_metrics,
 )
 
@@ -49,36 +44,11 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         ckpt, write_metrics(root / "metrics.json", 20.0, {"center": 20.0}, checkpoint=ckpt), tracking_uri=uri, name=name
     )
     client(uri).set_registered_model_alias(name, CHAMPION, reg.version)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{name}@{CHAMPION}",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "serve.log", "wb"),  # noqa: SIM115 - open while the server runs
-        start_new_session=True,
-        env={**subprocess_env(tmp_path_factory), "MLFLOW_TRACKING_URI": uri},
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=240)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    args = ["models", "serve", "-m", f"models:/{name}@{CHAMPION}", "--env-manager", "local"]
+    with mlflow_process(
+        args, root, tmp_path_factory, health="/ping", env={"MLFLOW_TRACKING_URI": uri}, timeout=240
+    ) as url:
+        yield url
 
 
 def test_rest_server_inpaints_and_rejects_bad_input(served: str) -> None:
