@@ -117,6 +117,8 @@ class DataConfig(_Section):
     source: Literal["sample", "places365"] = "sample"
     raw_dir: str = "data/raw"
     shards_dir: str = "data/shards"
+    # what the source looked like at the start of the run (stage `remote`, a dep of `data`)
+    remote_state: str = "data/remote.json"
     fetch: FetchConfig = FetchConfig()
     sample: SampleConfig = SampleConfig()
     shard: ShardConfig = ShardConfig()
@@ -421,6 +423,8 @@ class ScheduleConfig(_Section):
     cron: str = "0 3 * * 0"
     timezone: str = "UTC"
     dvc_remote: str | None = None
+    # where `dvc exp push` sends the retraining experiment (only with dvc_remote set)
+    git_remote: str = "origin"
 
 
 # ------------------------------------------------------------------------------- root
