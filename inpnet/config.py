@@ -332,6 +332,18 @@ class TrainConfig(_Section):
     )
     loss: LossConfig = LossConfig()
     masks: TrainMasksConfig = TrainMasksConfig()
+    # DDP under the pipeline: more than one process makes the train stage launch torchrun
+    nproc_per_node: int = Field(default=1, ge=1, description="processes per machine (GPUs per node)")
+    nnodes: int = Field(default=1, ge=1, description="machines; above 1 the rendezvous settings apply")
+    rdzv_backend: str = "c10d"
+    rdzv_endpoint: str | None = Field(default=None, description="host:port of the rendezvous (nnodes > 1)")
+    rdzv_id: str = "inpnet"
+
+    @model_validator(mode="after")
+    def _check_rendezvous(self) -> TrainConfig:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"train.nnodes={self.nnodes} needs train.rdzv_endpoint (host:port of the rendezvous)")
+        return self
 
 
 class VariantConfig(_Section):

@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-from inpnet.config import Params, ResolvedVariant
+from inpnet.config import Params, ResolvedVariant, TrainConfig
 
-__all__ = ["inputs_record", "shard_split", "train_variant"]
+__all__ = ["inputs_record", "prepare_checkpoint", "shard_split", "torchrun_command", "train_variant", "world_size"]
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,7 @@ def train_variant(
     )
     out_dir = Path(out) if out else Path(cfg.out_dir)
     if fresh_on_change:
-        inputs = inputs_record(
-            resolved, split, val_shards or Path(params.data.shards_dir) / "val", masks or Path(params.masks.out_dir)
-        )
-        _keep_only_same_inputs(out_dir / resolved.name, inputs)
+        prepare_checkpoint(params, variant, shards=shards, val_shards=val_shards, masks=masks, out=out)
     return train(
         resolved,
         shards=split,
@@ -97,6 +95,58 @@ def train_variant(
         tracking=TrackingTarget.from_registry(params.registry, tracking_uri) if track else None,
         device=device,
     )
+
+
+def prepare_checkpoint(
+    params: Params,
+    variant: str,
+    *,
+    shards: Path | None = None,
+    val_shards: Path | None = None,
+    masks: Path | None = None,
+    out: Path | None = None,
+) -> Path:
+    """Keep the checkpoint of ``variant`` only if it can be continued (see the module docstring),
+    record this run's inputs beside it, and return the checkpoint folder ``<out>/<variant>``.
+
+    Called once per run, before training (by :func:`train_variant` with ``fresh_on_change``, or
+    by the launcher before ``torchrun`` starts the ranks). Defaults are those of :func:`train_variant`.
+    """
+    resolved = params.variant(variant)
+    ckpt_dir = (Path(out) if out else Path(resolved.train.out_dir)) / resolved.name
+    inputs = inputs_record(
+        resolved,
+        shard_split(Path(shards) if shards else Path(params.data.shards_dir) / "train"),
+        Path(val_shards) if val_shards else Path(params.data.shards_dir) / "val",
+        Path(masks) if masks else Path(params.masks.out_dir),
+    )
+    _keep_only_same_inputs(ckpt_dir, inputs)
+    return ckpt_dir
+
+
+def world_size(cfg: TrainConfig) -> int:
+    """Processes in the job the train settings ask for (``nproc_per_node`` x ``nnodes``)."""
+    return cfg.nproc_per_node * cfg.nnodes
+
+
+def torchrun_command(cfg: TrainConfig, entry: list[str]) -> list[str]:
+    """``python -m torch.distributed.run`` with the settings of ``cfg``, running ``entry`` per rank.
+
+    One node: ``--standalone`` (a local rendezvous on a free port). Several: the c10d (or
+    ``rdzv_backend``) rendezvous at ``rdzv_endpoint`` with job id ``rdzv_id``; each node runs
+    the same command. ``entry`` is what follows, e.g. ``["-m", "pipelines.train", ...]``.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.nproc_per_node}"]
+    if cfg.nnodes == 1:
+        cmd.append("--standalone")
+    else:
+        cmd += [
+            f"--nnodes={cfg.nnodes}",
+            f"--rdzv-backend={cfg.rdzv_backend}",
+            f"--rdzv-endpoint={cfg.rdzv_endpoint}",
+            f"--rdzv-id={cfg.rdzv_id}",
+        ]
+    return [*cmd, *entry]
 
 
 def _manifest_sha256(folder: Path) -> str | None:
