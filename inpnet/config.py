@@ -117,6 +117,8 @@ class DataConfig(_Section):
     source: Literal["sample", "places365"] = "sample"
     raw_dir: str = "data/raw"
     shards_dir: str = "data/shards"
+    # what the source looked like at the start of the run (stage `remote`, a dep of `data`)
+    remote_state: str = "data/remote.json"
     fetch: FetchConfig = FetchConfig()
     sample: SampleConfig = SampleConfig()
     shard: ShardConfig = ShardConfig()
@@ -348,6 +350,18 @@ class TrainConfig(_Section):
     )
     loss: LossConfig = LossConfig()
     masks: TrainMasksConfig = TrainMasksConfig()
+    # DDP under the pipeline: more than one process makes the train stage launch torchrun
+    nproc_per_node: int = Field(default=1, ge=1, description="processes per machine (GPUs per node)")
+    nnodes: int = Field(default=1, ge=1, description="machines; above 1 the rendezvous settings apply")
+    rdzv_backend: str = "c10d"
+    rdzv_endpoint: str | None = Field(default=None, description="host:port of the rendezvous (nnodes > 1)")
+    rdzv_id: str = "inpnet"
+
+    @model_validator(mode="after")
+    def _check_rendezvous(self) -> TrainConfig:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"train.nnodes={self.nnodes} needs train.rdzv_endpoint (host:port of the rendezvous)")
+        return self
 
 
 class VariantConfig(_Section):
@@ -444,6 +458,8 @@ class ScheduleConfig(_Section):
     cron: str = "0 3 * * 0"
     timezone: str = "UTC"
     dvc_remote: str | None = None
+    # where `dvc exp push` sends the retraining experiment (only with dvc_remote set)
+    git_remote: str = "origin"
 
 
 # ------------------------------------------------------------------------------- root

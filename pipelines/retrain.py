@@ -5,9 +5,18 @@
 workspace cannot overlap) and serves it until stopped. ``python -m pipelines.retrain run``
 runs the flow once, here and now.
 
-One run: ``dvc exp run`` (which trains, evaluates, registers and promotes, as the
-``register`` stage of dvc.yaml does), then ``dvc push`` to ``schedule.dvc_remote`` when one
-is configured. The DVC experiment name and the promotion summary are the flow's result.
+One run:
+
+1. ``dvc repro remote``: ask the data source what its files look like now (ETag,
+   Last-Modified, size; ``data/remote.json``), the dep through which fresh data reaches DVC.
+2. ``dvc status``: did data, code or params change since the last run? If not (and no
+   ``-S`` override is given), the run says so plainly, trains nothing and makes no experiment.
+3. Otherwise ``dvc exp run`` (which trains, evaluates, registers and promotes, as the
+   ``register`` stage of dvc.yaml does); the stages DVC actually ran are reported.
+4. With ``schedule.dvc_remote`` set: ``dvc push`` (data and models to that DVC remote)
+   and ``dvc exp push`` of the new experiment to the git remote ``schedule.git_remote``.
+
+The result names the experiment, the stages that ran and the promotion summary.
 """
 
 from __future__ import annotations
@@ -16,12 +25,14 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from inpnet.config import load_params
 from inpnet.errors import InpnetError
@@ -49,22 +60,50 @@ def _dvc(args: list[str], repo: Path) -> str:
     return proc.stdout
 
 
+REMOTE_STAGE = "remote"  # always_changed in dvc.yaml: it runs every time, by design
+_STAGE_RAN = re.compile(r"Running stage '([^']+)'")
+
+
+@task(name="dvc-refresh-remote", retries=2, retry_delay_seconds=30)
+def refresh_remote_task(repo: str) -> None:
+    _dvc(["repro", REMOTE_STAGE], Path(repo))
+
+
+@task(name="dvc-status")
+def changed_stages_task(repo: str, targets: list[str]) -> dict[str, Any]:
+    """Stages whose deps, outs, params or command changed since ``dvc.lock`` (``dvc status``).
+
+    ``remote`` is ``always_changed``; it counts only when more than that is reported.
+    """
+    upstream = ["--with-deps"] if targets else []  # a target's own status ignores the stages before it
+    status: dict[str, Any] = json.loads(_dvc(["status", "--json", *upstream, *targets], Path(repo)) or "{}")
+    return {
+        stage: changes
+        for stage, changes in status.items()
+        if not (stage == REMOTE_STAGE and all(c == "always changed" for c in changes))
+    }
+
+
 @task(name="dvc-exp-run")
-def exp_run_task(repo: str, name: str | None, set_params: list[str], targets: list[str]) -> str:
-    args = ["exp", "run"]
-    if name:
-        args += ["--name", name]
+def exp_run_task(repo: str, name: str, set_params: list[str], targets: list[str]) -> list[str]:
+    """Run the experiment ``name``; returns the stages DVC ran (not the ones it skipped)."""
+    args = ["exp", "run", "--name", name]
     for kv in set_params:
         args += ["-S", kv]
     args += targets
     out = _dvc(args, Path(repo))
     log.info("dvc exp run finished:\n%s", out[-2000:])
-    return out
+    return _STAGE_RAN.findall(out)
 
 
 @task(name="dvc-push", retries=3, retry_delay_seconds=30)
 def push_task(repo: str, remote: str) -> None:
     _dvc(["push", "-r", remote], Path(repo))
+
+
+@task(name="dvc-exp-push", retries=3, retry_delay_seconds=30)
+def exp_push_task(repo: str, git_remote: str, remote: str, name: str) -> None:
+    _dvc(["exp", "push", "-r", remote, git_remote, name], Path(repo))
 
 
 @flow(name="retrain", log_prints=True)
@@ -75,15 +114,32 @@ def retrain_flow(
     set_params: list[str] | None = None,
     targets: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline as a DVC experiment, push when a remote is set, report the promotion."""
+    """Retrain as a DVC experiment when data, code or params changed; push when a remote is set."""
     repo_path = Path(repo).resolve()
-    params = load_params(repo_path / params_file)
-    exp_run_task(str(repo_path), exp_name, list(set_params or []), list(targets or []))
-    if params.schedule.dvc_remote:
-        push_task(str(repo_path), params.schedule.dvc_remote)
+    schedule = load_params(repo_path / params_file).schedule
+    overrides, stages = list(set_params or []), list(targets or [])
+    run_log = get_run_logger()  # in the flow run's log on the Prefect server, whatever the local level
+    refresh_remote_task(str(repo_path))
+    changed = changed_stages_task(str(repo_path), stages)
+    result: dict[str, Any] = {"repo": str(repo_path), "changed": changed, "experiment": None, "stages_run": []}
+    if not changed and not overrides:
+        run_log.info("nothing changed (remote data, code and params are as in dvc.lock): no retrain")
+        result.update(retrained=False, message="nothing changed, no retrain")
+    else:
+        name = exp_name or datetime.now(UTC).strftime("retrain-%Y%m%d-%H%M%S")
+        run_log.info("retraining as experiment %s: %s", name, ", ".join(sorted(changed)) or f"overrides {overrides}")
+        ran = exp_run_task(str(repo_path), name, overrides, stages)
+        retrained = any(stage != REMOTE_STAGE for stage in ran)
+        message = f"retrained: ran {', '.join(ran)}" if retrained else "nothing changed, no retrain"
+        result.update(retrained=retrained, message=message, experiment=name, stages_run=ran)
+    if schedule.dvc_remote:
+        push_task(str(repo_path), schedule.dvc_remote)
+        if result["experiment"]:
+            exp_push_task(str(repo_path), schedule.git_remote, schedule.dvc_remote, result["experiment"])
+    result["pushed_to"] = schedule.dvc_remote
     summary_path = repo_path / "reports" / "registry.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return {"repo": str(repo_path), "experiment": exp_name, "registry": summary}
+    result["registry"] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return result
 
 
 def make_deployment(repo: Path, params_file: Path) -> RunnerDeployment:

@@ -6,23 +6,30 @@ only after its size and checksum verify. So a file at its final name is always c
 a partial one always ends in ``.part``. The checksum is computed while the bytes arrive
 (and over the prefix already on disk when a previous run is resumed), so a 105 GB tar is
 read once, not twice.
+
+Given the server's current validators (ETag, Last-Modified, Content-Length; see
+:mod:`inpnet.data.remote`), :func:`download` keeps them in ``<dest>.remote.json`` and
+drops a file or partial file that came from another version of the remote file, so a
+resume never splices two versions and a changed file is fetched again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import requests
 import urllib3
 from tqdm.auto import tqdm
 
 from inpnet.config import FetchConfig, RemoteFile
+from inpnet.data.remote import validators_path
 from inpnet.errors import DownloadError
 
 __all__ = ["PLACES365_PARTS", "download", "fetch_places365", "places365_files", "rebase_url"]
@@ -71,6 +78,7 @@ def download(
     timeout_s: float = 60.0,
     chunk_bytes: int = 1 << 20,
     progress: bool = True,
+    validators: dict[str, Any] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` with resume, retries and verification; return ``dest``.
 
@@ -87,6 +95,9 @@ def download(
         timeout_s: connect and per-read timeout.
         chunk_bytes: bytes per read and write.
         progress: show a tqdm bar on stderr.
+        validators: what the server says about the file now (:func:`inpnet.data.remote.head_validators`).
+            Recorded in ``<dest>.remote.json``; a ``dest`` or ``.part`` recorded under other
+            validators is deleted first (the remote file changed), one with no record is kept.
 
     Raises:
         DownloadError: refused (404, HTML instead of the file), out of retries, or the
@@ -97,10 +108,16 @@ def download(
         alg: value.lower() for alg, value in (("md5", md5 or md5_prefix), ("sha256", sha256 or sha256_prefix)) if value
     }
     expected = _Expected(url=url, size=size, digests=digests)
+    part_path = dest.with_name(dest.name + ".part")
+    if validators is not None:
+        _drop_if_remote_changed(dest, part_path, validators)
     if dest.is_file():
-        return _check_existing(dest, expected, chunk_bytes)
+        _check_existing(dest, expected, chunk_bytes)
+        _record_validators(dest, validators)
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = _Part(dest.with_name(dest.name + ".part"), expected, chunk_bytes)
+    _record_validators(dest, validators)  # before the first byte: a killed run's part is attributable
+    part = _Part(part_path, expected, chunk_bytes)
     for fresh_retry_allowed in (True, False):
         # A resumed prefix that turns out corrupt gets one fresh download; a fresh one that
         # does not verify means the server's file is not the one expected.
@@ -139,6 +156,36 @@ def _check_existing(dest: Path, expected: _Expected, chunk_bytes: int) -> Path:
         raise DownloadError(f"{dest}: already present but does not verify ({problem}); delete it and fetch again")
     log.info("%s already present and verified; not downloading again", dest)
     return dest
+
+
+def _drop_if_remote_changed(dest: Path, part: Path, validators: dict[str, Any]) -> None:
+    record = validators_path(dest)
+    try:
+        recorded = json.loads(record.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("%s: unreadable (%s); treating %s as downloaded from another version", record, err, dest)
+        recorded = None
+    if recorded == validators:
+        return
+    stale = [p for p in (dest, part) if p.is_file()]
+    if stale:
+        log.warning(
+            "%s changed on the server (was %s, now %s); deleting %s and downloading it again",
+            dest.name,
+            recorded,
+            validators,
+            ", ".join(str(p) for p in stale),
+        )
+    for path in (*stale, record):
+        path.unlink(missing_ok=True)
+
+
+def _record_validators(dest: Path, validators: dict[str, Any] | None) -> None:
+    if validators is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        validators_path(dest).write_text(json.dumps(validators, indent=2, sort_keys=True) + "\n")
 
 
 def _hash_file(path: Path, hashers: dict[str, hashlib._Hash], chunk_bytes: int) -> dict[str, hashlib._Hash]:
@@ -366,12 +413,15 @@ def fetch_places365(
     *,
     url_base: str | None = None,
     progress: bool = True,
+    validators: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Download the official Places365 ``train``, ``val``, ``filelist`` tar (or ``all``) into ``dest``.
 
     URLs and checksums come from ``cfg`` (``params.yaml: data.fetch``); ``url_overrides``
     replaces a part's URL, ``url_base`` (or ``cfg.url_base``) points every part at a mirror.
-    Files already complete are verified and kept. Returns the final paths.
+    Files already complete are verified and kept. ``validators`` (part -> the server's
+    current validators, as ``data/remote.json`` holds them) makes a changed remote file be
+    fetched again. Returns the final paths.
     """
     dest = Path(dest)
     paths = []
@@ -389,6 +439,7 @@ def fetch_places365(
                 timeout_s=cfg.timeout_s,
                 chunk_bytes=cfg.chunk_bytes,
                 progress=progress,
+                validators=(validators or {}).get(name),
             )
         )
     return paths

@@ -6,6 +6,7 @@ test that starts it also stops it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -22,6 +23,14 @@ class Route:
     content_type: str = "application/x-tar"
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
     drop_after: list[int] = field(default_factory=list)  # per request, in order: close after N body bytes
+    # stall after this many body bytes of a reply until ``release`` is set (a download to kill mid-way)
+    hold_after: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def etag(self) -> str:
+        """A strong validator that changes whenever the body does."""
+        return '"' + hashlib.sha256(self.body).hexdigest()[:16] + '"'
 
 
 class RangeServer:
@@ -29,12 +38,26 @@ class RangeServer:
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
-        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header) of each GET
+        self.heads: list[str] = []  # paths of HEAD requests
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
+
+            def do_HEAD(self) -> None:
+                outer.heads.append(self.path)
+                route = outer.routes.get(self.path)
+                if route is None or route.status != 200:
+                    self.send_error(404 if route is None else route.status)
+                    return
+                self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", route.etag)
+                self.send_header("Content-Type", route.content_type)
+                self.send_header("Content-Length", str(len(route.body)))
+                self.end_headers()
 
             def do_GET(self) -> None:
                 outer.requests.append((self.path, self.headers.get("Range")))
@@ -61,6 +84,7 @@ class RangeServer:
                     self.send_response(200)
                     self.send_header("Accept-Ranges", "bytes")
                 payload = body[start:]
+                self.send_header("ETag", route.etag)
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -71,7 +95,15 @@ class RangeServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                self.wfile.write(payload)
+                if route.hold_after is not None and not route.release.is_set():
+                    self.wfile.write(payload[: route.hold_after])
+                    self.wfile.flush()
+                    route.release.wait()
+                    payload = payload[route.hold_after :]
+                try:
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client was killed meanwhile
+                    self.close_connection = True
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
