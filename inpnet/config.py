@@ -491,7 +491,12 @@ class Params(_Section):
             self.variant(name)  # raises ConfigError with the variant's path on a bad override
         for name in self.pipeline.variants:  # the ones `dvc repro` trains must be trainable as configured
             if name in self.variants:
-                self.variant(name).check_sizes()
+                size = self.variant(name).check_sizes().model.img_size
+                if size != self.masks.size:  # the evaluate stage would refuse it, after training it
+                    raise ConfigError(
+                        f"variants.{name}: model.img_size {size} but masks.size {self.masks.size}: the pipeline "
+                        "scores every variant in pipeline.variants on the mask bank at its size; make them agree"
+                    )
         missing = [v for v in self.pipeline.variants if v not in self.variants]
         if missing:
             raise ValueError(f"pipeline.variants names undefined variants {missing}; defined: {sorted(self.variants)}")

@@ -125,3 +125,15 @@ def test_model_and_training_sizes_must_agree() -> None:
         params.variant("big").check_sizes()
     with pytest.raises(ConfigError, match=r"variants\.big: model\.img_size 64 and train\.image_size 128 must agree"):
         parse_params({**spec, "pipeline": {"variants": ["big"]}})
+
+
+def test_pipeline_variants_must_match_the_mask_bank_size() -> None:
+    spec = {
+        "train": {"image_size": 64},
+        "masks": {"size": 128},
+        "variants": {"small": {"family": "inpnet", "model": {"img_size": 64, "patch_size": 16}}},
+    }
+    parse_params(spec)  # not in the pipeline: fine
+    with pytest.raises(ConfigError, match=r"variants\.small: model\.img_size 64 but masks\.size 128"):
+        parse_params({**spec, "pipeline": {"variants": ["small"]}})
+    parse_params({**spec, "masks": {"size": 64}, "pipeline": {"variants": ["small"]}})
