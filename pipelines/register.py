@@ -1,9 +1,10 @@
 """DVC stage ``register``: log every trained variant to the MLflow registry, then promote.
 
-Each variant becomes a new version of its family's registered model (alias
-``challenger``), tagged with its evaluation metrics and the hashes of the shard manifest
-and the mask bank (register refuses metrics whose report scored other weights or another
-mask bank than ``masks.out_dir``); then ``promote`` moves ``champion`` where the gates in
+Each variant's logged model (logged in its training run) becomes a new version of its
+family's registered model (alias ``challenger``), its evaluation logged as metrics of the
+model linked to the mask bank dataset, the version tagged with the hashes of the shard
+manifest and the mask bank (register refuses metrics whose report scored other weights or
+another mask bank than ``masks.out_dir``); then ``promote`` moves ``champion`` where the gates in
 ``registry.gates`` hold. ``reports/registry.json`` summarises the decisions.
 
 A variant whose weights and metrics are byte-identical to what the previous summary

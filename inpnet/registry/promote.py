@@ -1,7 +1,9 @@
 """Promotion: the challenger becomes champion only when it beats the champion on the same holes.
 
-The comparison reads the ``metrics.*`` and ``mask_bank_sha256`` tags that
-:func:`inpnet.registry.register.register` put on each version. Gates
+The comparison reads each version's evaluation metrics from its logged model (``eval/psnr``,
+``eval/<pattern>/psnr``, logged by :func:`inpnet.registry.register.register` linked to the
+model id and the mask bank dataset) and its provenance tags (``mask_bank_sha256``,
+``weights_sha256``, ``evaluation.weights_sha256``). Gates
 (:class:`inpnet.config.PromotionGates`):
 
 * the challenger's metrics come from an evaluation of its own weights (its
@@ -32,12 +34,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inpnet.config import PromotionGates
 from inpnet.errors import RegistryError
 from inpnet.registry.store import CHALLENGER, CHAMPION, client, resolve_version
 
-__all__ = ["Decision", "Reference", "judge", "load_reference", "promote"]
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+__all__ = ["Decision", "Reference", "judge", "load_reference", "promote", "version_record"]
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +64,16 @@ class Decision:
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference method's scores as ``metrics.*`` tags, and the bank they were scored on."""
+    """A reference method's scores (``eval/...`` metrics), and the bank they were scored on."""
 
     name: str
-    tags: Mapping[str, str]
+    metrics: Mapping[str, float]
     mask_bank_sha256: str | None
 
 
 def load_reference(folder: str | Path, name: str) -> Reference | None:
     """The reference report in ``folder`` (``metrics.json`` + ``report.json``), None if absent."""
-    from inpnet.registry.register import metric_tags
+    from inpnet.registry.lineage import eval_metrics
 
     folder = Path(folder)
     try:
@@ -86,12 +92,13 @@ def load_reference(folder: str | Path, name: str) -> Reference | None:
 
         manifest = Path(masks["source"]) / "manifest.json"
         bank = file_sha256(manifest) if manifest.is_file() else None
-    return Reference(name, metric_tags(metrics), bank)
+    return Reference(name, eval_metrics(metrics), bank)
 
 
-def _reference_gate(
-    challenger: Mapping[str, str], reference: Reference | None, gates: PromotionGates, reasons: list[str]
-) -> bool:
+Record = Mapping[str, str | float]  # a version's provenance tags and its ``eval/...`` metrics
+
+
+def _reference_gate(challenger: Record, reference: Reference | None, gates: PromotionGates, reasons: list[str]) -> bool:
     if gates.reference is None:
         return True
     if reference is None:
@@ -108,8 +115,8 @@ def _reference_gate(
         )
         return False
     passes = True
-    for pattern in sorted(_patterns(reference.tags)):
-        ref, new = _metric(reference.tags, f"pattern.{pattern}.psnr"), _metric(challenger, f"pattern.{pattern}.psnr")
+    for pattern in sorted(_patterns(reference.metrics)):
+        ref, new = _metric(reference.metrics, f"{pattern}/psnr"), _metric(challenger, f"{pattern}/psnr")
         if ref is None:
             continue
         if new is None:
@@ -128,21 +135,18 @@ def _reference_gate(
     return passes
 
 
-def _metric(tags: Mapping[str, str], key: str) -> float | None:
-    value = tags.get(f"metrics.{key}")
-    try:
-        number = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return number if number is not None and math.isfinite(number) else None
+def _metric(record: Record, key: str) -> float | None:
+    value = record.get(f"eval/{key}")
+    number = value if isinstance(value, float | int) else None
+    return float(number) if number is not None and math.isfinite(number) else None
 
 
-def _patterns(tags: Mapping[str, str]) -> set[str]:
-    prefix = "metrics.pattern."
-    return {k[len(prefix) :].rsplit(".", 1)[0] for k in tags if k.startswith(prefix) and k.endswith(".psnr")}
+def _patterns(record: Record) -> set[str]:
+    """Patterns with a PSNR: ``eval/<pattern>/psnr`` (not the ratio buckets ``eval/<p>/<r>/psnr``)."""
+    return {parts[1] for k in record if len(parts := k.split("/")) == 3 and parts[0] == "eval" and parts[2] == "psnr"}
 
 
-def _unproven(tags: Mapping[str, str]) -> str | None:
+def _unproven(tags: Record) -> str | None:
     """Why a version's metrics cannot be trusted to be its own, or None."""
     weights, evaluated = tags.get("weights_sha256"), tags.get("evaluation.weights_sha256")
     if weights and evaluated == weights:
@@ -154,12 +158,13 @@ def _unproven(tags: Mapping[str, str]) -> str | None:
 
 
 def judge(
-    challenger: Mapping[str, str],
-    champion: Mapping[str, str] | None,
+    challenger: Record,
+    champion: Record | None,
     gates: PromotionGates,
     reference: Reference | None = None,
 ) -> tuple[bool, list[str]]:
-    """Apply the gates to two versions' tags and the reference; returns (passes, reasons). Pure."""
+    """Apply the gates to two versions' records (provenance tags and ``eval/...`` metrics, as
+    :func:`version_record` reads them) and the reference; returns (passes, reasons). Pure."""
     primary = gates.primary_metric
     new = _metric(challenger, primary)
     if new is None:
@@ -188,7 +193,7 @@ def judge(
             + ("pass" if better else "fail")
         )
     for pattern in sorted(_patterns(champion)):
-        p_old, p_new = _metric(champion, f"pattern.{pattern}.psnr"), _metric(challenger, f"pattern.{pattern}.psnr")
+        p_old, p_new = _metric(champion, f"{pattern}/psnr"), _metric(challenger, f"{pattern}/psnr")
         if p_new is None:
             passes = False
             reasons.append(f"pattern {pattern}: challenger has no PSNR recorded: fail")
@@ -199,6 +204,23 @@ def judge(
                 f"(max drop {gates.max_pattern_psnr_drop}): fail"
             )
     return passes, reasons
+
+
+def version_record(version: ModelVersion, *, tracking_uri: str | None) -> dict[str, str | float]:
+    """A version's tags and the ``eval/...`` metrics of its logged model, scored on the version's
+    mask bank (metrics of the model on other datasets are left out; the latest value wins)."""
+    from inpnet.registry.lineage import DIGEST_CHARS, model_id_of
+
+    record: dict[str, str | float] = dict(version.tags)
+    model_id = model_id_of(version)
+    if model_id is None:  # registered before versions came from logged models: no metrics
+        return record
+    bank = version.tags.get("mask_bank_sha256")
+    metrics = client(tracking_uri).get_logged_model(model_id).metrics or []
+    for m in sorted(metrics, key=lambda m: (m.timestamp, m.step)):
+        if m.key.startswith("eval/") and (not bank or m.dataset_digest == bank[:DIGEST_CHARS]):
+            record[m.key] = float(m.value)
+    return record
 
 
 def promote(
@@ -216,7 +238,12 @@ def promote(
     if champion is not None and champion.version == challenger.version:
         log.info("%s version %s is already the champion; nothing to do", name, challenger.version)
         return Decision(name, str(challenger.version), str(champion.version), True, ["already champion"])
-    passes, reasons = judge(challenger.tags, champion.tags if champion else None, gates, reference)
+    passes, reasons = judge(
+        version_record(challenger, tracking_uri=tracking_uri),
+        version_record(champion, tracking_uri=tracking_uri) if champion else None,
+        gates,
+        reference,
+    )
     before = str(champion.version) if champion else None
     tags = {
         "promotion.decision": "promoted" if passes else "rejected",

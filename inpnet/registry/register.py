@@ -1,15 +1,19 @@
-"""Registering a checkpoint: log it as an MLflow pyfunc model version with its provenance.
+"""Registering a checkpoint: the logged model of its training run becomes a model version.
 
-A registered model is a models-from-code pyfunc (:mod:`inpnet.registry.pyfunc_model`) whose
-artifacts are the weights (``model.safetensors``, EMA weights when the checkpoint has them)
-and ``config.json`` (the resolved variant). The inpnet package travels with it as code, so a
-pulled folder needs only the third-party libraries listed in its ``requirements.txt``.
+The model is the MLflow 3 logged model that the trainer logged in the training run
+(:mod:`inpnet.registry.lineage`: a models-from-code pyfunc with the weights and the resolved
+variant as artifacts, the inpnet package as code). Register finds it in the run recorded in
+the checkpoint (by ``weights_sha256``); a checkpoint whose run is not in this store, or whose
+run has no model of these weights, gets it logged first (in the training run when it exists,
+else in a ``register-<variant>`` run of its own).
 
-There is one registered model name per family (``RegistryConfig.model_names``); each new
-version gets the alias ``challenger`` and tags that say where it came from (variant, shard
-manifest hash, mask bank hash, git commit, ``weights_sha256``) and how it scored
-(``metrics.*``, and ``evaluation.weights_sha256``: the weights the evaluation scored), which
-is what :mod:`inpnet.registry.promote` compares. Registering refuses metrics whose
+The evaluation's ``metrics.json`` is logged as metrics linked to the model's id and to the
+mask bank dataset (``eval/psnr``, ``eval/<pattern>/psnr``, ``eval/<pattern>/<ratio>/psnr``),
+the bank as an ``evaluation`` input of the run. Then ``models:/<model_id>`` is registered
+under the family's name (``RegistryConfig.model_names``) with the alias ``challenger`` and
+provenance tags (variant, shard manifest hash, mask bank hash, git commit,
+``weights_sha256``, ``evaluation.weights_sha256``: the weights the evaluation scored), which
+:mod:`inpnet.registry.promote` checks with the metrics. Registering refuses metrics whose
 ``report.json`` scored another method, other weights or another mask bank.
 """
 
@@ -17,80 +21,20 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inpnet.errors import CheckpointError, DataError, RegistryError
-from inpnet.registry.store import CHALLENGER, CONFIG_FILE, WEIGHTS_FILE, RegisteredVersion, client, tracking
+from inpnet.registry.store import CHALLENGER, RegisteredVersion, client, tracking
 
 if TYPE_CHECKING:
-    from mlflow.models import ModelSignature
+    from mlflow.data.meta_dataset import MetaDataset
 
-__all__ = ["metric_tags", "register"]
+__all__ = ["register"]
 
 log = logging.getLogger(__name__)
-
-
-def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
-    """Flatten an evaluator ``metrics.json`` into ``metrics.<name>`` / ``metrics.pattern.<p>.<name>`` tags."""
-    tags = {f"metrics.{k}": repr(float(v)) for k, v in metrics.get("overall", {}).items() if v is not None}
-    for pattern, values in metrics.get("patterns", {}).items():
-        tags.update({f"metrics.pattern.{pattern}.{k}": repr(float(v)) for k, v in values.items() if v is not None})
-    return tags
-
-
-def _package_code(dst: Path) -> Path:
-    """Copy the inpnet package (sources only) so the logged model carries its own code."""
-    import inpnet
-
-    src = Path(inpnet.__file__).parent
-    shutil.copytree(src, dst / "inpnet", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.tmp"))
-    return dst / "inpnet"
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    reqs = []
-    for dist in ("mlflow", "torch", "timm", "safetensors", "numpy", "pillow", "pandas", "pydantic", "pyyaml"):
-        try:
-            reqs.append(f"{dist}=={version(dist).split('+')[0]}")
-        except PackageNotFoundError:
-            reqs.append(dist)
-    return reqs
-
-
-def _input_example(img_size: int) -> Any:
-    import base64
-
-    import numpy as np
-    import pandas as pd
-
-    from inpnet.images import encode_png
-
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(img_size, img_size, 3), dtype=np.uint8)
-    mask = np.zeros((img_size, img_size, 3), dtype=np.uint8)
-    mask[img_size // 4 : img_size // 2, img_size // 4 : img_size // 2] = 255
-
-    def enc(a: np.ndarray) -> str:
-        return base64.b64encode(encode_png(a)).decode("ascii")
-
-    return pd.DataFrame({"image": [enc(image)], "mask": [enc(mask)]})
-
-
-def _signature() -> ModelSignature:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
-    return ModelSignature(
-        inputs=Schema([ColSpec("string", "image"), ColSpec("string", "mask", required=False)]),
-        outputs=Schema([ColSpec("string", "image")]),
-        params=ParamSchema([ParamSpec("invert_mask", "boolean", False)]),
-    )
 
 
 def register(
@@ -129,8 +73,15 @@ def register(
             method, other weights, another mask bank, or no report.json to tell).
     """
     import mlflow
-    import safetensors.torch
 
+    from inpnet.registry.lineage import (
+        EVALUATION,
+        TRAINING,
+        eval_metrics,
+        find_logged_model,
+        log_checkpoint_model,
+        log_dataset,
+    )
     from inpnet.registry.tracking import file_sha256, git_commit
     from inpnet.train.checkpoint import load_model, read_meta, weights_sha256
 
@@ -159,40 +110,56 @@ def register(
         # what the evaluation scored; promotion requires it to equal weights_sha256
         "evaluation.weights_sha256": evaluated.get("weights_sha256"),
     }
-    version_tags = {**{k: str(v) for k, v in provenance.items() if v}, **metric_tags(metrics), **dict(tags or {})}
-    code_file = Path(__file__).with_name("pyfunc_model.py")
-    with tempfile.TemporaryDirectory(prefix="inpnet-register-") as tmp, tracking(tracking_uri):
-        staged = Path(tmp)
-        safetensors.torch.save_model(model, str(staged / WEIGHTS_FILE))
-        (staged / CONFIG_FILE).write_text(variant.model_dump_json(indent=2))
-        if metrics:
-            (staged / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        mlflow.set_experiment(experiment)
-        with mlflow.start_run(run_name=f"register-{variant.name}") as run:
-            mlflow.set_tags({k: v for k, v in version_tags.items() if not k.startswith("metrics.")})
-            flat = {k.removeprefix("metrics.").replace(".", "_"): float(v) for k, v in metric_tags(metrics).items()}
-            if flat:
-                mlflow.log_metrics(flat)
-            if metrics:
-                mlflow.log_artifact(str(staged / "metrics.json"), artifact_path="evaluation")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(code_file),
-                artifacts={"weights": str(staged / WEIGHTS_FILE), "config": str(staged / CONFIG_FILE)},
-                code_paths=[str(_package_code(staged / "code"))],
-                model_config={"device": "auto"},
-                signature=_signature(),
-                input_example=_input_example(variant.model.img_size),
-                pip_requirements=_requirements(),
-                registered_model_name=name,
-            )
-    version = str(info.registered_model_version)
-    c = client(tracking_uri)
-    for key, value in version_tags.items():
-        c.set_model_version_tag(name, version, key, value)
-    c.set_registered_model_alias(name, CHALLENGER, version)
-    log.info("registered %s as %s version %s (alias %s)", variant.name, name, version, CHALLENGER)
+    version_tags = {**{k: str(v) for k, v in provenance.items() if v}, **dict(tags or {})}
+    run_id = training.get("run_id")
+    with tracking(tracking_uri):
+        if run_id is None:  # trained without tracking here: the model gets a run of its own
+            c = client(tracking_uri)
+            exp = c.get_experiment_by_name(experiment)
+            # no set_experiment: a process-wide active experiment would refuse reopening runs of others
+            exp_id = exp.experiment_id if exp is not None else c.create_experiment(experiment)
+            run = mlflow.start_run(experiment_id=exp_id, run_name=f"register-{variant.name}", log_system_metrics=False)
+        else:  # the model and its scores belong to the training run
+            run = mlflow.start_run(run_id=run_id, log_system_metrics=False)
+        with run:
+            logged = find_logged_model(run.info.run_id, weights, tracking_uri=tracking_uri) if run_id else None
+            if logged is None:
+                if run_id is None and shard_manifest is not None:
+                    log_dataset(shard_manifest, "train-shards", TRAINING)
+                logged = log_checkpoint_model(ckpt_dir)
+            bank_sha = provenance["mask_bank_sha256"]
+            bank = _bank_dataset(bank_sha, bank_manifest or evaluated.get("mask_bank_source"))
+            if bank is not None and bank_sha:
+                mlflow.log_input(bank, context=EVALUATION, tags={"sha256": bank_sha})
+            scores = eval_metrics(metrics)
+            if scores:
+                mlflow.log_metrics(scores, model_id=logged.model_id, dataset=bank)
+                with tempfile.TemporaryDirectory(prefix="inpnet-register-") as tmp:
+                    staged = Path(tmp) / "metrics.json"
+                    staged.write_text(json.dumps(metrics, indent=2))
+                    mlflow.log_artifact(str(staged), artifact_path=f"evaluation/{logged.model_id}")
+        mv = mlflow.register_model(f"models:/{logged.model_id}", name, tags=version_tags)
+    version = str(mv.version)
+    client(tracking_uri).set_registered_model_alias(name, CHALLENGER, version)
+    log.info(
+        "registered %s (model %s of run %s) as %s version %s (alias %s)",
+        variant.name,
+        logged.model_id,
+        run.info.run_id,
+        name,
+        version,
+        CHALLENGER,
+    )
     return RegisteredVersion(name=name, version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
+
+
+def _bank_dataset(sha: str | None, source: str | Path | None) -> MetaDataset | None:
+    """The mask bank the evaluation scored on, as an MLflow dataset (None when unknown)."""
+    from inpnet.registry.lineage import manifest_dataset
+
+    if not sha or not source:
+        return None
+    return manifest_dataset(source, sha, "mask-bank")
 
 
 def _evaluation_of(
@@ -200,7 +167,8 @@ def _evaluation_of(
 ) -> dict[str, str | None]:
     """What the ``report.json`` beside ``metrics_json`` evaluated, checked against the checkpoint.
 
-    Returns ``{"weights_sha256", "mask_bank_sha256"}`` as the report recorded them.
+    Returns ``{"weights_sha256", "mask_bank_sha256", "mask_bank_source"}`` as the report recorded
+    them (the source is the bank's manifest path).
 
     Raises:
         RegistryError: no readable report, or it scored another method, other weights or
@@ -243,7 +211,8 @@ def _evaluation_of(
             f"{path}: evaluated on the masks {masks.get('source')!r} (manifest sha256 {bank}), not on the "
             f"mask bank {bank_manifest} (sha256 {given or 'missing: no such file'}); {redo} on that bank"
         )
-    return {"weights_sha256": scored, "mask_bank_sha256": bank}
+    manifest = Path(masks["source"]) / "manifest.json" if masks.get("source") else None
+    return {"weights_sha256": scored, "mask_bank_sha256": bank, "mask_bank_source": str(manifest) if manifest else None}
 
 
 def _training_run_tags(run_id: str | None, tracking_uri: str | None) -> dict[str, str]:

@@ -1,9 +1,11 @@
-"""MLflow run tracking for training: params, metrics, sample images, tags, system metrics.
+"""MLflow run tracking for training: params, metrics, sample images, tags, system metrics,
+the datasets it read and the trained model (a logged model of the run).
 
 Only run tracking lives here (the model registry is elsewhere in this package). The
 trainer talks to a :class:`RunTracker`; on ranks other than zero, or with tracking turned
 off, it gets a :class:`NullTracker` whose methods do nothing, so the training loop has no
-rank checks of its own. The tracking URI is always passed in; nothing global is set.
+rank checks of its own. The tracking URI is always passed in; it is MLflow's global URI
+only while the run is active (system metrics and logged models need the fluent API).
 """
 
 from __future__ import annotations
@@ -111,17 +113,24 @@ class NullTracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         pass
 
+    def log_datasets(self, manifests: Mapping[str, tuple[str | Path, str]]) -> None:
+        pass
+
+    def log_model(self, ckpt_dir: str | Path) -> str | None:
+        return None
+
     def end(self, status: str = "FINISHED") -> None:
         pass
 
 
 class RunTracker(NullTracker):
-    """One MLflow run, driven through an explicit client (no global tracking URI)."""
+    """One MLflow run, active in MLflow's fluent API (as ``log_system_metrics`` needs) from
+    :func:`start_tracking` until :meth:`end`, which restores the tracking URI it found."""
 
-    def __init__(self, client: Any, run_id: str, monitor: Any | None) -> None:
+    def __init__(self, client: Any, run_id: str, previous_uri: str) -> None:
         self.client = client
         self.run_id = run_id
-        self._monitor = monitor
+        self._previous_uri = previous_uri
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -139,11 +148,24 @@ class RunTracker(NullTracker):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_datasets(self, manifests: Mapping[str, tuple[str | Path, str]]) -> None:
+        """``{context: (manifest, dataset name)}`` as inputs of the run (absent manifests skipped)."""
+        from inpnet.registry.lineage import log_dataset
+
+        for context, (manifest, name) in manifests.items():
+            log_dataset(manifest, name, context)
+
+    def log_model(self, ckpt_dir: str | Path) -> str:
+        """Log the checkpoint as a logged model of this run; returns its model id."""
+        from inpnet.registry.lineage import log_checkpoint_model
+
+        return log_checkpoint_model(ckpt_dir).model_id
+
     def end(self, status: str = "FINISHED") -> None:
-        if self._monitor is not None:
-            self._monitor.finish()
-            self._monitor = None
-        self.client.set_terminated(self.run_id, status=status)
+        import mlflow
+
+        mlflow.end_run(status)
+        mlflow.set_tracking_uri(self._previous_uri)
 
 
 def start_tracking(
@@ -159,52 +181,55 @@ def start_tracking(
 ) -> NullTracker:
     """Start (or reopen, on resume) an MLflow run and record the resolved config as params.
 
+    The run is MLflow's active run until :meth:`RunTracker.end` (the tracking URI is set for
+    that time and restored afterwards).
+
     Args:
         params: nested config, flattened to dotted keys.
         tags: e.g. ``git_commit`` and ``shard_manifest_sha256``; None values are skipped.
         resume_run_id: reopen this run instead of creating one (its params are not re-logged).
-        system_metrics: sample CPU/GPU/memory in a background thread when psutil is installed.
+        system_metrics: ``mlflow.start_run(log_system_metrics=...)``: CPU/GPU/memory sampled
+            in a background thread (needs psutil).
         enabled: False (tracking off, or a non-zero rank) returns a :class:`NullTracker`.
     """
     if not enabled:
         return NullTracker()
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
     tag_values = {k: str(v) for k, v in tags.items() if v is not None}
-    run_id = None
+    if system_metrics and not _has_psutil():
+        log.info("psutil not installed: no system metrics")
+        system_metrics = False
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    run = None
     if resume_run_id:
         try:
             client.get_run(resume_run_id)
-            client.update_run(resume_run_id, status="RUNNING")
-            run_id = resume_run_id
+            run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
+            mlflow.set_tags(tag_values)
         except Exception as err:  # noqa: BLE001 - the store may have been reset since the checkpoint
             log.warning("cannot reopen MLflow run %s (%s); starting a new run", resume_run_id, err)
-    if run_id is None:
-        run = client.create_run(exp_id, run_name=run_name, tags=tag_values)
-        run_id = run.info.run_id
+    if run is None:
+        run = mlflow.start_run(
+            experiment_id=exp_id, run_name=run_name, tags=tag_values, log_system_metrics=system_metrics
+        )
         from mlflow.entities import Param
 
         flat = [Param(k, v) for k, v in sorted(flatten_params(params).items())]
         for i in range(0, len(flat), 100):  # log_batch accepts at most 100 params per call
-            client.log_batch(run_id, params=flat[i : i + 100])
-    else:
-        for k, v in tag_values.items():
-            client.set_tag(run_id, k, v)
-    monitor = _start_system_metrics(run_id, tracking_uri, resume=resume_run_id == run_id) if system_metrics else None
-    log.info("MLflow run %s in experiment %r at %s", run_id, experiment, tracking_uri)
-    return RunTracker(client, run_id, monitor)
+            client.log_batch(run.info.run_id, params=flat[i : i + 100])
+    log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri)
+    return RunTracker(client, run.info.run_id, previous)
 
 
-def _start_system_metrics(run_id: str, tracking_uri: str, *, resume: bool) -> Any | None:
+def _has_psutil() -> bool:
     try:
         import psutil  # noqa: F401  (mlflow's CPU monitor needs it)
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     except ImportError:
-        log.info("psutil not installed: no system metrics")
-        return None
-    monitor = SystemMetricsMonitor(run_id, resume_logging=resume, tracking_uri=tracking_uri)
-    monitor.start()
-    return monitor
+        return False
+    return True

@@ -305,6 +305,13 @@ def train(
             system_metrics=bool(tracking and tracking.system_metrics),
             enabled=track,
         )
+        split = Path(shards)
+        tracker.log_datasets(
+            {
+                "training": (split / "manifest.json", f"{split.name}-shards"),
+                "validation": (split.parent / "val" / "manifest.json", "val-shards"),
+            }
+        )
         try:
             with _sigterm_flag() as sigterm:
                 status = _loop(
@@ -327,6 +334,7 @@ def train(
                 f"training of {variant.name} stopped by SIGTERM; checkpoint saved in {ckpt_dir}; "
                 f"continue with `inpnet train --variant {variant.name} --resume`"
             )
+        tracker.log_model(ckpt_dir)  # the trained model, a logged model of this run
         return ckpt_dir
     finally:
         if tracker is not None:

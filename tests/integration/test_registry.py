@@ -17,9 +17,11 @@ import pytest
 from helpers.registry import (
     REPO_ROOT,
     decode_b64_png,
+    ensure_build_model,
     image_and_mask,
     make_checkpoint,
     png_b64,
+    tiny_variant,
     write_metrics,
 )
 from helpers.registry import mlflow_server as real_mlflow_server
@@ -36,10 +38,12 @@ REL = PromotionGates(reference=None)  # the relative gates alone
 
 def _tags(
     psnr: float, patterns: dict[str, float], bank: str | None = "b1", evaluated: str | None = "w1"
-) -> dict[str, str]:
-    tags = {
-        "metrics.psnr": str(psnr),
-        **{f"metrics.pattern.{p}.psnr": str(v) for p, v in patterns.items()},
+) -> dict[str, str | float]:
+    """A version's record as promotion reads it: its tags and its model's ``eval/...`` metrics."""
+    tags: dict[str, str | float] = {
+        "eval/psnr": float(psnr),
+        **{f"eval/{p}/psnr": float(v) for p, v in patterns.items()},
+        **{f"eval/{p}/0.40/psnr": 99.0 for p in patterns},  # ratio buckets are not patterns
         "weights_sha256": "w1",
     }
     tags = {**tags, "evaluation.weights_sha256": evaluated} if evaluated else tags
@@ -144,7 +148,7 @@ def test_load_reference_reads_metrics_and_bank(tmp_path: Path) -> None:
     _write_reference(tmp_path / "telea", PATTERNS, bank)
     ref = load_reference(tmp_path / "telea", "telea")
     assert ref is not None and ref.mask_bank_sha256 == file_sha256(bank / "manifest.json")
-    assert ref.tags["metrics.pattern.center.psnr"] == repr(20.0)
+    assert ref.metrics["eval/center/psnr"] == 20.0
     assert load_reference(tmp_path / "none", "telea") is None
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metrics.json").write_text("{")
@@ -207,7 +211,12 @@ def test_register_alias_load_and_predict(store: dict, first) -> None:
     tags = client(store["uri"]).get_model_version(store["name"], first.version).tags
     assert tags["variant"] == "inpnet_tiny" and tags["family"] == "inpnet" and tags["purpose"] == "test"
     assert tags["mask_bank_sha256"] == file_sha256(store["bank"] / "manifest.json")
-    assert float(tags["metrics.psnr"]) == 20.0 and float(tags["metrics.pattern.edges.psnr"]) == 22.0
+    from inpnet.registry.lineage import model_id_of
+
+    mv = client(store["uri"]).get_model_version(store["name"], first.version)
+    scores = {m.key: m.value for m in client(store["uri"]).get_logged_model(model_id_of(mv)).metrics}
+    assert scores["eval/psnr"] == 20.0 and scores["eval/edges/psnr"] == 22.0
+    assert not any(k.startswith("metrics.") for k in tags)  # scores are metrics, not tags
     assert tags["git_commit"]
 
     image, hole = image_and_mask(97, 131)
@@ -337,6 +346,99 @@ def test_against_a_real_mlflow_server(mlflow_server: str, store: dict, tmp_path:
     out = pull("models:/inpnet-served@champion", tmp_path / "model", tracking_uri=mlflow_server)
     _, info = load_inpainter(out)
     assert info["version"] == reg.version
+
+
+@pytest.mark.slow
+def test_from_the_champion_alias_to_its_training_run_data_and_metrics(
+    mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Train-side tracking logs the model and its data in the training run; register and
+    promote it; then ``models:/NAME@champion`` alone leads to the run, its params, its
+    datasets (digest and source) and the model's per-pattern and per-ratio metrics."""
+    import time
+
+    import mlflow
+    import torch
+
+    from inpnet.models.build import build_model
+    from inpnet.registry.lineage import model_id_of
+    from inpnet.registry.promote import promote
+    from inpnet.registry.register import register
+    from inpnet.registry.store import client
+    from inpnet.registry.tracking import file_sha256, start_tracking
+    from inpnet.train.checkpoint import save_checkpoint
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    manifests = {}
+    for part in ("shards/train", "shards/val", "bank"):
+        (tmp_path / part).mkdir(parents=True)
+        manifests[part] = tmp_path / part / "manifest.json"
+        manifests[part].write_text(json.dumps({"part": part}))
+    ensure_build_model()
+    variant = tiny_variant("inpnet_tiny")
+    tracker = start_tracking(
+        tracking_uri=mlflow_server,
+        experiment="lineage",
+        run_name=variant.name,
+        params=variant.model_dump(mode="json"),
+        tags={"variant": variant.name},
+        system_metrics=True,
+    )
+    tracker.log_datasets(
+        {
+            "training": (manifests["shards/train"], "train-shards"),
+            "validation": (manifests["shards/val"], "val-shards"),
+        }
+    )
+    torch.manual_seed(0)  # test-only: model init has no generator argument
+    ckpt = save_checkpoint(
+        tmp_path / "ckpt",
+        variant=variant,
+        modules={"model": build_model(variant.model).eval()},
+        state={"step": 1},
+        meta={"step": 1, "mlflow_run_id": tracker.run_id},
+    )
+    model_id = tracker.log_model(ckpt)
+    time.sleep(3)  # a few system metric samples (one a second)
+    tracker.end("FINISHED")
+    assert mlflow.get_tracking_uri() != mlflow_server  # the run's URI is not left behind
+
+    metrics = write_metrics(tmp_path / "eval" / "metrics.json", 20.0, PATTERNS, checkpoint=ckpt, bank=tmp_path / "bank")
+    scored = json.loads(metrics.read_text())
+    scored["buckets"] = {"center": {"0.40": {"psnr": 19.5, "ssim": 0.4, "n": 2}}}
+    metrics.write_text(json.dumps(scored))
+    reg = register(ckpt, metrics, tracking_uri=mlflow_server, name="inpnet", bank_manifest=manifests["bank"])
+    assert reg.run_id == tracker.run_id  # no register-* run: the model is the training run's
+    assert promote("inpnet", tracking_uri=mlflow_server, gates=REL).promoted
+
+    # the walk, from the alias alone
+    c = client(mlflow_server)
+    champion = c.get_model_version_by_alias("inpnet", "champion")
+    logged = c.get_logged_model(model_id_of(champion))
+    assert logged.model_id == model_id and logged.name == variant.name
+    run = c.get_run(logged.source_run_id)
+    assert champion.run_id == run.info.run_id == tracker.run_id and run.info.status == "FINISHED"
+    assert run.data.params["model.family"] == "inpnet" and run.data.params["model.img_size"] == "32"
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    inputs = {}
+    for di in run.inputs.dataset_inputs:
+        tags = {t.key: t.value for t in di.tags}
+        inputs[tags["mlflow.data.context"]] = (di.dataset, tags)
+    assert set(inputs) == {"training", "validation", "evaluation"}
+    for context, part in (("training", "shards/train"), ("validation", "shards/val"), ("evaluation", "bank")):
+        dataset, tags = inputs[context]
+        sha = file_sha256(manifests[part])
+        assert tags["sha256"] == sha and dataset.digest == sha[:36], context
+        assert json.loads(dataset.source)["uri"] == str(manifests[part].resolve()), context
+    scores = {m.key: m for m in logged.metrics if m.key.startswith("eval/")}  # MLflow links system/* too
+    assert scores["eval/psnr"].value == 20.0 and scores["eval/edges/psnr"].value == 22.0
+    assert scores["eval/center/0.40/psnr"].value == 19.5
+    bank_digest = file_sha256(manifests["bank"])[:36]
+    assert all(m.dataset_digest == bank_digest and m.dataset_name == "mask-bank" for m in scores.values()), scores
+    assert all(m.run_id == run.info.run_id for m in scores.values())
+    # pulled from the registry, it is the same model
+    assert champion.source == f"models:/{model_id}"
 
 
 # ------------------------------------------------------------------- provenance

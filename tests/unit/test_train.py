@@ -97,6 +97,8 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
 
     v = tiny_variant(max_steps=4, log_every=2, sample_every=2, ema_decay=0.9)
     uri = os.environ["MLFLOW_TRACKING_URI"]
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "manifest.json").write_text('{"shards": []}')  # what the run records it read
     ckpt_dir = _run(
         tmp_path, v, tracking=TrackingTarget(tracking_uri=uri, experiment="test-train", system_metrics=True)
     )
@@ -111,6 +113,18 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
     assert sorted(m.step for m in history) == [2, 4] and all(math.isfinite(m.value) for m in history)
     assert {"train/lr", "train/images_per_s"} <= set(run.data.metrics)
     assert client.list_artifacts(run.info.run_id)  # the sample grids
+    # the trained model is a logged model of this run, holding the checkpoint's (EMA) weights
+    from inpnet.registry.lineage import WEIGHTS_TAG
+    from inpnet.registry.tracking import file_sha256
+    from inpnet.train.checkpoint import load_model, weights_sha256
+
+    (logged,) = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    assert logged.name == v.name and logged.tags[WEIGHTS_TAG] == weights_sha256(load_model(ckpt_dir, ema=True)[0])
+    (train_input,) = run.inputs.dataset_inputs  # no val split here: only the training shards
+    assert {t.key: t.value for t in train_input.tags}["mlflow.data.context"] == "training"
+    assert train_input.dataset.digest == file_sha256(tmp_path / "shards" / "manifest.json")[:36]
 
 
 @pytest.mark.parametrize("name", ["inpnet_tiny", pytest.param("cmgan_tiny", marks=pytest.mark.slow)])
