@@ -49,24 +49,27 @@ def register(
     shard_manifest: str | Path | None = None,
     bank_manifest: str | Path | None = None,
 ) -> RegisteredVersion:
-    """Log a checkpoint as a pyfunc model, register it and give it the alias ``challenger``.
+    """Register the checkpoint's logged model (of its training run), give it ``challenger``.
 
     Args:
         ckpt_dir: training checkpoint folder (read with ``inpnet.train.checkpoint.load_model``,
-            EMA weights when present).
-        metrics_json: the evaluator's ``metrics.json`` for this checkpoint (tags ``metrics.*``);
-            promotion needs it. The ``report.json`` beside it must show that it scored these
+            EMA weights when present); its ``mlflow_run_id`` is the training run.
+        metrics_json: the evaluator's ``metrics.json`` for this checkpoint, logged as
+            ``eval/...`` metrics of the logged model; promotion needs it. The ``report.json`` beside it must show that it scored these
             very weights (``method_settings.weights_sha256``) on the mask bank
             ``bank_manifest`` (when given); otherwise nothing is registered.
         tracking_uri: MLflow tracking/registry URI.
         name: registered model name; default ``model_names[family]`` or the family itself.
         model_names: family -> registered name (``RegistryConfig.model_names``).
-        experiment: experiment of the logging run.
+        experiment: experiment of the ``register-<variant>`` run made when the training run
+            is not in this store.
         tags: extra version tags.
         shard_manifest, bank_manifest: manifests whose SHA-256 is recorded
             (``shard_manifest_sha256``, ``mask_bank_sha256``); the bank hash is what promotion
-            uses to refuse comparisons across different holes. Without ``bank_manifest`` the
-            bank hash the evaluation recorded is used.
+            uses to refuse comparisons across different holes, and the bank is the dataset the
+            metrics are linked to (an ``evaluation`` input). Without ``bank_manifest`` the bank
+            the evaluation's report recorded is used. The shard manifest becomes a
+            ``training`` input only of a ``register-<variant>`` run (the trainer logs its own).
 
     Raises:
         RegistryError: the metrics are not an evaluation of this checkpoint's weights (another
