@@ -155,11 +155,18 @@ class RunTracker(NullTracker):
         for context, (manifest, name) in manifests.items():
             log_dataset(manifest, name, context)
 
-    def log_model(self, ckpt_dir: str | Path) -> str:
-        """Log the checkpoint as a logged model of this run; returns its model id."""
+    def log_model(self, ckpt_dir: str | Path) -> str | None:
+        """Log the checkpoint as a logged model of this run; returns its model id, or None when
+        the store refused it (the checkpoint is saved; register logs the model in this run then)."""
         from inpnet.registry.lineage import log_checkpoint_model
 
-        return log_checkpoint_model(ckpt_dir).model_id
+        try:
+            return str(log_checkpoint_model(ckpt_dir).model_id)
+        except Exception as err:  # noqa: BLE001 - a finished training must not fail on the store
+            log.warning(
+                "could not log %s as a model of run %s (%s); `inpnet register` will", ckpt_dir, self.run_id, err
+            )
+            return None
 
     def end(self, status: str = "FINISHED") -> None:
         import mlflow
