@@ -31,8 +31,9 @@ Choices, and why:
 * **Pre-fill** ``pushpull`` and ``harmonic`` are pure torch and go into the graph; ``telea``
   calls OpenCV on uint8 arrays and is refused.
 
-:func:`export_module` exports an in-memory model (what the registry calls to carry the ONNX
-file as an artifact); :func:`export_model` loads one first; :func:`load_exported` makes an
+:func:`export_module` exports an in-memory model, :func:`export_variant_onnx` is the call for
+the registry to carry the ONNX file as an artifact of a version; :func:`export_model` loads a
+model first; :func:`load_exported` makes an
 exported file an :class:`inpnet.inpaint.Inpainter`.
 """
 
@@ -44,7 +45,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -52,6 +53,9 @@ from torch import nn
 from inpnet.errors import CheckpointError, ConfigError, InpnetError, OutputError, ShapeError
 from inpnet.models.composite import composite
 from inpnet.outputs import writing_output
+
+if TYPE_CHECKING:
+    from inpnet.config import ResolvedVariant
 
 __all__ = [
     "FORMATS",
@@ -62,6 +66,7 @@ __all__ = [
     "ExportError",
     "export_model",
     "export_module",
+    "export_variant_onnx",
     "load_exported",
     "load_model_or_export",
 ]
@@ -382,6 +387,26 @@ def export_model(
         size=size,
         dynamic=dynamic,
         extra=extra,
+    )
+
+
+def export_variant_onnx(model: nn.Module, variant: ResolvedVariant, out: str | Path) -> Path:
+    """``model.onnx`` + ``export.json`` of ``variant``'s model in ``out``, for the registry to log beside a version.
+
+    At the variant's ``img_size``, with a dynamic batch where the family allows it (not CM-GAN).
+    A model with the ``telea`` pre-fill raises :class:`ExportError`: the caller decides whether
+    a version without an ONNX file is acceptable.
+    """
+    family = variant.model.family
+    return export_module(
+        model,
+        out,
+        fmt="onnx",
+        family=family,
+        variant=variant.name,
+        img_size=variant.model.img_size,
+        dynamic=family != "cmgan",
+        extra={"source": variant.name},
     )
 
 

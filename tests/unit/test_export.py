@@ -152,3 +152,12 @@ def test_cli_reports_a_bad_format_with_exit_code_2(tmp_path: Path, capsys: pytes
     ckpt = make_checkpoint(tmp_path / "ckpt", variant="inpnet_tiny")
     assert main(["export", "--model", str(ckpt), "--format", "tflite", "--out", str(tmp_path / "o")]) == 2
     assert "tflite" in capsys.readouterr().err
+
+
+def test_registry_export_refuses_telea_before_writing(tmp_path: Path) -> None:
+    from inpnet.export import export_variant_onnx
+
+    model, variant = _model("inpnet_tiny", "telea")
+    with pytest.raises(ExportError, match="telea"):
+        export_variant_onnx(model, variant, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
