@@ -12,15 +12,16 @@ Choices, and why:
 
 * **ONNX through the dynamo-based exporter** (``torch.onnx.export(..., dynamo=True)``).
   CM-GAN's fast Fourier convolutions (:mod:`inpnet.models.ffc`) call ``rfft2``/``irfft2``;
-  the legacy TorchScript-based exporter has no translation for them, the dynamo exporter
-  lowers them to ONNX's ``DFT`` operator (opset 17 and later). That keeps one implementation
+  the legacy TorchScript-based exporter has no ONNX symbolic for them (the known blocker of
+  LaMa's export), the dynamo exporter lowers them to ONNX's ``DFT`` operator (opset 17+). That keeps one implementation
   of the FFC (an exact real-DFT rewrite as matrix products would be a second one to keep in
   sync, and costs O(N^2) per axis), and on the tiny CM-GAN it matches PyTorch to about 1e-6.
 * **TorchScript by tracing** (``torch.jit.trace``): the models call timm blocks and Python
   control flow that ``torch.jit.script`` cannot compile. A trace records one path, so every
   export is checked against eager PyTorch on inputs it was not traced on.
 * **Spatial size fixed per export.** Position tables (InP-Net, MAE) are resampled to the
-  export size and CM-GAN runs at its ``img_size`` only, so H and W are part of the graph;
+  export size and CM-GAN runs at its ``img_size`` only, so H and W are part of the graph (a
+  dynamic-H/W export of InP-Net was tried: its graph fails at any other size);
   ``--size H W`` picks them (multiples of the patch size; CM-GAN: its ``img_size``).
   ``dynamic=True`` makes the batch axis dynamic, for InP-Net and MAE in ONNX: CM-GAN's
   modulated convolutions group by batch (ONNX's ``Conv`` needs a constant group count) and a
@@ -33,8 +34,7 @@ Choices, and why:
 
 :func:`export_module` exports an in-memory model, :func:`export_variant_onnx` is the call for
 the registry to carry the ONNX file as an artifact of a version; :func:`export_model` loads a
-model first; :func:`load_exported` makes an
-exported file an :class:`inpnet.inpaint.Inpainter`.
+model first; :func:`load_exported` makes an exported file an :class:`inpnet.inpaint.Inpainter`.
 """
 
 from __future__ import annotations
