@@ -106,7 +106,8 @@ class Inpainter(nn.Module):
         acc = torch.zeros_like(image_p, dtype=torch.float32)
         weight = torch.zeros_like(mask_p, dtype=torch.float32)
         window = _tent(g, self.overlap, image.device)  # (1, 1, g, g)
-        dtype = next(self.model.parameters()).dtype
+        param = next(self.model.parameters(), None)  # an exported graph (inpnet.export) has none
+        dtype = image.dtype if param is None else param.dtype
         for i in range(0, len(positions), self.tile_batch):
             chunk = positions[i : i + self.tile_batch]
             # tiles of every batch item stacked: (len(chunk) * B, C, g, g)
@@ -251,7 +252,7 @@ def load_inpainter(
     Args:
         uri_or_dir: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, a folder written by
             ``inpnet pull`` (or any pyfunc folder of an inpnet model), or a training checkpoint
-            folder (``config.json`` + ``model.safetensors``).
+            folder (``config.json`` + ``model.safetensors``). Exported files: :func:`inpnet.export.load_model_or_export`.
         device: torch device for the weights.
         tracking_uri: registry to use for ``models:/`` URIs (default: MLflow's own default).
 

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "inpnet.cli.evaluate",
     "inpnet.cli.train",
     "inpnet.cli.registry",
+    "inpnet.cli.export",
 )
 
 EXIT_USER_ERROR = 2

@@ -130,7 +130,11 @@ def pull_cmd(
 
 @app.command("inpaint")
 def inpaint_cmd(
-    model: str = typer.Option(..., "--model", help="A pulled model folder, a checkpoint folder or models:/NAME@ALIAS."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="A pulled model folder, a checkpoint folder, models:/NAME@ALIAS or a model.onnx / model.pt of inpnet export.",
+    ),
     image: Path = typer.Option(..., "--image", help="Input image, or a folder of images (folder mode)."),
     mask: Optional[Path] = typer.Option(
         None,
@@ -148,12 +152,13 @@ def inpaint_cmd(
     import torch
 
     from inpnet.errors import ConfigError
-    from inpnet.inpaint import inpaint_files, inpaint_folder, load_inpainter
+    from inpnet.export import load_model_or_export
+    from inpnet.inpaint import inpaint_files, inpaint_folder
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")
     uri = _tracking_uri(tracking_uri, params) if model.startswith("models:/") else None
-    inpainter, info = load_inpainter(model, device=device, tracking_uri=uri)
+    inpainter, info = load_model_or_export(model, device=device, tracking_uri=uri)
     if image.is_dir():
         written = inpaint_folder(inpainter, image, mask, out, invert_mask=invert_mask, device=device)
         typer.echo(f"inpainted {len(written)} images with {info['variant']} into {out}")

@@ -63,6 +63,12 @@ def _pos_table(dim: int, grid: tuple[int, int]) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dim), sincos_pos_embed_2d(dim, *grid)], dim=0)[None]
 
 
+def _tracing() -> bool:
+    """Whether the forward is being traced into a graph (TorchScript or ``torch.export``, the ONNX exporter's)."""
+    tracing: bool = torch.jit.is_tracing()  # type: ignore[attr-defined,no-untyped-call]  # public, but untyped and not re-exported
+    return tracing or torch.compiler.is_exporting()
+
+
 def _clamp01_straight_through(x: torch.Tensor) -> torch.Tensor:
     return x + (x.clamp(0.0, 1.0) - x).detach()
 
@@ -137,7 +143,7 @@ class MAE(nn.Module):
 
     def _run_encoder(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Transformer over (B, 1+K, D) with pad slots (``valid`` False) excluded as keys."""
-        if bool(valid.all()):
+        if not _tracing() and bool(valid.all()):
             for block in self.blocks:
                 x = block(x)
         elif not self._masked_attention:  # old timm: each image with its own visible tokens only
@@ -173,9 +179,13 @@ class MAE(nn.Module):
         tokens = self.patch_embed(x) + pos[:, 1:]  # (B, L, D)
         b, _, d = tokens.shape
         n_visible = (~masked).sum(dim=1)  # (B,)
-        k = int(n_visible.max())
-        # stable sort on the mask bit: visible patches first, each group in raster order
-        ids_keep = torch.argsort(masked.to(torch.int8), dim=1, stable=True)[:, :k]  # (B, K)
+        # a traced or exported graph cannot size a tensor by the mask's content: it keeps all L
+        # slots, the invisible ones padded and masked out as keys, which computes the same output
+        k = tokens.shape[1] if _tracing() else int(n_visible.max())
+        # visible patches first, each group in raster order: a sort on unique keys (mask bit, index),
+        # what a stable sort on the mask bit gives, in a form ONNX has (TopK; no stable sort there)
+        order = masked.to(torch.int64) * masked.shape[1] + torch.arange(masked.shape[1], device=x.device)  # (B, L)
+        ids_keep = torch.argsort(order, dim=1)[:, :k]  # (B, K)
         valid = torch.arange(k, device=x.device)[None] < n_visible[:, None]  # (B, K)
         visible = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, d))  # (B, K, D)
         visible = visible * valid[..., None].to(visible.dtype)  # pad slots hold zeros, no masked content
