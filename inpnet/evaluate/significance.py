@@ -10,8 +10,11 @@ methods share, which is most of it: two methods 0.2 dB apart on the same 36 pair
 clearly apart although each one's own spread is several dB.
 
 A cell is ``ahead`` only when the whole interval is above zero, ``behind`` when it is below,
-and ``tie`` otherwise. Pairs either method left out (an empty or full hole, an exact match)
-are left out of the difference too.
+and ``tie`` otherwise; a mean difference under :data:`RESOLUTION` (what the tables' two
+decimals show as 0.00) is a ``tie`` however narrow its interval, since a model that copies
+its pre-fill up to rounding is not "ahead" of it in any sense a reader would take.
+Pairs either method left out (an empty or full hole, an exact match) are left out of the
+difference too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from inpnet.errors import DataError
 
 __all__ = ["Difference", "differences", "paired_bootstrap", "read_pair_scores"]
 
+RESOLUTION = 0.005  # dB: below this a difference prints as +0.00 and is called a tie
 PairKey = tuple[str, str, str, str]  # image, pattern, ratio bucket, mask
 Verdict = Literal["ahead", "behind", "tie"]
 
@@ -49,6 +53,8 @@ class Difference:
 
     @property
     def verdict(self) -> Verdict:
+        if abs(self.mean) < RESOLUTION:
+            return "tie"
         if self.low > 0:
             return "ahead"
         if self.high < 0:

@@ -209,6 +209,7 @@ def test_paired_bootstrap_interval_and_verdicts() -> None:
     assert Difference("a", "b", "psnr", "p", None, mean, low, high, 36).verdict == "ahead"
     assert Difference("a", "b", "psnr", "p", None, -0.1, -0.2, 0.05, 36).verdict == "tie"
     assert Difference("a", "b", "psnr", "p", None, -0.1, -0.2, -0.01, 36).verdict == "behind"
+    assert Difference("a", "b", "psnr", "p", None, 0.002, 0.001, 0.003, 36).verdict == "tie"  # prints as +0.00
     with pytest.raises(ValueError, match="finite"):
         paired_bootstrap([1.0, float("inf")])
 
