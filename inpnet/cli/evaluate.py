@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -44,7 +44,7 @@ def evaluate_command(
         False, "--save-outputs", help="Also write each composite as outputs/<pattern>/<ratio>/<name>.png."
     ),
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help=PARAMS_HELP),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N readable images."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N readable images."),
     device: str = typer.Option("cpu", "--device", help="Torch device for models and metrics (cpu, cuda, cuda:1)."),
     reference: list[Path] = typer.Option(
         [],
@@ -52,7 +52,7 @@ def evaluate_command(
         help="Report folder of another method (repeatable; a folder of reports counts as each), "
         "shown as reference rows and dashed lines, e.g. reports/baselines.",
     ),
-    workers: Optional[int] = typer.Option(
+    workers: int | None = typer.Option(
         None, "--workers", min=1, help="Override evaluate.workers (CPU processes for baselines)."
     ),
 ) -> None:
@@ -77,7 +77,7 @@ def evaluate_command(
 
 @app.command("compare")
 def compare_command(
-    report_dirs: Optional[list[Path]] = typer.Argument(None, help="Report folders (or folders of report folders)."),
+    report_dirs: list[Path] | None = typer.Argument(None, help="Report folders (or folders of report folders)."),
     reports: list[Path] = typer.Option(
         [], "--reports", help="Report folder, repeatable; same as the positional folders."
     ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,11 +15,11 @@ def export_cmd(
     model: str = typer.Option(..., "--model", help="A checkpoint folder, a pulled model folder or models:/NAME@ALIAS."),
     fmt: str = typer.Option(..., "--format", help="onnx or torchscript."),
     out: Path = typer.Option(..., "--out", help="Folder for model.onnx / model.pt and export.json."),
-    size: Optional[tuple[int, int]] = typer.Option(
+    size: tuple[int, int] | None = typer.Option(
         None, "--size", help="H W of the graph (multiples of the patch size; CM-GAN: its img_size). Default img_size."
     ),
     dynamic: bool = typer.Option(False, "--dynamic", help="A dynamic batch axis (default: batch 1)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Export a model for onnxruntime or TorchScript; checked against PyTorch to 1e-4 before it is written."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,19 +15,17 @@ def _split(text: str) -> list[str]:
 
 @masks_app.command("bank")
 def bank_command(
-    out: Optional[Path] = typer.Option(None, "--out", help="Bank folder (default: masks.out_dir)."),
-    size: Optional[int] = typer.Option(None, "--size", min=8, help="Mask side in pixels (default: masks.size)."),
-    patterns: Optional[str] = typer.Option(
-        None, "--patterns", help="Comma-separated patterns (default: masks.patterns)."
-    ),
-    ratios: Optional[str] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", help="Bank folder (default: masks.out_dir)."),
+    size: int | None = typer.Option(None, "--size", min=8, help="Mask side in pixels (default: masks.size)."),
+    patterns: str | None = typer.Option(None, "--patterns", help="Comma-separated patterns (default: masks.patterns)."),
+    ratios: str | None = typer.Option(
         None, "--ratios", help="Comma-separated hole ratios in [0, 0.9] (default: masks.ratios)."
     ),
-    per_cell: Optional[int] = typer.Option(
+    per_cell: int | None = typer.Option(
         None, "--per-cell", min=1, help="Masks per pattern x ratio cell (default: masks.per_cell)."
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Bank seed (default: masks.seed)."),
-    external: Optional[Path] = typer.Option(
+    seed: int | None = typer.Option(None, "--seed", help="Bank seed (default: masks.seed)."),
+    external: Path | None = typer.Option(
         None, "--external", help="Folder of mask PNGs bucketed by hole ratio as pattern 'external'."
     ),
     external_invert: bool = typer.Option(False, "--external-invert", help="The external masks use white = known."),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -40,26 +40,26 @@ def _tracking_uri(explicit: str | None, params: Path) -> str:
 @app.command("register")
 def register_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `inpnet train` (models/<variant>)."),
-    metrics: Optional[Path] = typer.Option(
+    metrics: Path | None = typer.Option(
         None,
         "--metrics",
         help="The evaluator's metrics.json for this checkpoint (needed to promote); its report.json must name these "
         "weights.",
     ),
-    name: Optional[str] = typer.Option(
+    name: str | None = typer.Option(
         None, "--name", help="Registered model name (default: registry.model_names[family])."
     ),
-    bank: Optional[Path] = typer.Option(
+    bank: Path | None = typer.Option(
         None,
         "--bank",
         help="Mask bank manifest.json it must have been evaluated on (checked against report.json beside --metrics; "
         "default: the bank the report names).",
     ),
-    shards: Optional[Path] = typer.Option(
+    shards: Path | None = typer.Option(
         None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."
     ),
     tag: list[str] = typer.Option([], "--tag", help="Extra version tag KEY=VALUE (repeatable)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Log a checkpoint as an MLflow pyfunc model, register it and alias it `challenger`."""
@@ -91,13 +91,13 @@ def register_cmd(
 @app.command("promote")
 def promote_cmd(
     name: str = typer.Option(..., "--name", help="Registered model name, e.g. inpnet."),
-    reference: Optional[Path] = typer.Option(
+    reference: Path | None = typer.Option(
         None,
         "--reference",
         help="Evaluation folder of the reference method (registry.gates.reference) for the absolute gate (default: "
         "<evaluate.out_dir>/baselines/<reference>).",
     ),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Make `challenger` the `champion` if it passes the gates in registry.gates."""
@@ -119,7 +119,7 @@ def promote_cmd(
 def pull_cmd(
     uri: str = typer.Argument(..., help="models:/NAME@ALIAS or models:/NAME/VERSION."),
     out: Path = typer.Option(..., "--out", help="New (or empty) folder for the self-contained model."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Download a registered model into a folder that loads without the registry."""
@@ -136,7 +136,7 @@ def inpaint_cmd(
         help="A pulled model folder, a checkpoint folder, models:/NAME@ALIAS or a model.onnx / model.pt of inpnet export.",
     ),
     image: Path = typer.Option(..., "--image", help="Input image, or a folder of images (folder mode)."),
-    mask: Optional[Path] = typer.Option(
+    mask: Path | None = typer.Option(
         None,
         "--mask",
         help="Mask PNG (255 = hole) or a folder of masks paired by stem; omit for whole-image restoration (InP-Net "
@@ -145,7 +145,7 @@ def inpaint_cmd(
     out: Path = typer.Option(..., "--out", help="Output .png, or a folder in folder mode."),
     invert_mask: bool = typer.Option(False, "--invert-mask", help="Masks use 0 = hole instead of 255 = hole."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Inpaint an image (or a folder) of any size; known pixels are kept exactly."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,28 +12,28 @@ from inpnet.cli.app import PARAMS_HELP, data_app
 @data_app.command("shard")
 def shard_command(
     split: str = typer.Option(..., "--split", help="train or val: which Places365 file list labels the tar."),
-    tar: Optional[Path] = typer.Option(
+    tar: Path | None = typer.Option(
         None, "--tar", help="The Places365 tar (default: data.raw_dir / its official name)."
     ),
-    filelist: Optional[Path] = typer.Option(
+    filelist: Path | None = typer.Option(
         None, "--filelist", help="filelist_places365-standard.tar or the split's .txt list (default: in data.raw_dir)."
     ),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None, "--out", help="Split folder for the shards and manifest.json (default: data.shards_dir/SPLIT)."
     ),
-    resize: Optional[int] = typer.Option(
+    resize: int | None = typer.Option(
         None, "--resize", min=16, help="Re-encode with this shortest side (default: data.shard.resize)."
     ),
-    workers: Optional[int] = typer.Option(
+    workers: int | None = typer.Option(
         None, "--workers", min=1, help="Parallel shard tasks (default: data.shard.workers)."
     ),
-    task_runner: Optional[str] = typer.Option(
+    task_runner: str | None = typer.Option(
         None, "--task-runner", help="threads | processes | dask (default: data.shard.task_runner)."
     ),
-    dask_address: Optional[str] = typer.Option(
+    dask_address: str | None = typer.Option(
         None, "--dask-address", help="Scheduler address of an existing Dask cluster."
     ),
-    resume_check: Optional[str] = typer.Option(
+    resume_check: str | None = typer.Option(
         None,
         "--resume-check",
         help="quick | sha256: how finished shards are trusted on a re-run (default: data.shard.resume_check).",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ def train_command(
     variant: str = typer.Option(
         ..., "--variant", help="Variant name from params.yaml (e.g. inpnet_s, mae_s, cmgan_s)."
     ),
-    max_steps: Optional[int] = typer.Option(
+    max_steps: int | None = typer.Option(
         None, "--max-steps", min=1, help="Override train.max_steps (also the cosine schedule's length)."
     ),
     resume: bool = typer.Option(
@@ -29,10 +28,10 @@ def train_command(
         "--resume",
         help="Continue from the checkpoint in --out exactly where it stopped (fresh start if there is none).",
     ),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None, "--out", help="Checkpoint root; the checkpoint goes to OUT/<variant>/ (default: train.out_dir)."
     ),
-    shards: Optional[Path] = typer.Option(
+    shards: Path | None = typer.Option(
         None,
         "--shards",
         help="Training shards: a split folder with manifest.json, or the shards root holding train/ (default: "
@@ -40,19 +39,19 @@ def train_command(
     ),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not track the run in MLflow."),
-    tracking_uri: Optional[str] = typer.Option(
+    tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else registry.tracking_uri in params).",
     ),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
-    val_shards: Optional[Path] = typer.Option(
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    val_shards: Path | None = typer.Option(
         None,
         "--val-shards",
         help="Val shard folder scored every train.val_every steps (default: <data.shards_dir>/val; validation is off "
         "with a warning when it does not exist).",
     ),
-    masks: Optional[Path] = typer.Option(
+    masks: Path | None = typer.Option(
         None, "--masks", help="Evaluation mask bank paired with the val images (default: masks.out_dir)."
     ),
 ) -> None:

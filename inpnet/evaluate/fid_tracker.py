@@ -11,7 +11,8 @@ the report. Scoring is :class:`inpnet.evaluate.fid.FIDScorer`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from inpnet.config import EvalConfig
 

@@ -17,8 +17,9 @@ the evaluator composites and quantises the prediction, never the method.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from inpnet.errors import ConfigError
 from inpnet.evaluate.baselines import BASELINES, BaselineInpainter

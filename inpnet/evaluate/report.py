@@ -29,9 +29,10 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from inpnet.errors import DataError
 from inpnet.evaluate.plots import plot_metric_by_ratio

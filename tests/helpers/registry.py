@@ -45,7 +45,7 @@ class StandIn(nn.Module):
 
 def real_build_available() -> bool:
     try:
-        import inpnet.models.build as build
+        from inpnet.models import build
 
         return not getattr(build, "IS_STAND_IN", False)
     except ImportError:

@@ -11,7 +11,7 @@ CPU has no native bf16, autocast runs the same ops emulated: slower, same numeri
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from helpers.learning import train_and_score

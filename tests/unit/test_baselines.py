@@ -99,7 +99,7 @@ def test_resolve_method_baselines_and_bad_spec(tmp_path) -> None:
 
 
 def test_resolve_method_checkpoint_folder(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import inpnet.train.checkpoint as checkpoint
+    from inpnet.train import checkpoint
 
     variant = ResolvedVariant(name="tiny", model=InpNetModelConfig(img_size=32), train=TrainConfig())
 

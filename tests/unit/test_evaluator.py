@@ -263,7 +263,7 @@ def test_fid_and_kid_per_bucket_with_a_stand_in_extractor(
     """Plumbing only: a random feature network stands in for InceptionV3."""
     import torch
 
-    import inpnet.evaluate.fid as fid
+    from inpnet.evaluate import fid
 
     def extractor(images: torch.Tensor) -> torch.Tensor:
         g = torch.Generator().manual_seed(0)
