@@ -128,12 +128,11 @@ class BaselineInpainter:
         from inpnet.models.composite import check_image_mask
 
         check_image_mask(image, mask)
-        images = image.detach().float().cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
-        if self.name == "harmonic":  # batched torch, in this process
+        if self.name == "harmonic":  # batched torch, in this process; it never reads hole pixels
             from inpnet.models.prefill import prefill
 
-            hole = (mask > 0.5).to(image.dtype)
-            return prefill("harmonic", torch.where(hole > 0.5, 0.0, image), hole)
+            return prefill("harmonic", image, (mask > 0.5).to(image.dtype))
+        images = image.detach().float().cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
         holes = (mask.detach().cpu()[:, 0] > 0.5).numpy()  # (B, H, W)
         jobs = [(self.name, images[i], holes[i], self.radius) for i in range(len(images))]
         if self.workers > 1 and len(jobs) > 1:

@@ -499,15 +499,13 @@ def _diff_cell(d: Difference | None) -> str:
     return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{verdict}"
 
 
-def render_differences(
-    diffs: Sequence[Difference], *, only_b: str | None = None, pattern: str | None = None
-) -> list[str]:
-    """Markdown tables of ``a - b`` with their 95% intervals: one table per pattern, a row per pair."""
+def render_differences(diffs: Sequence[Difference], *, headed: bool = True) -> list[str]:
+    """Markdown tables of ``a - b`` with their 95% intervals: one table per pattern (under a
+    ``Pattern `p`:`` line when ``headed``), a row per pair."""
     cells = {(d.a, d.b, d.pattern, d.ratio): d for d in diffs}
-    pairs = list(dict.fromkeys((d.a, d.b) for d in diffs if only_b is None or d.b == only_b))
-    patterns = sorted({d.pattern for d in diffs}) if pattern is None else [pattern]
+    pairs = list(dict.fromkeys((d.a, d.b) for d in diffs))
     out: list[str] = []
-    for pat in patterns:
+    for pat in sorted({d.pattern for d in diffs}):
         ratios = sorted({d.ratio for d in diffs if d.pattern == pat and d.ratio is not None}, key=float)
         rows = [
             [
@@ -516,10 +514,11 @@ def render_differences(
                 *(_diff_cell(cells.get((a, b, pat, r))) for r in ratios),
             ]
             for a, b in pairs
-            if any(key[:3] == (a, b, pat) for key in cells)
+            if (a, b, pat, None) in cells  # every pattern a pair was scored on has its "all" cell
         ]
         if rows:
-            out += [f"Pattern `{pat}`:", "", *_table(["difference", "all", *ratios], rows), ""]
+            out += [f"Pattern `{pat}`:", ""] if headed else []
+            out += [*_table(["difference", "all", *ratios], rows), ""]
     return out
 
 
@@ -572,7 +571,7 @@ def render_summary(
         ]
         if shown:
             out += [f"Paired differences, pattern `{pattern}`. {DIFFERENCES_NOTE}", ""]
-            out += render_differences(shown, pattern=pattern)[2:]  # the table without its own heading
+            out += render_differences(shown, headed=False)
     out += [f"- **{w}**" for w in warnings]
     return "\n".join(out).rstrip() + "\n"
 
