@@ -12,7 +12,6 @@ fix made after a crash still continues the run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -150,8 +149,9 @@ def torchrun_command(cfg: TrainConfig, entry: list[str]) -> list[str]:
 
 
 def _manifest_sha256(folder: Path) -> str | None:
-    path = Path(folder) / "manifest.json"
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    from inpnet.registry.tracking import file_sha256
+
+    return file_sha256(Path(folder) / "manifest.json")
 
 
 def inputs_record(variant: ResolvedVariant, shards: Path, val_shards: Path, masks: Path) -> dict[str, Any]:
