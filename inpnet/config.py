@@ -418,7 +418,9 @@ class EvalConfig(_Section):
     )
     fid_weights: str | None = Field(default=None, description="local path to pt_inception-2015-12-05 weights")
     kid_subset_size: int = Field(default=50, ge=2)
-    grid_images: int = Field(default=4, ge=1, description="examples per pattern in grid.png")
+    grid_images: int = Field(
+        default=4, ge=1, description="examples per row in grid.png: each pattern's worst and best pairs by PSNR"
+    )
     seed: int = Field(default=0, description="seeds the permutation that assigns external masks to images")
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import torch
 
     from inpnet.evaluate.methods import Method
+    from inpnet.evaluate.plots import GridRow
     from inpnet.evaluate.sources import BankMasks, FolderMasks
 
 __all__ = ["EvalResult", "evaluate"]
@@ -65,41 +66,85 @@ def _ratio_key(ratio: float) -> str:
     return f"{ratio:.2f}"
 
 
-class _GridPicker:
-    """Keeps a few (masked input, output, ground truth) examples per pattern for grid.png.
+GRID_RANKS = ("worst", "best")
 
-    One example for each of the pattern's first ``per_pattern`` ratios, so a row shows the
-    hole growing; the k-th ratio (in order of appearance) prefers the first pair whose image
-    number is >= k, so the row also shows different images when there are enough.
+
+@dataclass
+class _Kept:
+    key: tuple[float, int]  # the sort key: (PSNR, order) for the worst, (-PSNR, order) for the best
+    order: int  # the pair's place in the evaluation order
+    pair: _Pair
+    psnr: float
+    tiles: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class _GridPicker:
+    """Keeps the worst and the best pairs by PSNR of each pattern for grid.png.
+
+    Per pattern the ``per_row`` pairs of lowest PSNR (the worst row, lowest first) and the
+    ``per_row`` of highest PSNR (the best row, highest first); a pattern with fewer than
+    ``2 * per_row`` scored pairs shows each pair once, in the worst row first. Ties go to the
+    pair evaluated first, so the grid is a function of the scores. Only kept pairs are copied.
     """
 
-    def __init__(self, per_pattern: int) -> None:
-        self.per_pattern = per_pattern
-        # pattern -> ratio -> [fallback example, preferred example or None]
-        self.kept: dict[str, dict[str, list[tuple[torch.Tensor, ...] | None]]] = {}
+    def __init__(self, per_row: int) -> None:
+        self.per_row = per_row
+        self.kept: dict[str, dict[str, list[_Kept]]] = {}
+        self._order = 0
 
-    def offer(self, pair: _Pair, masked: torch.Tensor, output: torch.Tensor) -> None:
-        kept = self.kept.setdefault(pair.mask.pattern, {})
-        ratio = _ratio_key(pair.mask.ratio)
-        if ratio not in kept:
-            if len(kept) >= self.per_pattern:
-                return
-            kept[ratio] = [None, None]
-        slot = kept[ratio]
-        rank = list(kept).index(ratio)
-        if slot[0] is None or (slot[1] is None and pair.image.number >= rank):
-            example = (masked.clone(), output.clone(), pair.image.image.clone())
-            slot[0] = slot[0] or example
-            if pair.image.number >= rank:
-                slot[1] = example
+    def offer(self, pair: _Pair, psnr: float, masked: torch.Tensor, output: torch.Tensor) -> None:
+        order, self._order = self._order, self._order + 1
+        ranks = self.kept.setdefault(pair.mask.pattern, {rank: [] for rank in GRID_RANKS})
+        tiles: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        for rank, key in (("worst", (psnr, order)), ("best", (-psnr, order))):
+            kept = ranks[rank]
+            if len(kept) >= self.per_row and key >= kept[-1].key:
+                continue
+            tiles = tiles or (masked.clone(), output.clone(), pair.image.image.clone())
+            kept.append(_Kept(key, order, pair, psnr, tiles))
+            kept.sort(key=lambda k: k.key)
+            del kept[self.per_row :]
 
-    def rows(self) -> dict[str, list[tuple[torch.Tensor, ...]]]:
-        """pattern -> [(masked, output, truth) by increasing ratio], each (3, S, S)."""
-        # offer() fills the fallback slot of every ratio it adds, so `example` is never None
-        return {
-            pattern: [example for r in sorted(kept, key=float) if (example := kept[r][1] or kept[r][0]) is not None]
-            for pattern, kept in self.kept.items()
-        }
+    def _chosen(self) -> Iterator[tuple[str, str, list[_Kept]]]:
+        """(pattern, rank, kept pairs) by pattern; a pair in the worst row is not repeated in the best."""
+        for pattern in sorted(self.kept):
+            worst = self.kept[pattern]["worst"]
+            shown = {k.order for k in worst}
+            yield pattern, "worst", worst
+            yield pattern, "best", [k for k in self.kept[pattern]["best"] if k.order not in shown]
+
+    def rows(self) -> list[GridRow]:
+        """The grid's rows: per pattern its worst, then its best pairs, each captioned with its PSNR."""
+        from inpnet.evaluate.plots import GridExample, GridRow
+
+        return [
+            GridRow(
+                f"{pattern}\n{rank}",
+                [
+                    GridExample(
+                        k.tiles, f"PSNR {k.psnr:.2f} dB  hole {_ratio_key(k.pair.mask.ratio)}  {k.pair.image.name}"
+                    )
+                    for k in kept
+                ],
+            )
+            for pattern, rank, kept in self._chosen()
+            if kept
+        ]
+
+    def describe(self, masks: str | Path) -> list[dict[str, Any]]:
+        """What the grid shows, row by row, for report.json: pattern, rank, image, ratio, mask, psnr."""
+        return [
+            {
+                "pattern": pattern,
+                "rank": rank,
+                "image": k.pair.image.name,
+                "ratio": _ratio_key(k.pair.mask.ratio),
+                "mask": _display_path(k.pair.mask.path, masks),
+                "psnr": k.psnr,
+            }
+            for pattern, rank, kept in self._chosen()
+            for k in kept
+        ]
 
 
 def _iter_pairs(
@@ -267,8 +312,11 @@ def evaluate(
                 masked = masked_input(image, mask, fill=0.5)
                 for i, p in enumerate(batch):
                     row = _row(p, masks, scores_p[i], scores_s[i], None)
-                    rows.append(_row(p, masks, None, None, reason) if (reason := rep.exclusion(row)) else row)
-                    grid.offer(p, masked[i], output[i])
+                    if reason := rep.exclusion(row):
+                        rows.append(_row(p, masks, None, None, reason))
+                    else:
+                        rows.append(row)
+                        grid.offer(p, scores_p[i], masked[i], output[i])
                     if save_outputs:
                         save_png(output[i], out_root / p.mask.pattern / row["ratio"] / f"{p.image.name}.png")
         finally:
@@ -328,6 +376,7 @@ def evaluate(
             "mask_size_mismatch": cfg.mask_size_mismatch,
         },
         "references": [str(r) for r in references],
+        "grid": grid.describe(masks),  # the pairs grid.png shows: per pattern the worst and the best by PSNR
     }
     rep.write_report(out_dir, metrics=metrics, report=report, rows=rows, references=reference_entries)
     with writing_output(out_dir):

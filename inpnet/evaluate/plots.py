@@ -8,6 +8,7 @@ beyond that call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,16 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METRIC_LABELS", "plot_metric_by_ratio", "save_grid", "save_png", "to_uint8"]
+__all__ = [
+    "METRIC_LABELS",
+    "GridExample",
+    "GridRow",
+    "grid_tile_origin",
+    "plot_metric_by_ratio",
+    "save_grid",
+    "save_png",
+    "to_uint8",
+]
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID", "kid": "KID"}
 
@@ -86,36 +96,76 @@ def plot_metric_by_ratio(
     return path
 
 
-def save_grid(rows: Mapping[str, Sequence[Sequence[torch.Tensor]]], path: Path, *, gap: int = 4) -> Path:
-    """Sample grid: one row per pattern, each example as masked input | output | ground truth.
+@dataclass(frozen=True)
+class GridExample:
+    """One example of the sample grid: (masked input, output, ground truth), each (3, S, S), and
+    the caption drawn above it (e.g. its PSNR, hole ratio and image)."""
+
+    tiles: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One row of the sample grid: a label in the left column (lines split on ``\\n``) and its examples."""
+
+    label: str
+    examples: Sequence[GridExample]
+
+
+GRID_TITLES = ("masked", "output", "truth")
+_LABEL_W, _HEADER_H, _CAPTION_H = 90, 18, 14  # px: the label column, the titles, a caption line
+
+
+def grid_tile_origin(row: int, example: int, tile: int, size: int, *, gap: int = 4) -> tuple[int, int]:
+    """(x, y) of the top-left pixel of tile ``tile`` (0 masked, 1 output, 2 truth) of example
+    ``example`` in row ``row`` of a :func:`save_grid` image with ``size`` px tiles."""
+    block_w = 3 * size + 5 * gap  # one example: three tiles and the space to the next example
+    row_h = _CAPTION_H + size + gap
+    return _LABEL_W + example * block_w + tile * (size + gap), _HEADER_H + row * row_h + _CAPTION_H
+
+
+def save_grid(rows: Sequence[GridRow], path: Path, *, gap: int = 4) -> Path:
+    """Sample grid: one row per :class:`GridRow`, each example as masked input | output | ground truth
+    under its caption, the row's label on the left.
 
     Args:
-        rows: pattern -> examples, each a (masked, output, truth) triple of (3, S, S) tensors.
+        rows: the rows, top to bottom; rows without examples are left out.
         path: PNG to write.
+
+    Raises:
+        ValueError: no row has an example, or the tiles are not all (3, S, S) of one size S.
     """
     from PIL import Image, ImageDraw
 
-    rows = {p: list(ex) for p, ex in rows.items() if ex}
+    rows = [r for r in rows if r.examples]
     if not rows:
         raise ValueError("save_grid: no examples to draw")
-    size = next(iter(rows.values()))[0][0].shape[-1]
-    per_row = max(len(ex) for ex in rows.values())
-    label_w, header_h = 90, 18
-    width = label_w + per_row * (3 * size + 2 * gap) + (per_row - 1) * 3 * gap
-    height = header_h + len(rows) * (size + gap)
-    canvas = Image.new("RGB", (width, height), "white")
+    size = rows[0].examples[0].tiles[0].shape[-1]
+    for checked in rows:
+        for ex in checked.examples:
+            shapes = {tuple(t.shape) for t in ex.tiles}
+            if shapes != {(3, size, size)}:
+                raise ValueError(
+                    f"save_grid: row {checked.label!r} has tiles of shapes {sorted(shapes)}, expected (3, {size}, {size})"
+                )
+    per_row = max(len(r.examples) for r in rows)
+    right, bottom = grid_tile_origin(len(rows) - 1, per_row - 1, 2, size, gap=gap)
+    canvas = Image.new("RGB", (right + size, bottom + size + gap), "white")
     draw = ImageDraw.Draw(canvas)
     for k in range(per_row):
-        x0 = label_w + k * (3 * size + 5 * gap)
-        for j, title in enumerate(("masked", "output", "truth")):
-            draw.text((x0 + j * (size + gap) + 4, 3), title, fill="black")
-    for r, (pattern, examples) in enumerate(sorted(rows.items())):
-        y = header_h + r * (size + gap)
-        draw.text((4, y + size // 2 - 6), pattern, fill="black")
-        for k, triple in enumerate(examples):
-            x0 = label_w + k * (3 * size + 5 * gap)
-            for j, tile in enumerate(triple):
-                canvas.paste(Image.fromarray(to_uint8(tile)), (x0 + j * (size + gap), y))
+        for j, title in enumerate(GRID_TITLES):
+            draw.text((grid_tile_origin(0, k, j, size, gap=gap)[0] + 4, 3), title, fill="black")
+    for r, row in enumerate(rows):
+        y = grid_tile_origin(r, 0, 0, size, gap=gap)[1]
+        lines = row.label.split("\n")
+        for i, line in enumerate(lines):
+            draw.text((4, y + size // 2 - 6 * len(lines) + 12 * i), line, fill="black")
+        for k, example in enumerate(row.examples):
+            x0 = grid_tile_origin(r, k, 0, size, gap=gap)[0]
+            draw.text((x0 + 2, y - _CAPTION_H + 1), example.caption, fill="black")
+            for j, tile in enumerate(example.tiles):
+                canvas.paste(Image.fromarray(to_uint8(tile)), grid_tile_origin(r, k, j, size, gap=gap))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path

@@ -481,3 +481,46 @@ def test_only_degenerate_masks_is_a_one_line_error(image_dir: Path, tmp_path: Pa
     )
     lines = cli_error_lines(capsys.readouterr().err)
     assert code == 2 and len(lines) == 1 and "all 3 pairs are left out" in lines[0] and "empty hole" in lines[0]
+
+
+def test_the_grid_shows_the_worst_and_the_best_pairs_by_psnr_per_pattern(
+    image_dir: Path, bank_dir: Path, tmp_path: Path
+) -> None:
+    from inpnet.evaluate.plots import grid_tile_origin
+
+    out = tmp_path / "o"
+    result = evaluate(resolve_method("telea"), image_dir, bank_dir, out_dir=out, cfg=_cfg(), save_outputs=True)
+    with open(out / "per_image.csv") as f:
+        rows = [r for r in csv.DictReader(f) if not r["excluded"]]
+    shown = result.report["grid"]
+    assert json.loads((out / "report.json").read_text())["grid"] == shown
+    for pattern in ("center", "random"):  # 6 pairs each: the 2 lowest PSNR, then the 2 highest
+        ranked = sorted((float(r["psnr"]), r["image"], r["ratio"]) for r in rows if r["pattern"] == pattern)
+        worst = [(e["psnr"], e["image"], e["ratio"]) for e in shown if e["pattern"] == pattern and e["rank"] == "worst"]
+        best = [(e["psnr"], e["image"], e["ratio"]) for e in shown if e["pattern"] == pattern and e["rank"] == "best"]
+        assert [round(p, 4) for p, *_ in worst] == [round(p, 4) for p, *_ in ranked[:2]]
+        assert [round(p, 4) for p, *_ in best] == [round(p, 4) for p, *_ in ranked[::-1][:2]]
+        assert worst[0][0] < best[0][0]
+    assert [(e["pattern"], e["rank"]) for e in shown[::2]] == [
+        ("center", "worst"),
+        ("center", "best"),
+        ("random", "worst"),
+        ("random", "best"),
+    ]
+    # the output tile of each shown pair is that pair's scored composite
+    grid = np.asarray(Image.open(out / "grid.png"))
+    for i, e in enumerate(shown):
+        x, y = grid_tile_origin(i // 2, i % 2, 1, SIZE)
+        saved = np.asarray(Image.open(out / "outputs" / e["pattern"] / e["ratio"] / f"{e['image']}.png"))
+        assert np.array_equal(grid[y : y + SIZE, x : x + SIZE], saved), e
+
+
+def test_a_pattern_with_few_pairs_shows_each_once(image_dir: Path, tmp_path: Path) -> None:
+    from inpnet.masks import write_bank
+
+    bank = tmp_path / "bank"
+    write_bank(bank, size=SIZE, patterns=["center"], ratios=[0.3], per_cell=1, seed=0)
+    result = evaluate(resolve_method("flat"), image_dir, bank, out_dir=tmp_path / "o", cfg=_cfg())
+    shown = [(e["rank"], e["image"]) for e in result.report["grid"]]
+    assert sorted(image for _, image in shown) == ["img0", "img1", "img2"]  # 3 pairs: 2 worst, 1 best
+    assert [rank for rank, _ in shown] == ["worst", "worst", "best"]

@@ -7,10 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from inpnet.errors import DataError
-from inpnet.evaluate.plots import save_grid
 from inpnet.evaluate.report import aggregate, compare_reports, load_reports, render_table, write_report
 
 
@@ -150,16 +148,6 @@ def test_render_table_shows_fid_columns_when_present() -> None:
     table = render_table([ReportEntry("x", m, {"fid": {"available": True}})], title="t")
     assert "| **x** | 25.50 | 0.5500 | 12.00 | 8 |" in table
     assert "## FID by pattern and hole ratio" in table and "## KID by pattern and hole ratio" in table
-
-
-def test_save_grid_layout(tmp_path: Path) -> None:
-    from PIL import Image
-
-    tile = torch.rand(3, 16, 16)
-    path = save_grid({"center": [(tile, tile, tile)] * 2, "edges": [(tile, tile, tile)]}, tmp_path / "g.png")
-    w, h = Image.open(path).size
-    assert h == 18 + 2 * (16 + 4)
-    assert w > 6 * 16
 
 
 def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference(tmp_path: Path) -> None:
