@@ -446,6 +446,9 @@ class RegistryConfig(_Section):
         default_factory=lambda: {"inpnet": "inpnet", "mae": "inpnet-mae", "cmgan": "inpnet-cmgan"}
     )
     gates: PromotionGates = PromotionGates()
+    # register also exports each variant to ONNX (inpnet.export.export_variant_onnx) and logs
+    # model.onnx + export.json under onnx/ of its logged model
+    export_onnx: bool = False
 
 
 def resolve_tracking_uri(registry: RegistryConfig, explicit: str | None = None) -> str:

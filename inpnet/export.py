@@ -515,15 +515,63 @@ def load_exported(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
 
 def load_model_or_export(
-    model: str | Path, *, device: str = "cpu", tracking_uri: str | None = None
+    model: str | Path, *, device: str = "cpu", tracking_uri: str | None = None, onnx: bool = False
 ) -> tuple[Any, dict[str, Any]]:
-    """:func:`load_exported` for a ``.onnx``/``.pt`` file, else :func:`inpnet.inpaint.load_inpainter`.
+    """:func:`load_exported` for an exported file, else :func:`inpnet.inpaint.load_inpainter`.
 
+    An exported file is a ``.onnx``/``.pt`` file or a folder with ``export.json`` (e.g. from
+    ``inpnet pull --onnx``). With ``onnx``, ``model`` is a registered version
+    (``models:/NAME@ALIAS``) or a pulled model folder, and what runs is the ONNX export the
+    version carries (``onnx/model.onnx``, logged by ``registry.export_onnx``), not its weights.
     Exported graphs run on the CPU (onnxruntime's CPU provider, TorchScript on CPU); the
     inpainter moves tiles there and back.
+
+    Raises:
+        RegistryError: ``onnx`` and the version or folder carries no ONNX export.
     """
     from inpnet.inpaint import load_inpainter
 
-    if Path(str(model)).suffix in EXPORTED_SUFFIXES and not str(model).startswith("models:/"):
-        return load_exported(model)
+    text = str(model)
+    if onnx:
+        return _load_carried_onnx(text, tracking_uri=tracking_uri)
+    path = Path(text)
+    if path.suffix in EXPORTED_SUFFIXES and not text.startswith("models:/"):
+        return load_exported(path)
+    if not text.startswith("models:/") and (path / META_FILE).is_file():
+        return load_exported(path / _exported_file(path / META_FILE))
     return load_inpainter(model, device=device, tracking_uri=tracking_uri)
+
+
+def _exported_file(meta_path: Path) -> str:
+    try:
+        return str(json.loads(meta_path.read_text())["file"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{meta_path}: not a readable export description with a 'file' ({err})") from None
+
+
+def _load_carried_onnx(model: str, *, tracking_uri: str | None) -> tuple[Any, dict[str, Any]]:
+    """The ONNX export a registered version (or a folder pulled from one) carries, loaded."""
+    from inpnet.errors import RegistryError
+    from inpnet.registry.lineage import ONNX_DIR
+
+    if model.startswith("models:/"):
+        from inpnet.registry.pull import onnx_path
+        from inpnet.registry.store import download_model
+
+        onnx_path(model, tracking_uri=tracking_uri)  # a clear error for a version without one
+        with tempfile.TemporaryDirectory(prefix="inpnet-onnx-") as tmp:
+            local, mv = download_model(model, Path(tmp) / "onnx", tracking_uri=tracking_uri, path=ONNX_DIR)
+            # onnxruntime reads the whole file into its session: the download can go
+            inpainter, info = load_exported(local / MODEL_FILES["onnx"])
+        return inpainter, {**info, "source": model, "name": mv.name, "version": str(mv.version)}
+    folder = Path(model)
+    for candidate in (folder / ONNX_DIR / MODEL_FILES["onnx"], folder / MODEL_FILES["onnx"]):
+        if candidate.is_file():
+            inpainter, info = load_exported(candidate)
+            registry = folder / "registry.json"
+            pulled = json.loads(registry.read_text()) if registry.is_file() else {}
+            return inpainter, {**info, "name": pulled.get("name"), "version": pulled.get("version")}
+    raise RegistryError(
+        f"{model}: --onnx needs models:/NAME@ALIAS or a pulled model folder with {ONNX_DIR}/{MODEL_FILES['onnx']}, "
+        "and this one has none (the version was registered without registry.export_onnx)"
+    )

@@ -7,6 +7,9 @@ manifest and the mask bank (register refuses metrics whose report scored other w
 another mask bank than ``masks.out_dir``); then ``promote`` moves ``champion`` where the gates in
 ``registry.gates`` hold. ``reports/registry.json`` summarises the decisions.
 
+With ``registry.export_onnx`` each version also carries its ONNX export (``onnx/model.onnx``
+of its logged model, :func:`inpnet.export.export_variant_onnx`).
+
 A variant whose weights and metrics are byte-identical to what the previous summary
 recorded for the same tracking URI (and whose version still exists there) is not logged
 again: when one variant changes, only that one becomes a new version.
@@ -58,13 +61,18 @@ def register_task(params: Params, variant: str) -> dict[str, Any]:
         experiment=params.registry.experiment,
         shard_manifest=Path(params.data.shards_dir) / "train" / "manifest.json",
         bank_manifest=Path(params.masks.out_dir) / "manifest.json",
+        export_onnx=params.registry.export_onnx,
     )
     return dataclasses.asdict(version)
 
 
 def fingerprint(params: Params, variant: str) -> str:
-    """SHA-256 over the variant's weights and its evaluation metrics (what a version carries)."""
+    """SHA-256 over the variant's weights and its evaluation metrics (what a version carries),
+    and whether it carries an ONNX export (``registry.export_onnx``): turning that on makes
+    new versions that have one."""
     digest = hashlib.sha256()
+    if params.registry.export_onnx:  # off leaves the digests of summaries written before the key
+        digest.update(b"export_onnx\n")
     ckpt = Path(params.variant(variant).train.out_dir) / variant
     for path in (
         ckpt / "model.safetensors",

@@ -59,6 +59,11 @@ def register_cmd(
         None, "--shards", help="Shard manifest.json it was trained on (default: from the training run)."
     ),
     tag: list[str] = typer.Option([], "--tag", help="Extra version tag KEY=VALUE (repeatable)."),
+    onnx: bool | None = typer.Option(
+        None,
+        "--onnx/--no-onnx",
+        help="Also export it to ONNX and log onnx/model.onnx with the version (default: registry.export_onnx).",
+    ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
@@ -84,6 +89,7 @@ def register_cmd(
         tags=extra,
         shard_manifest=shards,
         bank_manifest=bank,
+        export_onnx=cfg.export_onnx if onnx is None else onnx,
     )
     typer.echo(f"registered {result.model_uri} (alias challenger, run {result.run_id})")
 
@@ -119,13 +125,16 @@ def promote_cmd(
 def pull_cmd(
     uri: str = typer.Argument(..., help="models:/NAME@ALIAS or models:/NAME/VERSION."),
     out: Path = typer.Option(..., "--out", help="New (or empty) folder for the self-contained model."),
+    onnx: bool = typer.Option(
+        False, "--onnx", help="Only the version's ONNX export (model.onnx, export.json), for onnxruntime."
+    ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Download a registered model into a folder that loads without the registry."""
     from inpnet.registry.pull import pull
 
-    typer.echo(f"pulled {uri} into {pull(uri, out, tracking_uri=_tracking_uri(tracking_uri, params))}")
+    typer.echo(f"pulled {uri} into {pull(uri, out, tracking_uri=_tracking_uri(tracking_uri, params), onnx=onnx)}")
 
 
 @app.command("inpaint")
@@ -133,7 +142,8 @@ def inpaint_cmd(
     model: str = typer.Option(
         ...,
         "--model",
-        help="A pulled model folder, a checkpoint folder, models:/NAME@ALIAS or a model.onnx / model.pt of inpnet export.",
+        help="A pulled model folder, a checkpoint folder, models:/NAME@ALIAS, or a model.onnx / model.pt (or its "
+        "folder) of inpnet export or inpnet pull --onnx.",
     ),
     image: Path = typer.Option(..., "--image", help="Input image, or a folder of images (folder mode)."),
     mask: Path | None = typer.Option(
@@ -145,6 +155,11 @@ def inpaint_cmd(
     out: Path = typer.Option(..., "--out", help="Output .png, or a folder in folder mode."),
     invert_mask: bool = typer.Option(False, "--invert-mask", help="Masks use 0 = hole instead of 255 = hole."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    onnx: bool = typer.Option(
+        False,
+        "--onnx",
+        help="Run the ONNX export that the version (models:/...) or pulled folder carries, with onnxruntime.",
+    ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
@@ -158,7 +173,7 @@ def inpaint_cmd(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")
     uri = _tracking_uri(tracking_uri, params) if model.startswith("models:/") else None
-    inpainter, info = load_model_or_export(model, device=device, tracking_uri=uri)
+    inpainter, info = load_model_or_export(model, device=device, tracking_uri=uri, onnx=onnx)
     if image.is_dir():
         written = inpaint_folder(inpainter, image, mask, out, invert_mask=invert_mask, device=device)
         typer.echo(f"inpainted {len(written)} images with {info['variant']} into {out}")

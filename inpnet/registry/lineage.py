@@ -12,6 +12,11 @@
 * :func:`eval_metrics` flattens an evaluator ``metrics.json`` into metric names
   (``eval/psnr``, ``eval/<pattern>/psnr``, ``eval/<pattern>/<ratio>/psnr``); register logs them
   linked to the model id and the evaluation dataset, and promotion reads them back.
+* :func:`log_evaluation` logs what a person looks at, the evaluation's ``grid.png`` (each
+  pattern's worst and best pairs), ``plots/psnr_by_ratio.png``, ``plots/ssim_by_ratio.png``,
+  ``table.md`` and its JSON files, as artifacts of the run under ``evaluation/<model_id>/``.
+* :func:`log_onnx` adds an ONNX export (``model.onnx`` + ``export.json``) to a logged model,
+  under ``onnx/``: every registered version of that model then carries it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DIGEST_CHARS",
     "EVALUATION",
+    "EVALUATION_FILES",
+    "ONNX_DIR",
+    "ONNX_TAG",
     "TRAINING",
     "VALIDATION",
     "WEIGHTS_TAG",
@@ -41,6 +49,8 @@ __all__ = [
     "find_logged_model",
     "log_checkpoint_model",
     "log_dataset",
+    "log_evaluation",
+    "log_onnx",
     "manifest_dataset",
     "model_id_of",
 ]
@@ -51,6 +61,17 @@ TRAINING, VALIDATION, EVALUATION = "training", "validation", "evaluation"  # dat
 WEIGHTS_TAG = "weights_sha256"  # on each logged model: the weights it holds
 DIGEST_CHARS = 36  # MLflow stores dataset digests in 36 characters; the full sha256 is an input tag
 _COUNTS = {"n", "excluded"}  # sample counts, not scores
+ONNX_DIR = "onnx"  # the logged model's folder with model.onnx and export.json
+ONNX_TAG = "onnx"  # on the logged model and its versions: the ONNX file's path in the model's folder
+# an evaluation folder's files the run carries (inpnet.evaluate.report writes them; the plots by PLOT_METRICS)
+EVALUATION_FILES = (
+    "metrics.json",
+    "report.json",
+    "table.md",
+    "grid.png",
+    "plots/psnr_by_ratio.png",
+    "plots/ssim_by_ratio.png",
+)
 
 
 def eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -153,6 +174,39 @@ def log_checkpoint_model(ckpt_dir: str | Path) -> LoggedModel:
         )
     log.info("logged %s as model %s of run %s", variant.name, info.model_id, info.run_id)
     return mlflow.get_logged_model(info.model_id)
+
+
+def log_evaluation(report_dir: str | Path, model_id: str) -> list[str]:
+    """Log the evaluation folder's :data:`EVALUATION_FILES` that exist as artifacts of the active
+    run under ``evaluation/<model_id>/`` (the plots under ``.../plots/``); returns their artifact paths."""
+    import mlflow
+
+    report_dir = Path(report_dir)
+    logged = []
+    for name in EVALUATION_FILES:
+        path = report_dir / name
+        if not path.is_file():
+            log.info("%s: not in the evaluation folder, so the run does not carry it", path)
+            continue
+        folder = "/".join(["evaluation", model_id, *Path(name).parent.parts])
+        mlflow.log_artifact(str(path), artifact_path=folder)
+        logged.append(f"{folder}/{path.name}")
+    return logged
+
+
+def log_onnx(model_id: str, onnx_file: str | Path, *, tracking_uri: str | None) -> str:
+    """Log the export folder of ``onnx_file`` (the file and its ``export.json``, nothing else)
+    as ``onnx/`` of the logged model ``model_id``, tag the model with the file's path there and
+    return that path."""
+    from inpnet.registry.store import client
+
+    onnx_file = Path(onnx_file)
+    c = client(tracking_uri)
+    c.log_model_artifacts(model_id, str(onnx_file.parent), ONNX_DIR)
+    where = f"{ONNX_DIR}/{onnx_file.name}"
+    c.set_logged_model_tags(model_id, {ONNX_TAG: where})
+    log.info("logged the ONNX export %s as %s of model %s", onnx_file, where, model_id)
+    return where
 
 
 def _package_code(dst: Path) -> Path:

@@ -48,6 +48,7 @@ def register(
     tags: Mapping[str, str] | None = None,
     shard_manifest: str | Path | None = None,
     bank_manifest: str | Path | None = None,
+    export_onnx: bool = False,
 ) -> RegisteredVersion:
     """Register the checkpoint's logged model (of its training run), give it ``challenger``.
 
@@ -70,20 +71,29 @@ def register(
             metrics are linked to (an ``evaluation`` input). Without ``bank_manifest`` the bank
             the evaluation's report recorded is used. The shard manifest becomes a
             ``training`` input only of a ``register-<variant>`` run (the trainer logs its own).
+        export_onnx: also export the model to ONNX (:func:`inpnet.export.export_variant_onnx`,
+            checked against PyTorch to 1e-4) and log ``model.onnx`` and ``export.json`` under
+            ``onnx/`` of the logged model, so the version carries them (``inpnet pull --onnx``,
+            ``inpnet inpaint --onnx``); the version is tagged ``onnx``. The export runs first: a
+            model that cannot be exported leaves the registry untouched.
 
     Raises:
         RegistryError: the metrics are not an evaluation of this checkpoint's weights (another
             method, other weights, another mask bank, or no report.json to tell).
+        ExportError: ``export_onnx`` and the model cannot be exported (the ``telea`` pre-fill).
     """
     import mlflow
 
     from inpnet.registry.lineage import (
         EVALUATION,
+        ONNX_TAG,
         TRAINING,
         eval_metrics,
         find_logged_model,
         log_checkpoint_model,
         log_dataset,
+        log_evaluation,
+        log_onnx,
     )
     from inpnet.registry.tracking import file_sha256, git_commit
     from inpnet.train.checkpoint import load_model, read_meta, weights_sha256
@@ -115,33 +125,41 @@ def register(
     }
     version_tags = {**{k: str(v) for k, v in provenance.items() if v}, **dict(tags or {})}
     run_id = training.get("run_id")
-    with tracking(tracking_uri):
-        if run_id is None:  # trained without tracking here: the model gets a run of its own
-            c = client(tracking_uri)
-            exp = c.get_experiment_by_name(experiment)
-            # no set_experiment: a process-wide active experiment would refuse reopening runs of others
-            exp_id = exp.experiment_id if exp is not None else c.create_experiment(experiment)
-            run = mlflow.start_run(experiment_id=exp_id, run_name=f"register-{variant.name}", log_system_metrics=False)
-        else:  # the model and its scores belong to the training run
-            run = mlflow.start_run(run_id=run_id, log_system_metrics=False)
-        with run:
-            logged = find_logged_model(run.info.run_id, weights, tracking_uri=tracking_uri) if run_id else None
-            if logged is None:
-                if run_id is None and shard_manifest is not None:
-                    log_dataset(shard_manifest, "train-shards", TRAINING)
-                logged = log_checkpoint_model(ckpt_dir)
-            bank_sha = provenance["mask_bank_sha256"]
-            bank = _bank_dataset(bank_sha, bank_manifest or evaluated.get("mask_bank_source"))
-            if bank is not None and bank_sha:
-                mlflow.log_input(bank, context=EVALUATION, tags={"sha256": bank_sha})
-            scores = eval_metrics(metrics)
-            if scores:
-                mlflow.log_metrics(scores, model_id=logged.model_id, dataset=bank)
-                with tempfile.TemporaryDirectory(prefix="inpnet-register-") as tmp:
-                    staged = Path(tmp) / "metrics.json"
-                    staged.write_text(json.dumps(metrics, indent=2))
-                    mlflow.log_artifact(str(staged), artifact_path=f"evaluation/{logged.model_id}")
-        mv = mlflow.register_model(f"models:/{logged.model_id}", name, tags=version_tags)
+    with tempfile.TemporaryDirectory(prefix="inpnet-register-") as tmp:
+        onnx_file = None
+        if export_onnx:  # before anything is logged: a model that cannot be exported changes nothing
+            from inpnet.export import export_variant_onnx
+
+            onnx_file = export_variant_onnx(model, variant, Path(tmp) / "onnx")
+        with tracking(tracking_uri):
+            if run_id is None:  # trained without tracking here: the model gets a run of its own
+                c = client(tracking_uri)
+                exp = c.get_experiment_by_name(experiment)
+                # no set_experiment: a process-wide active experiment would refuse reopening runs of others
+                exp_id = exp.experiment_id if exp is not None else c.create_experiment(experiment)
+                run = mlflow.start_run(
+                    experiment_id=exp_id, run_name=f"register-{variant.name}", log_system_metrics=False
+                )
+            else:  # the model and its scores belong to the training run
+                run = mlflow.start_run(run_id=run_id, log_system_metrics=False)
+            with run:
+                logged = find_logged_model(run.info.run_id, weights, tracking_uri=tracking_uri) if run_id else None
+                if logged is None:
+                    if run_id is None and shard_manifest is not None:
+                        log_dataset(shard_manifest, "train-shards", TRAINING)
+                    logged = log_checkpoint_model(ckpt_dir)
+                if onnx_file is not None:
+                    version_tags[ONNX_TAG] = log_onnx(logged.model_id, onnx_file, tracking_uri=tracking_uri)
+                bank_sha = provenance["mask_bank_sha256"]
+                bank = _bank_dataset(bank_sha, bank_manifest or evaluated.get("mask_bank_source"))
+                if bank is not None and bank_sha:
+                    mlflow.log_input(bank, context=EVALUATION, tags={"sha256": bank_sha})
+                scores = eval_metrics(metrics)
+                if scores:
+                    mlflow.log_metrics(scores, model_id=logged.model_id, dataset=bank)
+                    assert metrics_json is not None  # scores come from it
+                    log_evaluation(Path(metrics_json).parent, logged.model_id)
+            mv = mlflow.register_model(f"models:/{logged.model_id}", name, tags=version_tags)
     version = str(mv.version)
     client(tracking_uri).set_registered_model_alias(name, CHALLENGER, version)
     log.info(

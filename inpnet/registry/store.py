@@ -115,11 +115,13 @@ def resolve_version(uri: str, *, tracking_uri: str | None) -> ModelVersion:
         raise RegistryError(f"{name!r} has no {what}; it has {'aliases' if alias else 'versions'} {known}") from None
 
 
-def download_model(uri: str, dst: Path, *, tracking_uri: str | None) -> tuple[Path, Any]:
-    """Download the pyfunc folder of a registered version into ``dst`` (must not exist)."""
+def download_model(uri: str, dst: Path, *, tracking_uri: str | None, path: str | None = None) -> tuple[Path, Any]:
+    """Download the pyfunc folder of a registered version (or its sub-folder ``path``, e.g.
+    ``onnx``) into ``dst`` (must not exist)."""
     import mlflow
 
     mv = resolve_version(uri, tracking_uri=tracking_uri)
+    source = f"models:/{mv.name}/{mv.version}" + (f"/{path}" if path else "")
     with tracking(tracking_uri):
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst))
     return Path(local), mv

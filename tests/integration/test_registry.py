@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -566,3 +568,212 @@ def test_the_register_flow_retries_a_store_failure_but_not_a_refusal() -> None:
 
     assert not _transient(None, None, Failed(data=RegistryError("metrics of other weights")))
     assert _transient(None, None, Failed(data=RuntimeError("database is locked")))
+
+
+# ------------------------------------------------------------- ONNX with the version
+
+
+def test_register_with_onnx_refuses_a_telea_prefill_before_touching_the_store(tmp_path: Path) -> None:
+    from inpnet.export import ExportError
+    from inpnet.models.build import build_model
+    from inpnet.registry.register import register
+    from inpnet.train.checkpoint import save_checkpoint
+
+    variant = tiny_variant("inpnet_tiny")
+    variant = variant.model_copy(update={"model": variant.model.model_copy(update={"prefill": "telea"})})
+    ckpt = save_checkpoint(
+        tmp_path / "ckpt",
+        variant=variant,
+        modules={"model": build_model(variant.model).eval()},
+        state={"step": 1},
+        meta={"step": 1},
+    )
+    store = tmp_path / "never.db"
+    with pytest.raises(ExportError, match="prefill 'telea'"):
+        register(ckpt, None, tracking_uri=f"sqlite:///{store}", name="x", export_onnx=True)
+    assert not store.exists()
+
+
+@pytest.mark.slow
+def test_a_version_carries_its_onnx_export_and_pull_and_inpaint_use_it(
+    mlflow_server: str, store: dict, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from inpnet.cli import main
+    from inpnet.registry.lineage import model_id_of
+    from inpnet.registry.pull import pull
+    from inpnet.registry.register import register
+    from inpnet.registry.store import client
+
+    metrics = write_metrics(tmp_path / "metrics.json", 20.0, PATTERNS, checkpoint=store["ckpt"], bank=store["bank"])
+    reg = register(store["ckpt"], metrics, tracking_uri=mlflow_server, name="inpnet-onnx", export_onnx=True)
+    c = client(mlflow_server)
+    mv = c.get_model_version("inpnet-onnx", reg.version)
+    assert mv.tags["onnx"] == "onnx/model.onnx"
+    assert c.get_logged_model(model_id_of(mv)).tags["onnx"] == "onnx/model.onnx"
+    uri = "models:/inpnet-onnx@challenger"
+    common = ["--tracking-uri", mlflow_server, "--params", str(REPO_ROOT / "params.yaml")]
+
+    # the pulled model folder carries it; --onnx fetches it alone
+    full = pull(uri, tmp_path / "full", tracking_uri=mlflow_server)
+    assert (full / "onnx" / "model.onnx").is_file() and (full / "MLmodel").is_file()
+    assert json.loads((full / "registry.json").read_text())["onnx"] == "onnx/model.onnx"
+    only = tmp_path / "only"
+    assert main(["pull", uri, "--onnx", "--out", str(only), *common]) == 0
+    assert sorted(p.name for p in only.iterdir()) == ["export.json", "model.onnx", "registry.json"]
+    exported = json.loads((only / "export.json").read_text())
+    assert exported["weights_sha256"] == mv.tags["weights_sha256"] and exported["parity_max_abs"] <= 1e-4
+    assert json.loads((only / "registry.json").read_text())["version"] == reg.version
+
+    # inpaint runs it from the registry and from both folders, as the checkpoint does
+    image, hole = image_and_mask(45, 70)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    Image.fromarray(np.where(hole, 255, 0).astype(np.uint8)).save(tmp_path / "mask.png")
+    outs = {}
+    for key, model in {
+        "ckpt": [str(store["ckpt"])],
+        "registry": [uri, "--onnx"],
+        "pulled": [str(full), "--onnx"],
+        "onnx-only": [str(only)],
+    }.items():
+        out = tmp_path / f"{key}.png"
+        args = [
+            "inpaint",
+            "--model",
+            *model,
+            "--image",
+            str(tmp_path / "img.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+        ]
+        assert main([*args, "--out", str(out), *common]) == 0, key
+        outs[key] = np.asarray(Image.open(out)).astype(int)
+    for key in ("registry", "pulled", "onnx-only"):
+        assert np.abs(outs[key] - outs["ckpt"]).max() <= 1, key  # within 1/255
+        assert np.array_equal(outs[key][~hole], image[~hole]), key
+
+    # a version without one is refused with the way to get one
+    plain = register(store["ckpt"], metrics, tracking_uri=mlflow_server, name="inpnet-no-onnx")
+    assert "onnx" not in c.get_model_version("inpnet-no-onnx", plain.version).tags
+    with pytest.raises(RegistryError, match=r"version 1 carries no ONNX export.*registry.export_onnx"):
+        pull("models:/inpnet-no-onnx/1", tmp_path / "none", tracking_uri=mlflow_server, onnx=True)
+    assert not (tmp_path / "none").exists()
+    args = ["inpaint", "--model", "models:/inpnet-no-onnx/1", "--onnx", "--image", str(tmp_path / "img.png")]
+    assert main([*args, "--out", str(tmp_path / "x.png"), *common]) == 2
+
+
+# ------------------------------------------------------- what a person sees in MLflow
+
+
+@pytest.fixture(scope="module")
+def seen(mlflow_server: str, evaluations: dict) -> dict:
+    """Checkpoint A registered on the real server with its real evaluation folder."""
+    from inpnet.registry.lineage import model_id_of
+    from inpnet.registry.register import register
+    from inpnet.registry.store import client
+
+    metrics = evaluations["metrics"]["a"]
+    reg = register(
+        evaluations["ckpt"]["a"],
+        metrics,
+        tracking_uri=mlflow_server,
+        name="inpnet-seen",
+        bank_manifest=evaluations["banks"][0] / "manifest.json",
+    )
+    c = client(mlflow_server)
+    run = c.get_run(reg.run_id)
+    model_id = model_id_of(c.get_model_version("inpnet-seen", reg.version))
+    return {
+        "url": mlflow_server,
+        "run_id": reg.run_id,
+        "experiment_id": run.info.experiment_id,
+        "folder": f"evaluation/{model_id}",
+        "report": metrics.parent,
+    }
+
+
+@pytest.mark.slow
+def test_the_evaluation_run_carries_the_grid_and_the_plots(seen: dict) -> None:
+    """The files, through the REST endpoints the MLflow UI's artifact view calls, are the report's own."""
+    import requests
+
+    api = f"{seen['url']}/ajax-api/2.0/mlflow/artifacts/list"
+    listed = requests.get(api, params={"run_uuid": seen["run_id"], "path": seen["folder"]}, timeout=30).json()
+    names = {f["path"].removeprefix(seen["folder"] + "/") for f in listed["files"]}
+    assert {"grid.png", "metrics.json", "report.json", "table.md", "plots"} <= names, names
+    plots = requests.get(api, params={"run_uuid": seen["run_id"], "path": f"{seen['folder']}/plots"}, timeout=30)
+    assert {f["path"].rsplit("/", 1)[-1] for f in plots.json()["files"]} == {"psnr_by_ratio.png", "ssim_by_ratio.png"}
+    for name in ("grid.png", "plots/psnr_by_ratio.png", "report.json"):
+        got = requests.get(
+            f"{seen['url']}/get-artifact",
+            params={"path": f"{seen['folder']}/{name}", "run_uuid": seen["run_id"]},
+            timeout=30,
+        )
+        assert got.status_code == 200 and got.content == (seen["report"] / name).read_bytes(), name
+    report = json.loads((seen["report"] / "report.json").read_text())
+    assert {(e["pattern"], e["rank"]) for e in report["grid"]} == {
+        (p, r) for p in ("center", "edges") for r in ("worst", "best")
+    }
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install -y chromium)")
+def test_the_mlflow_ui_run_page_shows_the_grid_and_the_plots(seen: dict, tmp_path: Path) -> None:
+    """Headless Chromium renders the run's artifact page (a React app): its tree lists the grid,
+    the plots and the metrics, and the selected picture is previewed with the bytes the app fetched."""
+    page = f"{seen['url']}/#/experiments/{seen['experiment_id']}/runs/{seen['run_id']}/artifactPath/{seen['folder']}"
+    for selected, listed in (
+        ("grid.png", ("grid.png", "plots", "metrics.json", "table.md")),
+        ("plots/psnr_by_ratio.png", ("psnr_by_ratio.png", "ssim_by_ratio.png")),
+    ):
+        dom = _dump_dom(f"{page}/{selected}", tmp_path)
+        for name in listed:
+            assert f'artifact-name="{name}"' in dom, (selected, name, tmp_path / "page.html")
+        previews = re.findall(rf'<img[^>]*alt="{re.escape(seen["folder"])}/{re.escape(selected)}"[^>]*>', dom)
+        assert previews and 'src="blob:' in previews[0], (selected, tmp_path / "page.html")
+
+
+def _dump_dom(url: str, tmp_path: Path) -> str:
+    """The page's DOM after its scripts ran (virtual time lets the app fetch and render)."""
+    import subprocess
+
+    assert CHROMIUM is not None
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",  # root in CI containers
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (tmp_path / "page.html").write_text(done.stdout)  # to look at when an assertion fails
+    return done.stdout
+
+
+def test_turning_export_onnx_on_makes_new_versions_of_unchanged_variants(tmp_path: Path) -> None:
+    from helpers.params import params_for_tests
+
+    from pipelines.register import fingerprint
+
+    params = params_for_tests()
+    params = params.model_copy(update={"train": params.train.model_copy(update={"out_dir": str(tmp_path / "models")})})
+    make_checkpoint(tmp_path / "models" / "inpnet_tiny")
+    off = fingerprint(params, "inpnet_tiny")
+    on = params.model_copy(update={"registry": params.registry.model_copy(update={"export_onnx": True})})
+    assert fingerprint(on, "inpnet_tiny") != off  # the summary's entry no longer matches: registered again
+    assert fingerprint(params, "inpnet_tiny") == off
