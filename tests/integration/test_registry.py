@@ -319,6 +319,9 @@ def test_cli_register_promote_pull(store: dict, tmp_path: Path) -> None:
     assert main(["promote", "--name", name, "--reference", str(close), *common]) == 0
     assert main(["pull", f"models:/{name}@champion", "--out", str(tmp_path / "m"), *common]) == 0
     assert main(["pull", f"models:/{name}@ghost", "--out", str(tmp_path / "n"), *common]) == 2
+    assert main(["register", str(store["ckpt"]), "--metrics", str(metrics), "--name", name, "--onnx", *common]) == 0
+    assert client(store["uri"]).get_model_version(name, "2").tags["onnx"] == "onnx/model.onnx"
+    assert "onnx" not in client(store["uri"]).get_model_version(name, "1").tags  # registry.export_onnx: false
     assert main(["register", str(tmp_path / "no-ckpt"), *common]) == 2
     assert main(["register", str(store["ckpt"]), "--metrics", str(tmp_path / "none.json"), *common]) == 2
     assert not (tmp_path / "n").exists()
