@@ -111,7 +111,7 @@ def resolve_method(spec: str, device: str = "cpu", *, radius: int = 3, workers: 
 
 def _checkpoint_method(path: Path, device: str) -> Method:
     from inpnet.models.build import inference_settings
-    from inpnet.train.checkpoint import load_model, weights_sha256
+    from inpnet.train.checkpoint import load_model, read_meta, weights_sha256
 
     model, variant = load_model(path, ema=True, device=device)
     # the weights' hash lets `inpnet register` check that a report scored this very checkpoint
@@ -124,6 +124,8 @@ def _checkpoint_method(path: Path, device: str) -> Method:
         # in the quickstart are the evaluation images too, so they would flatter the model
         "weights": "last (EMA when the variant has one)",
         **inference_settings(variant.model),  # e.g. CM-GAN's latent
+        # bf16 or fp32 (train.precision auto picks by CPU): the summary's Machine line says it
+        "trained_precision": read_meta(path).get("precision", "unknown"),
     }
     prefill = getattr(variant.model, "prefill", "none")
     if prefill != "none":  # the classical fill the network corrects: the compare report sets them side by side
