@@ -26,7 +26,7 @@ import subprocess
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.client.schemas.objects import State
 
 from inpnet.config import Params, load_params
 from inpnet.errors import InpnetError, TrainingInterrupted
