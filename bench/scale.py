@@ -1,6 +1,6 @@
 """Scale simulation of sharding: a multi-GB Places365-layout tar through the sharder, in one run.
 
-    uv run python bench/scale.py                 # >= 5 GB and >= 12,000 members (about 5 min on 2 idle cores)
+    uv run python bench/scale.py                 # >= 5 GB and >= 12,000 members (2 min 47 s on 2 cores at load 7-8)
     uv run python bench/scale.py --quick         # ~200 MB smoke run
     uv run python bench/scale.py --size-gb 10 --workers 4 --workdir /mnt/scratch --keep
 
