@@ -255,6 +255,9 @@ def test_stages_after_the_first_run_warm_under_the_shared_server(tmp_path: Path,
         warm_run = stage("params.yaml")
         assert warm_run.returncode == 0, warm_run.stderr
         assert bank() == first and first
+        # the stage's own logging, Prefect's flow-run lines included, reaches the client's stderr
+        for line in ("Beginning flow run", "Finished in state Completed()"):
+            assert line in cold.stderr and line in warm_run.stderr, warm_run.stderr
         log = (state / "warm.log").read_text()
         assert "pipelines.masks --params params.yaml as pid" in log, log
         bad = stage("bad.yaml")
