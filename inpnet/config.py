@@ -324,6 +324,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(default=16, ge=1)
     max_steps: int = Field(default=200, ge=1)
     lr: float = Field(default=3e-4, gt=0)
+    lr_scaling: Literal["none", "linear"] = Field(
+        default="none",
+        description="none: lr is the peak lr; linear: MAE's rule, peak = lr x global batch / 256 with lr the base "
+        "lr and global batch = batch_size x processes x grad_accum (disc_lr stays absolute)",
+    )
     disc_lr: float = Field(default=2e-4, gt=0)
     weight_decay: float | None = Field(
         default=None,
@@ -491,6 +496,7 @@ class Params(_Section):
             self.variant(name)  # raises ConfigError with the variant's path on a bad override
         for name in self.pipeline.variants:  # the ones `dvc repro` trains must be trainable as configured
             if name in self.variants:
+                self.check_shard_size(name)
                 size = self.variant(name).check_sizes().model.img_size
                 if size != self.masks.size:  # the evaluate stage would refuse it, after training it
                     raise ConfigError(
@@ -501,6 +507,32 @@ class Params(_Section):
         if missing:
             raise ValueError(f"pipeline.variants names undefined variants {missing}; defined: {sorted(self.variants)}")
         return self
+
+    def shard_size(self) -> tuple[str, int] | None:
+        """(key, px): the shortest side of the images the shard stage writes, and the key that sets it
+        (``data.shard.resize``, else ``data.sample.shortest_side`` for the sample); None when the
+        shards keep Places365's original JPEGs (sizes not known from the params)."""
+        if self.data.shard.resize is not None:
+            return "data.shard.resize", self.data.shard.resize
+        if self.data.source == "sample":
+            return "data.sample.shortest_side", self.data.sample.shortest_side
+        return None
+
+    def check_shard_size(self, name: str) -> None:
+        """Raise :class:`ConfigError` when variant ``name`` crops larger than the shards' images:
+        every crop would be upsampled (a 512 px variant on 256 px shards: 2-4x), and the model
+        would learn blur, not detail. Checked for ``pipeline.variants`` on load and by the train
+        stage for the variant it trains."""
+        shards = self.shard_size()
+        size = self.variant(name).train.image_size
+        if shards is not None and size > shards[1]:
+            key, side = shards
+            raise ConfigError(
+                f"variants.{name}.train.image_size {size} exceeds {key} {side}: the shards hold images {side} px "
+                f"on their shortest side, so every {size} px crop would be upsampled; write shards at {size} px or "
+                f"more ({key}: {size}, or data.shard.resize: null to keep Places365's 512 px originals) or "
+                f"train a variant of at most {side} px"
+            )
 
     def variant(self, name: str) -> ResolvedVariant:
         """Resolve variant ``name``: family defaults and ``train`` with its overrides applied."""
