@@ -274,8 +274,19 @@ class LossConfig(_Section):
     r1_gamma: float = Field(default=0.0, ge=0)
     r1_every: int = Field(default=16, ge=1, description="lazy R1: penalty every N discriminator steps")
     gp_weight: float = Field(default=10.0, ge=0)
-    perceptual_weight: float = Field(default=0.0, ge=0)
-    perceptual_weights_path: str | None = None
+    perceptual_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="VGG-19 feature loss (inpnet.models.vgg); > 0 with no weights file: the run says so, the term is off",
+    )
+    perceptual_weights_path: str | None = Field(
+        default=None, description="local VGG-19 weights (.safetensors, or torchvision's .pth read weights_only)"
+    )
+    perceptual_weights_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{8,64}$",
+        description="sha256 of that file: the full 64 hex digits, or a prefix of 8+ (torch hub's file-name form)",
+    )
     disc: DiscConfig = DiscConfig()
     rec_loss: Literal["mse", "l1"] | None = Field(
         default=None, description="reconstruction kind; None = family default (cmgan: l1, else mse)"
@@ -284,6 +295,22 @@ class LossConfig(_Section):
         default=None,
         description="R1 penalises only the gradient on hole pixels; None = family default (cmgan: true, else false)",
     )
+
+    @model_validator(mode="after")
+    def _check_perceptual(self) -> LossConfig:
+        if self.perceptual_weights_path and not self.perceptual_weight:
+            raise ValueError(
+                f"loss.perceptual_weights_path {self.perceptual_weights_path!r} is set but loss.perceptual_weight "
+                "is 0, so the file would not be used; set a weight or drop the path"
+            )
+        if self.perceptual_weights_path and not self.perceptual_weights_sha256:
+            raise ValueError(
+                f"loss.perceptual_weights_path {self.perceptual_weights_path!r} needs loss.perceptual_weights_sha256 "
+                "(the file's sha256, e.g. from `sha256sum`); weights are never loaded unverified"
+            )
+        if self.perceptual_weights_sha256 and not self.perceptual_weights_path:
+            raise ValueError("loss.perceptual_weights_sha256 is set without loss.perceptual_weights_path")
+        return self
 
 
 class TrainMasksConfig(_Section):
@@ -299,7 +326,13 @@ class TrainMasksConfig(_Section):
         default=True, description="False: one fixed pattern/ratio per image for the whole run (ablation)"
     )
     object_dir: str | None = Field(
-        default=None, description="folder of segmentation PNGs for object-shaped holes (CM-GAN)"
+        default=None,
+        description="folder of <key>.png panoptic/instance maps (+ <key>.json); used by object_aware variants",
+    )
+    object_aware: bool = Field(
+        default=False,
+        description="CM-GAN's object-aware masks from object_dir (inpnet.masks.objects); without the folder the "
+        "run says so and draws from the pattern mixture",
     )
     random_patch_size: int = Field(
         default=16, ge=1, description="grid cell of the 'random' pattern (match the model's patch size)"

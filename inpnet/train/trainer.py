@@ -100,12 +100,13 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
 def _make_masks(variant: ResolvedVariant) -> Any:
     from inpnet.masks import MaskMixture
 
-    if variant.train.masks.object_dir:  # CM-GAN's object-aware masks (same sample() call)
+    cfg = variant.train.masks
+    if cfg.object_aware and cfg.object_dir:  # CM-GAN's object-aware masks (same sample() call)
         from inpnet.masks.objects import ObjectMaskSampler
 
-        return ObjectMaskSampler.from_config(variant.train.masks)
+        return ObjectMaskSampler.from_config(cfg)
 
-    return MaskMixture(variant.train.masks, seed=variant.train.seed)
+    return MaskMixture(cfg, seed=variant.train.seed)
 
 
 def run_notes(variant: ResolvedVariant, world_size: int) -> dict[str, str]:
@@ -113,6 +114,8 @@ def run_notes(variant: ResolvedVariant, world_size: int) -> dict[str, str]:
     learning rate (``train.lr_scaling``), and whether the perceptual term and object-aware
     masks that the variant asks for are on, with what is missing when they are off. Logged
     once, recorded as MLflow tags and in the checkpoint's meta."""
+    from inpnet.losses import perceptual_status
+
     cfg = variant.train
     peak = variant_peak_lr(variant, world_size)
     if cfg.lr_scaling == "linear":
@@ -121,6 +124,16 @@ def run_notes(variant: ResolvedVariant, world_size: int) -> dict[str, str]:
     else:
         lr = f"{peak:.6g} (train.lr, lr_scaling none)"
     notes = {"effective_lr": lr}
+    _, perceptual = perceptual_status(cfg.loss)
+    if perceptual is not None:
+        notes["perceptual_loss"] = perceptual
+    if cfg.masks.object_aware:
+        notes["object_masks"] = (
+            f"on: {cfg.masks.object_dir}"
+            if cfg.masks.object_dir
+            else "off: train.masks.object_dir is not set (a folder of <key>.png panoptic maps, "
+            "inpnet/masks/objects.py); training masks come from the pattern mixture"
+        )
     return notes
 
 
