@@ -299,3 +299,45 @@ def test_object_aware_variants_use_the_folder_when_given_and_say_so_when_not(tmp
     masks = quick.train.masks.model_copy(update={"object_dir": str(tmp_path / "seg")})
     quick = quick.model_copy(update={"train": quick.train.model_copy(update={"masks": masks})})
     assert isinstance(_make_masks(quick), MaskMixture) and "object_masks" not in run_notes(quick, 1)
+
+
+@pytest.mark.slow
+def test_an_object_aware_run_trains_on_real_shards_with_aligned_maps(tmp_path: Path) -> None:
+    """The real loader's crops reach the sampler through the trainer's mask thread, every map is
+    cut with its image's box, and the run records that the masks were object-aware."""
+    import webdataset as wds
+    from helpers.train import tiny_variant, write_shards
+
+    from inpnet.data.loader import jpeg_size, shard_urls
+    from inpnet.masks import objects
+    from inpnet.train.checkpoint import read_meta
+    from inpnet.train.trainer import train
+
+    split = write_shards(tmp_path, n=16)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for s in wds.WebDataset(shard_urls(split), shardshuffle=False):
+        h, w = jpeg_size(s["jpg"])
+        labels = np.zeros((2 * h, 2 * w), np.uint16)  # maps at twice the JPEG's resolution
+        labels[h // 2 : h, w // 2 : w] = 7
+        Image.fromarray(labels).save(maps / f"{s['__key__']}.png")
+    cut: list[tuple[str, object]] = []
+    real_crop_labels = objects.crop_labels
+
+    def recording(labels, crop, size, *, name="map"):  # type: ignore[no-untyped-def]
+        cut.append((name, crop))
+        return real_crop_labels(labels, crop, size, name=name)
+
+    v = tiny_variant(
+        "cmgan_tiny",
+        max_steps=2,
+        precision="fp32",
+        masks={"object_aware": True, "object_dir": str(maps), "object_prob": 0.5, "max_ratio": 0.5},
+    )
+    import unittest.mock
+
+    with unittest.mock.patch.object(objects, "crop_labels", recording):
+        ckpt_dir = train(v, shards=split, out_dir=tmp_path / "models", device="cpu")
+    meta = read_meta(ckpt_dir)
+    assert meta["finished"] and meta["notes"]["object_masks"] == f"on: {maps}"
+    assert len(cut) >= 2 * v.train.batch_size and all(crop is not None for _, crop in cut)
