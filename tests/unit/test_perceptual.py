@@ -48,6 +48,20 @@ def test_weights_load_verified_and_frozen(vgg_file: tuple[Path, str]) -> None:
     assert load_vgg19_features(path, digest[:8]).layers  # torch hub's 8-digit prefix verifies too
 
 
+def test_torchvisions_pth_loads_without_unpickling_objects(vgg_file: tuple[Path, str], tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(vgg_file[0]))
+    pth = tmp_path / "vgg19.pth"
+    torch.save(state, pth)  # torchvision's format: a plain state dict
+    features = load_vgg19_features(pth, file_sha256(pth) or "")
+    assert torch.equal(features.body[0].weight, state["features.0.weight"])
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": state, "hook": print}, evil)  # an object weights_only refuses to unpickle
+    with pytest.raises(CheckpointError, match=r"cannot read VGG-19 weights .*evil.pth"):
+        load_vgg19_features(evil, file_sha256(evil) or "")
+
+
 def test_checksum_mismatch_and_foreign_files_are_refused_with_the_path(
     vgg_file: tuple[Path, str], tmp_path: Path
 ) -> None:
