@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers.params import params_for_tests
 from helpers.train import tiny_variant
@@ -35,7 +37,7 @@ def test_the_optimiser_trains_at_the_scaled_peak_for_its_world_size() -> None:
 
 
 @pytest.mark.parametrize("profile", ["params.yaml", "params-places365.yaml"])
-def test_vit_b_variants_scale_and_the_quickstart_variants_keep_their_lr(profile: str, repo_root) -> None:  # type: ignore[no-untyped-def]
+def test_vit_b_variants_scale_and_the_quickstart_variants_keep_their_lr(profile: str, repo_root: Path) -> None:
     from inpnet.train.trainer import run_notes
 
     params = load_params(repo_root / profile)
@@ -70,7 +72,7 @@ def test_variant_crops_larger_than_the_shards_are_refused() -> None:
         sample.check_shard_size("big")
 
 
-def test_cmgan_b512_is_refused_on_the_full_profiles_256_px_shards(repo_root) -> None:  # type: ignore[no-untyped-def]
+def test_cmgan_b512_is_refused_on_the_full_profiles_256_px_shards(repo_root: Path) -> None:
     full = load_params(repo_root / "params-places365.yaml")
     with pytest.raises(ConfigError, match=r"cmgan_b512\.train\.image_size 512 exceeds data\.shard\.resize 256"):
         full.check_shard_size("cmgan_b512")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,7 @@ def test_a_mask_whose_hole_is_almost_nothing_or_everything_is_redrawn(tmp_path: 
         calls.append(step)
         return next(draws)
 
-    sampler._draw = fake_draw  # type: ignore[method-assign]
+    sampler._draw = fake_draw  # type: ignore[method-assign]  # a scripted sequence of draws
     hole = sampler.sample_one(32, 0, np.random.default_rng(0))
     assert len(calls) == 3 and 0.05 <= hole.mean() <= 0.95  # empty and full holes were redrawn
     assert objects.MAX_REDRAWS == 6 and objects.HOLE_SHARE_RANGE == (0.05, 0.95)
@@ -245,16 +246,25 @@ def test_masked_batches_hand_the_loaders_crops_to_an_aligning_sampler() -> None:
 
     crop_rows = torch.tensor([[1, 2, 30, 40, 60, 80, 1], [0, 0, 60, 60, 60, 80, 0]])
 
-    def factory(shards, *, batch_size, image_size, **_):  # type: ignore[no-untyped-def]
+    def factory(shards: Path, **_: object) -> Iterator[dict[str, object]]:
         while True:
             yield {"image": torch.zeros(2, 3, 8, 8), "key": ["a", "b"], "crop": crop_rows}
 
-    seen = {}
+    seen: dict[str, object] = {}
 
     class Recorder:
         aligns_to_crops = True
 
-        def sample(self, b, h, w, step, generator, keys=None, crops=None):  # type: ignore[no-untyped-def]
+        def sample(
+            self,
+            b: int,
+            h: int,
+            w: int,
+            step: int,
+            generator: np.random.Generator,
+            keys: list[str] | None = None,
+            crops: list[Crop] | None = None,
+        ) -> torch.Tensor:
             seen["crops"], seen["keys"] = crops, keys
             return torch.zeros(b, 1, h, w)
 
@@ -308,7 +318,7 @@ def test_an_object_aware_run_trains_on_real_shards_with_aligned_maps(tmp_path: P
     import webdataset as wds
     from helpers.train import tiny_variant, write_shards
 
-    from inpnet.data.loader import jpeg_size, shard_urls
+    from inpnet.data.loader import Crop, jpeg_size, shard_urls
     from inpnet.masks import objects
     from inpnet.train.checkpoint import read_meta
     from inpnet.train.trainer import train
@@ -324,7 +334,7 @@ def test_an_object_aware_run_trains_on_real_shards_with_aligned_maps(tmp_path: P
     cut: list[tuple[str, object]] = []
     real_crop_labels = objects.crop_labels
 
-    def recording(labels, crop, size, *, name="map"):  # type: ignore[no-untyped-def]
+    def recording(labels: np.ndarray, crop: Crop, size: int, *, name: str = "map") -> np.ndarray:
         cut.append((name, crop))
         return real_crop_labels(labels, crop, size, name=name)
 

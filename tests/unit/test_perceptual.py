@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from inpnet.config import LossConfig
+from inpnet.config import CMGANModelConfig, InpNetModelConfig, LossConfig, MAEModelConfig
 from inpnet.errors import CheckpointError, ConfigError
 from inpnet.losses import PERCEPTUAL_LAYER_WEIGHTS, WithPerceptual, build_loss, perceptual_loss, perceptual_status
 from inpnet.models.vgg import VGG19_LAYERS, load_vgg19_features
@@ -114,7 +114,7 @@ def test_bf16_autocast_gives_the_fp32_value(vgg_file: tuple[Path, str]) -> None:
     assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(plain.item(), rel=1e-6)
 
 
-def _cmgan_model():  # type: ignore[no-untyped-def]
+def _cmgan_model() -> InpNetModelConfig | MAEModelConfig | CMGANModelConfig:
     from helpers.params import tiny_variant
 
     return tiny_variant("cmgan_tiny").model
