@@ -11,7 +11,7 @@ from torch import nn
 from inpnet.config import CMGANModelConfig, InpNetModelConfig, LossConfig, MAEModelConfig
 from inpnet.errors import CheckpointError, ConfigError
 from inpnet.losses import PERCEPTUAL_LAYER_WEIGHTS, WithPerceptual, build_loss, perceptual_loss, perceptual_status
-from inpnet.models.vgg import VGG19_LAYERS, load_vgg19_features
+from inpnet.models.vgg import VGG19_LAYERS, VGG19Features, load_vgg19_features
 from inpnet.registry.tracking import file_sha256
 
 
@@ -28,6 +28,12 @@ def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     digest = file_sha256(path)
     assert digest is not None
     return path, digest
+
+
+@pytest.fixture(scope="module")
+def features(vgg_file: tuple[Path, str]) -> VGG19Features:
+    """The loaded, frozen backbone, built once (VGG-19 takes seconds to construct on a CPU)."""
+    return load_vgg19_features(*vgg_file)
 
 
 def _images(seed: int = 0, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +85,7 @@ def test_checksum_mismatch_and_foreign_files_are_refused_with_the_path(
         load_vgg19_features(other, file_sha256(other) or "")
 
 
-def test_loss_is_zero_for_identical_images_positive_otherwise(vgg_file: tuple[Path, str]) -> None:
-    features = load_vgg19_features(*vgg_file)
+def test_loss_is_zero_for_identical_images_positive_otherwise(features: VGG19Features) -> None:
     a, b = _images()
     assert perceptual_loss(features, a, a.clone()).item() == 0.0
     assert perceptual_loss(features, b, a).item() > 0.0
@@ -90,8 +95,7 @@ def test_loss_is_zero_for_identical_images_positive_otherwise(vgg_file: tuple[Pa
     assert perceptual_loss(features, b, a).item() == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_gradients_reach_the_generator_not_the_backbone(vgg_file: tuple[Path, str]) -> None:
-    features = load_vgg19_features(*vgg_file)
+def test_gradients_reach_the_generator_not_the_backbone(features: VGG19Features) -> None:
     torch.manual_seed(0)
     generator = nn.Conv2d(3, 3, 3, padding=1)
     image, _ = _images()
@@ -105,8 +109,7 @@ def test_gradients_reach_the_generator_not_the_backbone(vgg_file: tuple[Path, st
     assert all(p.grad is None for p in features.parameters())
 
 
-def test_bf16_autocast_gives_the_fp32_value(vgg_file: tuple[Path, str]) -> None:
-    features = load_vgg19_features(*vgg_file)
+def test_bf16_autocast_gives_the_fp32_value(features: VGG19Features) -> None:
     a, b = _images(1)
     plain = perceptual_loss(features, b, a)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
