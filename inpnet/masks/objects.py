@@ -389,6 +389,13 @@ class ObjectMaskSampler:
                 "object masks sampled without the images' crops: maps are centre-cropped, aligned only with "
                 "centre-cropped images",
             )
+        missing = [k for k in keys or () if k not in self.paths]
+        if missing:
+            self._warn_once(
+                "missing",
+                f"train.masks.object_dir {str(self.object_dir)!r} has no map for image {missing[0]!r} (and maybe "
+                "others): their holes keep the objects they cover",
+            )
         holes = [
             self.sample_one(
                 height,

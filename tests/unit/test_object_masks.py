@@ -103,6 +103,9 @@ def test_sampler_without_keys_warns_and_from_config(tmp_path: Path, caplog: pyte
     with caplog.at_level("WARNING"):
         masks = sampler.sample(4, 32, 32, step=5, generator=np.random.default_rng(1))
     assert "not excluded" in caplog.text
+    with caplog.at_level("WARNING"):
+        sampler.sample(2, 32, 32, step=5, generator=np.random.default_rng(1), keys=["img000", "nomap"])
+    assert "has no map for image 'nomap'" in caplog.text
     assert (masks.flatten(1).sum(1) > 0).all()  # every object hole is non-empty
     with pytest.raises(MaskError, match="object_dir"):
         ObjectMaskSampler.from_config(TrainMasksConfig())
