@@ -124,9 +124,12 @@ def _checkpoint_method(path: Path, device: str) -> Method:
         # in the quickstart are the evaluation images too, so they would flatter the model
         "weights": "last (EMA when the variant has one)",
         **inference_settings(variant.model),  # e.g. CM-GAN's latent
-        # bf16 or fp32 (train.precision auto picks by CPU): the summary's Machine line says it
-        "trained_precision": read_meta(path).get("precision", "unknown"),
     }
+    meta = read_meta(path)
+    # bf16 or fp32 (train.precision auto picks by CPU): the summary's Machine line says it
+    info["trained_precision"] = meta.get("precision", "unknown")
+    # what the run's recipe did (effective lr; perceptual loss and object masks on or off, and why)
+    info["training"] = meta.get("notes", {})
     prefill = getattr(variant.model, "prefill", "none")
     if prefill != "none":  # the classical fill the network corrects: the compare report sets them side by side
         info["prefill"] = prefill
