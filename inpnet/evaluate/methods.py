@@ -128,6 +128,8 @@ def _checkpoint_method(path: Path, device: str) -> Method:
         # in the quickstart are the evaluation images too, so they would flatter the model
         "weights": "last (EMA when the variant has one)",
         **inference_settings(variant.model),  # e.g. CM-GAN's latent, the input view
+        # bf16 or fp32 (train.precision auto picks by CPU): the summary's Machine line says it
+        "trained_precision": meta.get("precision", "unknown"),
         # for the compare report: seed runs of one variant, what made its training masks, what it cost
         "train_seed": variant.train.seed,
         "train_masks": describe_training_masks(variant.train),

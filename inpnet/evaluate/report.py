@@ -930,7 +930,15 @@ def render_summary(
     The README embeds this file between ``<!-- summary:start -->`` and ``<!-- summary:end -->``;
     ``.ci/check_readme.py`` fails when the two disagree by more than noise.
     """
-    out = [f"Machine: {machine_description()}.", ""]
+    precisions = sorted(
+        {
+            str(e.report.get("method_settings", {}).get("trained_precision", "unknown"))
+            for e in entries
+            if not e.reference
+        }
+    )
+    trained = f"; trained in {', '.join(precisions)}" if precisions else ""
+    out = [f"Machine: {machine_description()}{trained}.", ""]
     rows = [
         [
             e.name + (" (reference)" if e.reference else ""),
