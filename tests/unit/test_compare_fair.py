@@ -218,3 +218,13 @@ def test_an_external_mask_folder_is_its_own_pattern_in_the_compare_report(tmp_pa
     assert "PSNR (dB) by hole ratio, pattern `external`:" in md
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert f"`external` mask files `{ext}`" in table
+
+
+def test_the_compare_cli_takes_several_seed_runs_of_a_variant(tmp_path: Path, repo_root: Path) -> None:
+    from inpnet.cli import main
+
+    runs = [_write(tmp_path / f"s{s}" / "mae_s", "mae_s", 0.1 * s, seed=s, patch=16) for s in range(2)]
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--params", str(repo_root / "params.yaml")]) == 0
+    data = json.loads((out / "compare.json").read_text())
+    assert list(data["methods"]) == ["mae_s"] and data["seeds"]["mae_s"]["overall"]["psnr"]["n"] == 2

@@ -119,3 +119,24 @@ def test_the_trainer_runs_the_steps_a_budget_buys(tmp_path: Path) -> None:
     meta = read_meta(ckpt)
     assert meta["step"] == 3 and meta["max_steps"] == 3 and meta["finished"]  # 12 images / batch 4
     assert params_for_tests().variant("inpnet_tiny").train.max_steps == 4  # the fixture's own count is untouched
+
+
+def test_an_evaluated_checkpoint_reports_its_size_compute_seed_and_training_masks(tmp_path: Path) -> None:
+    from inpnet.evaluate.methods import resolve_method
+    from inpnet.models.build import build_model
+    from inpnet.train.checkpoint import save_checkpoint
+
+    v = tiny_variant("mae_tiny")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        tmp_path / "mae_tiny",
+        variant=v,
+        modules={"model": build_model(v.model)},
+        state={"step": 4},
+        meta={"step": 4, "world_size": 2},
+    )
+    settings = resolve_method(str(ckpt)).settings()
+    assert settings["cost"] == training_cost(v).as_dict() and settings["cost"]["params"] > 0
+    assert settings["training"] == {"steps": 4, "world_size": 2, "global_batch": 8, "images": 32}
+    assert settings["train_seed"] == v.train.seed and settings["train_masks"]["generator"] == "inpnet.masks.MaskMixture"
+    assert settings["input_view"] == "patches" and settings["view_patch_size"] == 8
