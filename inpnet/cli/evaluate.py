@@ -63,7 +63,7 @@ def evaluate_command(
     cfg = _eval_config(params)
     if workers is not None:
         cfg = cfg.model_copy(update={"workers": workers})
-    ref_dirs = [e.path for e in load_reports(reference) if e.path is not None and e.path.resolve() != out.resolve()]
+    ref_dirs = [f for e in load_reports(reference) for f in e.folders if f.resolve() != out.resolve()]
     result = evaluate_method(
         cfg, method, images, masks, out, references=ref_dirs, device=device, save_outputs=save_outputs, limit=limit
     )

@@ -363,6 +363,12 @@ def _data_key(e: ReportEntry) -> tuple[Any, ...]:
     return (im.get("source"), im.get("count"), im.get("size"), mk.get("source"), mk.get("manifest_sha256"))
 
 
+def _recipe_key(e: ReportEntry) -> str:
+    """What seed runs of one variant share: how long and on what batch it trained, and its cost."""
+    settings = e.report.get("method_settings") or {}
+    return json.dumps({k: settings.get(k) for k in ("training", "cost", "family")}, sort_keys=True)
+
+
 def _seed_entry(runs: list[ReportEntry]) -> ReportEntry:
     first = runs[0]
     other = next((r for r in runs if _data_key(r) != _data_key(first)), None)
@@ -370,6 +376,12 @@ def _seed_entry(runs: list[ReportEntry]) -> ReportEntry:
         raise DataError(
             f"compare: the seed runs of {first.name} were scored on different data: {first.path} on "
             f"{_data_key(first)}, {other.path} on {_data_key(other)}; evaluate every seed on the same images and masks"
+        )
+    recipe = next((r for r in runs if _recipe_key(r) != _recipe_key(first)), None)
+    if recipe is not None:
+        raise DataError(
+            f"compare: {first.path} and {recipe.path} both evaluate {first.name} but differ in more than train.seed "
+            f"(steps, batch or cost: {_recipe_key(first)} vs {_recipe_key(recipe)}); they are not seed runs of one variant"
         )
     report = {**first.report, "train_seeds": [train_seed(r) for r in runs]}
     return ReportEntry(first.name, _mean_tree([r.metrics for r in runs]), report, None, False, tuple(runs))

@@ -142,6 +142,12 @@ def test_seed_runs_on_different_masks_are_refused_and_reevaluations_stay_apart(t
     b = _write(tmp_path / "b", "inpnet_s", 0.0, seed=1, masks_sha="other")
     with pytest.raises(DataError, match=r"seed runs of inpnet_s were scored on different data"):
         load_reports([a, b])
+    longer = _write(tmp_path / "longer", "inpnet_s", 0.0, seed=2)
+    report = json.loads((longer / "report.json").read_text())
+    report["method_settings"]["training"]["steps"] = 400
+    (longer / "report.json").write_text(json.dumps(report))
+    with pytest.raises(DataError, match=r"differ in more than train.seed"):
+        load_reports([a, longer])
     c = _write(tmp_path / "c", "inpnet_s", 0.1, seed=0)  # the same seed twice: two evaluations, not seeds
     assert [e.name for e in load_reports([a, c])] == ["inpnet_s (a)", "inpnet_s (c)"]
 
