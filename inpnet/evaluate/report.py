@@ -774,10 +774,10 @@ def _cost_section(entries: Sequence[ReportEntry]) -> list[str]:
                 _fmt(per_image / 1e9 if per_image is not None else None, 2),
                 str(training.get("steps", "n/a")),
                 str(images if images is not None else "n/a"),
-                _fmt(total / 1e15 if total is not None else None, 3),
+                _fmt(total / 1e12 if total is not None else None, 1),
             ]
         )
-    header = ["method", "params (M)", "disc. params (M)", "train GFLOPs / image", "steps", "images", "train PFLOPs"]
+    header = ["method", "params (M)", "disc. params (M)", "train GFLOPs / image", "steps", "images", "train TFLOPs"]
     counted = {str(_cost(e)[0].get("counted")) for e in shown}
     return [*_table(header, rows), "", *(f"FLOPs: {c}." for c in sorted(counted)), ""]
 

@@ -170,7 +170,7 @@ def test_compare_shows_the_known_pixels_each_method_cannot_see_and_the_cost(tmp_
     assert "By pattern and hole ratio, the methods that see patches:" in section
     assert "| center | **mae_s** | 4.0 | 20.0 |" in section  # 0.2 * 2 * ratio, in percent
     cost_rows = table.split("## Size and training compute")[1]
-    assert "| inpnet_s | 2.50 | none | 3.00 | 200 | 3200 | 0.010 |" in cost_rows  # 3 GFLOPs x 3200 images
+    assert "| inpnet_s | 2.50 | none | 3.00 | 200 | 3200 | 9.6 |" in cost_rows  # 3 GFLOPs x 3200 images
     assert "- Evaluation masks: `free_form` inpnet.masks.patterns.make_mask('free_form') (preset mixed)" in table
     assert "- Training masks (inpnet_s, mae_s): inpnet.masks.MaskMixture of center 50%, free_form 50%" in table
     assert "drawn from numpy default_rng([train.seed, rank]) with train.seed 0" in table
