@@ -182,6 +182,11 @@ class InpNetModelConfig(_Section):
     prefill: Literal["none", "pushpull", "harmonic", "telea"] = Field(
         default="none", description="hole pre-filled by a cheap fill as input; the network predicts a correction to it"
     )
+    patch_view: bool = Field(
+        default=False,
+        description="ablation: the input mask grown to whole patches (MAE's view: a patch with a hole pixel is "
+        "hidden whole); the loss and the composite keep the true mask",
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> InpNetModelConfig:
@@ -351,11 +356,28 @@ class TrainMasksConfig(_Section):
     )
 
 
+BUDGET_KEYS = ("budget_images", "budget_flops")
+STEP_KEYS = ("max_steps", *BUDGET_KEYS)  # exactly one says how long a run trains
+
+
 class TrainConfig(_Section):
     out_dir: str = "models"
     image_size: int = Field(default=128, ge=16)
     batch_size: int = Field(default=16, ge=1)
-    max_steps: int = Field(default=200, ge=1)
+    max_steps: int | None = Field(
+        default=200, ge=1, description="optimiser steps (the schedule's length); null with a budget below"
+    )
+    budget_images: int | None = Field(
+        default=None,
+        ge=1,
+        description="train on this many images instead: max_steps = ceil(budget / global batch); excludes max_steps",
+    )
+    budget_flops: float | None = Field(
+        default=None,
+        gt=0,
+        description="train for this many FLOPs instead: max_steps = ceil(budget / (training FLOPs per image x "
+        "global batch)), the FLOPs measured by inpnet.train.cost; excludes max_steps",
+    )
     lr: float = Field(default=3e-4, gt=0)
     lr_scaling: Literal["none", "linear"] = Field(
         default="none",
@@ -394,6 +416,25 @@ class TrainConfig(_Section):
     rdzv_backend: str = "c10d"
     rdzv_endpoint: str | None = Field(default=None, description="host:port of the rendezvous (nnodes > 1)")
     rdzv_id: str = "inpnet"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_replaces_default_steps(cls, data: Any) -> Any:
+        # a budget given without max_steps replaces the default step count instead of clashing with it
+        if isinstance(data, dict) and "max_steps" not in data and any(data.get(k) is not None for k in BUDGET_KEYS):
+            return {**data, "max_steps": None}
+        return data
+
+    @model_validator(mode="after")
+    def _check_length(self) -> TrainConfig:
+        given = [k for k in STEP_KEYS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"set exactly one of {', '.join(STEP_KEYS)} (how long to train), got "
+                f"{', '.join(f'{k}={getattr(self, k)}' for k in given) or 'none'}; "
+                "a budget replaces max_steps: set max_steps to null beside it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_rendezvous(self) -> TrainConfig:
@@ -575,6 +616,8 @@ class Params(_Section):
         model_cls = _FAMILY_MODELS[v.family]
         model = _validate(model_cls, {**v.model, "family": v.family}, f"variants.{name}.model")
         train_dict = _deep_merge(self.train.model_dump(), v.train)
+        if any(k in v.train for k in STEP_KEYS):  # the variant's run length replaces the inherited one
+            train_dict.update({k: v.train.get(k) for k in STEP_KEYS})
         train = _validate(TrainConfig, train_dict, f"variants.{name}.train")
         return _validate(ResolvedVariant, {"name": name, "model": model, "train": train})
 

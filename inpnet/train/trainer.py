@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -270,16 +269,22 @@ def train(
     """
     from tqdm import tqdm
 
+    from inpnet.masks.mixture import training_mask_rng
     from inpnet.registry.tracking import file_sha256, git_commit, start_tracking
+    from inpnet.train.cost import planned_steps
 
     cfg = variant.train
-    total = max_steps or cfg.max_steps
     ckpt_dir = Path(out_dir) / variant.name
     info = init_distributed(device)
     tracker = None
     status = "FAILED"
     lock = FolderLock(ckpt_dir)
     try:
+        # train.max_steps, or the steps a budget in images or FLOPs buys at this world size
+        total, how = (
+            (max_steps, "--max-steps") if max_steps else planned_steps(variant, info.world_size, device=info.device)
+        )
+        log.info("%s: %d optimiser steps (%s)", variant.name, total, how)
         _lock_on_rank_zero(lock, info)
         parts = build_components(variant, info)
         start, run_id, state = 0, None, None
@@ -301,7 +306,7 @@ def train(
                 info.world_size,
             )
             mine = None
-        rng = np.random.default_rng([cfg.seed, info.rank])
+        rng = training_mask_rng(cfg.seed, info.rank)  # never the evaluation bank's stream
         stream = BatchStream(
             Path(shards),
             image_size=cfg.image_size,
@@ -335,6 +340,7 @@ def train(
             "git_commit": git_commit() if track else None,
             "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json") if track else None,
             **notes,
+            "max_steps": f"{total} ({how})",  # a budget in images or FLOPs says how it became steps
         }
         tracker = start_tracking(
             tracking_uri=tracking.tracking_uri if tracking else "",

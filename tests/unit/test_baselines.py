@@ -123,7 +123,7 @@ def test_resolve_method_checkpoint_folder(tmp_path, monkeypatch: pytest.MonkeyPa
     assert torch.equal(m(image, mask), torch.full_like(image, 0.5))
     assert m.settings()["variant"] == "tiny"
     assert m.settings()["trained_precision"] == "bf16"  # the summary's Machine line says it
-    assert m.settings()["training"] == {"perceptual_loss": "off: no weights file"}  # in the report's method_settings
+    assert m.settings()["recipe"] == {"perceptual_loss": "off: no weights file"}  # in the report's method_settings
 
 
 def test_resolve_method_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:
