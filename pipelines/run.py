@@ -11,6 +11,7 @@ import runpy
 import sys
 
 from pipelines import warm
+from pipelines.common import prepare_environment
 
 STAGES = ("remote", "data", "shard", "masks", "train", "evaluate", "compare", "register", "retrain")
 
@@ -20,6 +21,9 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m pipelines.run {{{','.join(STAGES)}}} [ARGS...]", file=sys.stderr)
         return 2
     module, args = f"pipelines.{argv[0]}", argv[1:]
+    # the defaults every stage sets first (run_entry), set before the runner compares environments:
+    # the runner was started by a stage that had set them
+    prepare_environment()
     code = warm.run_warm(module, args)
     if code is not None:
         return code

@@ -217,9 +217,12 @@ def test_stages_after_the_first_run_warm_under_the_shared_server(tmp_path: Path,
     from helpers.pipeline import pipeline_env, tiny_params, write_params
 
     from pipelines import prefect_server
+    from pipelines.common import _PREFECT_DEFAULTS
 
     env = pipeline_env(None, tmp_path)
     env.pop("INPNET_PREFECT_SERVER")  # the shared server, as a plain `dvc repro` has it
+    for key in _PREFECT_DEFAULTS:  # a plain shell has none of the defaults the first stage sets
+        env.pop(key, None)
     env.update({"PYTHONPATH": str(repo_root), "INPNET_PREFECT_IDLE_S": "30"})
     params = tiny_params(repo_root)
     write_params(tmp_path / "params.yaml", params)
