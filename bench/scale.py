@@ -177,9 +177,10 @@ def run_sharder(
     )
 
 
-def index_bytes_per_member(tar: Path, filelist: Path, cfg: dict[str, Any]) -> float:
+def index_bytes_per_member(tar: Path, filelist: Path, cfg: dict[str, Any]) -> tuple[float, float]:
     """Python heap a member costs while shard_tar holds its header index, the labels and the shard plan:
-    the one part of the sharder's memory that grows with the tar (member data is read a shard at a time)."""
+    the one part of the sharder's memory that grows with the tar (member data is read a shard at a time).
+    The bytes held once the plan is made, and the peak while it is made (tracemalloc)."""
     import tracemalloc
 
     from inpnet.data.shard import plan_shards
@@ -188,7 +189,7 @@ def index_bytes_per_member(tar: Path, filelist: Path, cfg: dict[str, Any]) -> fl
     tracemalloc.start()
     try:
         members = index_tar(tar)
-        labels, _ = read_labels(filelist, SPLIT)
+        labels = read_labels(filelist, SPLIT, members)
         plan = plan_shards(
             members,
             labels,
@@ -196,11 +197,11 @@ def index_bytes_per_member(tar: Path, filelist: Path, cfg: dict[str, Any]) -> fl
             samples_per_shard=cfg["samples_per_shard"],
             shard_multiple=cfg["shard_multiple"],
         )
-        held, _ = tracemalloc.get_traced_memory()
+        held, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert plan.jobs
-    return held / len(members)
+    return held / len(members), peak / len(members)
 
 
 def warm(path: Path) -> None:
@@ -387,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
 
         reference = shard_key(load_manifest(out))
         shutil.rmtree(out)
-        figures["index_bytes_per_member"] = index_bytes_per_member(tar, filelist, cfg)
+        held, peak = index_bytes_per_member(tar, filelist, cfg)
+        figures["index_bytes_per_member"], figures["index_peak_bytes_per_member"] = held, peak
         figures["resume"] = resume(work, tar, filelist, cfg, reference, keep=args.keep)
         figures["resume"]["uninterrupted_s"] = figures["whole"]["shard_wall_s"]
         figures["load_after"] = os.getloadavg()
@@ -449,8 +451,9 @@ def report(f: dict[str, Any], tar: Path, args: argparse.Namespace) -> None:
     )
     print(
         f"index in memory: {f['index_bytes_per_member']:.0f} bytes a member (header index, labels and shard plan, "
-        f"tracemalloc), so Places365's {PLACES365_TRAIN:,} train members would hold "
-        f"{f['index_bytes_per_member'] * PLACES365_TRAIN / MB:.0f} MB more than this tar's"
+        f"tracemalloc; {f['index_peak_bytes_per_member']:.0f} at the peak, while the list is joined), so Places365's "
+        f"{PLACES365_TRAIN:,} train members would hold {f['index_bytes_per_member'] * PLACES365_TRAIN / MB:.0f} MB "
+        f"({f['index_peak_bytes_per_member'] * PLACES365_TRAIN / MB:.0f} MB at the peak) more than this tar's"
     )
     share = r["redone_samples"] / r["samples"]
     expected = share * r["uninterrupted_s"]
