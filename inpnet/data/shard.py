@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import shutil
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -63,6 +64,7 @@ from inpnet.data.tarindex import (
     Labels,
     Member,
     TarIndex,
+    column_items,
     display_name,
     index_tar,
     list_path,
@@ -195,32 +197,37 @@ def plan_shards(
     if len(labels.label) != len(members):
         raise ValueError(f"labels for {len(labels.label)} members, the index has {len(members)}")
     rejected: list[dict[str, Any]] = []
-    names, keys = _Taken(), _Taken()
-    labelled = np.flatnonzero(labels.label >= 0)
-    names.expect(hash(members.name(int(i))) for i in labelled)
-    keys.expect(hash(sample_key(labels.path(members, int(i)))) for i in labelled)
+    # The labelled members' names and keys by hash: only the strings another one shares are kept.
+    name_hashes, key_hashes = array("q"), array("q")
+    for m, label, full in zip(members, column_items(labels.label), column_items(labels.full), strict=True):
+        if label >= 0:
+            name_hashes.append(hash(m.name))
+            key_hashes.append(hash(sample_key(list_path(m.name, full=bool(full)))))
+    names, keys = _Taken(name_hashes), _Taken(key_hashes)
     accepted = np.zeros(len(members), bool)
-    files, directory = 0, KINDS.index("dir")
-    for i in range(len(members)):
-        if members.kinds[i] == directory:
+    files, j = 0, -1  # j: the member's place among the labelled ones
+    for m, label, full in zip(members, column_items(labels.label), column_items(labels.full), strict=True):
+        j += label >= 0
+        if m.kind == "dir":
             continue
-        m = members[i]
         problem = member_problem(m)
         if problem is None:
             files += 1
-            key = sample_key(labels.path(members, i)) if labels.label[i] >= 0 else ""
-            if names.holder(m.name) is not None:
-                problem = "duplicate member name"
-            elif labels.label[i] < 0:
+            key = sample_key(list_path(m.name, full=bool(full))) if label >= 0 and keys.shared(key_hashes[j]) else ""
+            if label < 0:  # (an earlier candidate of the same name would have the same label)
                 problem = f"not in the {split} file list"
-            elif (holder := keys.holder(key)) is not None:
+            elif names.shared(name_hashes[j]) and names.holder(m.name) is not None:
+                problem = "duplicate member name"
+            elif key and (holder := keys.holder(key)) is not None:
                 problem = f"duplicate key {key!r} (same as {holder!r})"
         if problem is not None:
             rejected.append(_reject(m, problem))
             continue
-        names.take(m.name, m.name)
-        keys.take(key, m.name)
-        accepted[i] = True
+        if names.shared(name_hashes[j]):
+            names.take(m.name, m.name)
+        if key:
+            keys.take(key, m.name)
+        accepted[m.ordinal] = True
     candidates = np.flatnonzero(accepted)
     del accepted
     if len(members) < 1 << 31:
@@ -249,23 +256,22 @@ class _Taken:
     """Strings (member names, sample keys) taken by earlier candidates, each with its holder.
 
     A set of 1.8M strings would cost ~100 bytes each, so only the strings whose hash another
-    candidate shares (known in advance by :meth:`expect`) are kept; a string whose hash is
-    unique cannot have been taken before."""
+    candidate's shares are kept: a string whose hash is unique cannot have been taken before."""
 
-    def __init__(self) -> None:
-        self._shared: set[int] = set()
+    def __init__(self, hashes: array[int]) -> None:
+        values = np.sort(np.frombuffer(hashes, np.int64) if hashes else np.zeros(0, np.int64))
+        self._shared = set(values[1:][values[1:] == values[:-1]].tolist())
         self._holders: dict[str, str] = {}
 
-    def expect(self, hashes: Iterator[int]) -> None:
-        values = np.sort(np.fromiter(hashes, np.int64))
-        self._shared = set(values[1:][values[1:] == values[:-1]].tolist())
+    def shared(self, value_hash: int) -> bool:
+        return value_hash in self._shared
 
     def holder(self, value: str) -> str | None:
-        return self._holders.get(value) if hash(value) in self._shared else None
+        """Who took ``value`` (whose hash is :meth:`shared`), if anyone."""
+        return self._holders.get(value)
 
     def take(self, value: str, holder: str) -> None:
-        if hash(value) in self._shared:
-            self._holders.setdefault(value, holder)
+        self._holders.setdefault(value, holder)
 
 
 def check_inputs(tar: str | Path, filelist: str | Path, split: str, probe: int = 2000) -> None:
@@ -422,11 +428,8 @@ def _manifest_records(manifest: Manifest, plan: ShardPlan) -> list[ShardRecord]:
 
 def _fingerprint(members: TarIndex, list_sha256: str, settings: dict[str, Any]) -> tuple[str, str]:
     index = hashlib.sha256()
-    kinds = [kind.encode() for kind in KINDS]
-    for i in range(len(members)):  # name, offset, size, kind of every member, as str(Member) fields
-        index.update(
-            b"%s\0%d\0%d\0%s\n" % (members.name_bytes(i), members.offsets[i], members.sizes[i], kinds[members.kinds[i]])
-        )
+    for m in members:  # name, offset, size and kind of every member
+        index.update(f"{m.name}\0{m.offset}\0{m.size}\0{m.kind}\n".encode("utf-8", "surrogateescape"))
     blob = json.dumps(
         {
             "format": FORMAT_VERSION,

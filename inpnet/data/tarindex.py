@@ -39,6 +39,7 @@ __all__ = [
     "Labels",
     "Member",
     "TarIndex",
+    "column_items",
     "display_name",
     "index_tar",
     "list_key",
@@ -66,6 +67,7 @@ class Member:
     kind: str  # file, dir, symlink, hardlink, chardev, blockdev, fifo, other
 
 
+_BLOCK = 1 << 12  # members turned into Python objects at a time when the index is walked
 KINDS = ("file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo", "other")  # TarIndex.kinds codes
 _KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
 
@@ -127,7 +129,23 @@ class TarIndex(Sequence[Member]):
         )
 
     def __iter__(self) -> Iterator[Member]:
-        return (self[i] for i in range(len(self)))
+        for start, names in self.name_blocks():
+            stop = start + len(names)
+            columns = (c[start:stop].tolist() for c in (self.offsets, self.sizes, self.mtimes, self.kinds))
+            for i, (name, offset, size, mtime, kind) in enumerate(zip(names, *columns, strict=True), start):
+                yield Member(i, name, offset, size, mtime, KINDS[kind])
+
+    def name_blocks(self, block: int = _BLOCK) -> Iterator[tuple[int, list[str]]]:
+        """``(first ordinal, names)`` of every ``block`` members in turn: a walk over the names
+        that costs one slice each, not the two NumPy look-ups of :meth:`name`."""
+        for start in range(0, len(self), block):
+            ends = self.name_ends[start : start + block].tolist()
+            begin = int(self.name_ends[start - 1]) if start else 0
+            names = []
+            for end in ends:
+                names.append(self.names[begin:end].decode("utf-8", "surrogateescape"))
+                begin = end
+            yield start, names
 
     def take(self, ordinals: np.ndarray) -> TarIndex:
         """A new index of the members at ``ordinals`` (copies: a shard's own part, small to pickle)."""
@@ -312,6 +330,12 @@ def index_tar(path: str | Path, limit: int | None = None) -> TarIndex:
     return TarIndex(bytes(names), ends, _column(offsets, narrow=False), lengths, times, kind_codes)
 
 
+def column_items(column: np.ndarray) -> Iterator[int | bool]:
+    """The items of ``column`` as Python values, converted a block at a time."""
+    for start in range(0, len(column), _BLOCK):
+        yield from column[start : start + _BLOCK].tolist()
+
+
 def _column(values: array[int], *, narrow: bool) -> np.ndarray:
     """``values`` (int64, never negative) as an exact-size NumPy array: uint32 where they fit and
     ``narrow`` (sizes, mtimes and name ends nearly always do; a 105 GB tar's offsets do not)."""
@@ -408,8 +432,9 @@ def read_labels(filelist: str | Path, split: str, members: TarIndex) -> Labels:
     if not filelist.is_file():
         raise DataError(f"{filelist}: file list not found (fetch it with `inpnet data fetch --what filelist`)")
     table = _PathTable(members)
-    slot_label = np.full(2 * len(members), -1, np.int32)  # member i's list_key at 2i, its full name at 2i + 1
-    seen = np.zeros(2 * len(members), bool)  # a matched path's first slot, once counted
+    # Python arrays, not NumPy ones, while one item at a time is set: a tenth of the time
+    slot_label = array("i", [-1]) * (2 * len(members))  # member i's list_key at 2i, its full name at 2i + 1
+    seen = bytearray(2 * len(members))  # a matched path's first slot, once counted
     unmatched = array("q")  # hashes of the entries that no member's path equals
     digest, first, matched = hashlib.sha256(), None, 0
     for paths, labels in _entries(filelist, LIST_NAMES[split], digest):
@@ -418,15 +443,17 @@ def read_labels(filelist: str | Path, split: str, members: TarIndex) -> Labels:
             if not slots:
                 unmatched.append(hash(path))
                 continue
-            slot_label[slots] = label  # a later entry for the same path wins, as in a dict
+            for slot in slots:
+                slot_label[slot] = label  # a later entry for the same path wins, as in a dict
             if not seen[slots[0]]:
-                seen[slots[0]] = True
+                seen[slots[0]] = 1
                 matched += 1
     if first is None:
         raise DataError(f"{filelist}: the {split} file list is empty")
     del table, seen
     entries = matched + _distinct_unmatched(unmatched, filelist, LIST_NAMES[split], members)
-    by_key, by_name = slot_label[0::2], slot_label[1::2]
+    by_slot = np.frombuffer(slot_label, np.int32) if slot_label else np.zeros(0, np.int32)
+    by_key, by_name = by_slot[0::2], by_slot[1::2]
     return Labels(
         label=np.where(by_key >= 0, by_key, by_name).astype(np.int32),
         full=(by_key < 0) & (by_name >= 0),
@@ -443,14 +470,20 @@ class _PathTable:
     def __init__(self, members: TarIndex) -> None:
         self.members = members
         hashes = np.fromiter(
-            (hash(path) for i in range(len(members)) for path in self._paths(i)), np.int64, 2 * len(members)
+            (
+                hash(list_path(name, full=full))
+                for _, names in members.name_blocks()
+                for name in names
+                for full in (False, True)
+            ),
+            np.int64,
+            2 * len(members),
         )
         self.order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[self.order]
 
-    def _paths(self, i: int) -> tuple[str, str]:
-        name = self.members.name(i)
-        return list_path(name, full=False), list_path(name, full=True)
+    def _path(self, slot: int) -> str:
+        return list_path(self.members.name(slot >> 1), full=bool(slot & 1))
 
     def match(self, paths: list[str]) -> list[list[int]]:
         """For each path, the slots whose path equals it (ascending), [] for none."""
@@ -458,9 +491,10 @@ class _PathTable:
         lo = np.searchsorted(self.hashes, hashes, "left")
         hi = np.searchsorted(self.hashes, hashes, "right")
         found: list[list[int]] = [[] for _ in paths]
-        for j in np.flatnonzero(hi > lo):
-            slots = sorted(int(s) for s in self.order[lo[j] : hi[j]])
-            found[j] = [s for s in slots if self._paths(s // 2)[s % 2] == paths[j]]
+        for j in np.flatnonzero(hi > lo).tolist():
+            a, b = int(lo[j]), int(hi[j])
+            slots = [int(self.order[a])] if b - a == 1 else sorted(self.order[a:b].tolist())
+            found[j] = [s for s in slots if self._path(s) == paths[j]]
         return found
 
 
