@@ -67,7 +67,7 @@ class Member:
     kind: str  # file, dir, symlink, hardlink, chardev, blockdev, fifo, other
 
 
-_BLOCK = 1 << 12  # members turned into Python objects at a time when the index is walked
+_BLOCK = 1 << 10  # members turned into Python objects at a time when the index is walked
 KINDS = ("file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo", "other")  # TarIndex.kinds codes
 _KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
 
@@ -413,7 +413,7 @@ class Labels:
         return list_path(members.name(i), full=bool(self.full[i]))
 
 
-_LIST_CHUNK = 1 << 16  # bytes of the file list decoded and matched at a time
+_LIST_CHUNK = 1 << 14  # bytes of the file list decoded and matched at a time
 
 
 def read_labels(filelist: str | Path, split: str, members: TarIndex) -> Labels:
