@@ -408,10 +408,6 @@ class Labels:
     first_entry: str  # the list's first path (error messages show it)
     sha256: str  # of the list's bytes, as read
 
-    def path(self, members: TarIndex, i: int) -> str:
-        """The list path of member ``i`` of ``members``."""
-        return list_path(members.name(i), full=bool(self.full[i]))
-
 
 _LIST_CHUNK = 1 << 14  # bytes of the file list decoded and matched at a time
 
