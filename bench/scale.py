@@ -177,9 +177,10 @@ def run_sharder(
     )
 
 
-def index_bytes_per_member(tar: Path, filelist: Path, cfg: dict[str, Any]) -> float:
-    """Python heap a member costs while shard_tar holds its header index, the labels and the shard plan:
-    the one part of the sharder's memory that grows with the tar (member data is read a shard at a time)."""
+def index_bytes(tar: Path, filelist: Path, cfg: dict[str, Any]) -> tuple[int, int, int]:
+    """Python heap that shard_tar's header index, labels and shard plan of ``tar`` take: the one part
+    of the sharder's memory that grows with the tar (member data is read a shard at a time).
+    ``(members, bytes held once the plan is made, peak bytes while it is made)``, by tracemalloc."""
     import tracemalloc
 
     from inpnet.data.shard import plan_shards
@@ -188,7 +189,7 @@ def index_bytes_per_member(tar: Path, filelist: Path, cfg: dict[str, Any]) -> fl
     tracemalloc.start()
     try:
         members = index_tar(tar)
-        labels, _ = read_labels(filelist, SPLIT)
+        labels = read_labels(filelist, SPLIT, members)
         plan = plan_shards(
             members,
             labels,
@@ -196,11 +197,24 @@ def index_bytes_per_member(tar: Path, filelist: Path, cfg: dict[str, Any]) -> fl
             samples_per_shard=cfg["samples_per_shard"],
             shard_multiple=cfg["shard_multiple"],
         )
-        held, _ = tracemalloc.get_traced_memory()
+        held, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert plan.jobs
-    return held / len(members)
+    return len(members), held, peak
+
+
+def index_figures(prefix: tuple[int, int, int], whole: tuple[int, int, int]) -> dict[str, float]:
+    """Bytes a member of the whole tar, and what each member past the prefix added: the second is
+    free of fixed costs (a block of Python objects while the index is walked), so it is what
+    Places365's 1.8M members would cost."""
+    added = whole[0] - prefix[0]
+    return {
+        "bytes_per_member": whole[1] / whole[0],
+        "peak_bytes_per_member": whole[2] / whole[0],
+        "added_bytes_per_member": (whole[1] - prefix[1]) / added,
+        "added_peak_bytes_per_member": (whole[2] - prefix[2]) / added,
+    }
 
 
 def warm(path: Path) -> None:
@@ -381,13 +395,15 @@ def main(argv: list[str] | None = None) -> None:
 
         figures["prefix"], out = measure(work, small, small_list, cfg)
         shutil.rmtree(out)
+        index_bytes(small, small_list, cfg)  # first use imports modules and fills caches: not the index's
+        prefix_index = index_bytes(small, small_list, cfg)
         small.unlink()
         figures["whole"], out = measure(work, tar, filelist, cfg)
         from inpnet.data.manifest import load_manifest
 
         reference = shard_key(load_manifest(out))
         shutil.rmtree(out)
-        figures["index_bytes_per_member"] = index_bytes_per_member(tar, filelist, cfg)
+        figures["index"] = index_figures(prefix_index, index_bytes(tar, filelist, cfg))
         figures["resume"] = resume(work, tar, filelist, cfg, reference, keep=args.keep)
         figures["resume"]["uninterrupted_s"] = figures["whole"]["shard_wall_s"]
         figures["load_after"] = os.getloadavg()
@@ -404,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
 def report(f: dict[str, Any], tar: Path, args: argparse.Namespace) -> None:
     j, m, s = f["jpeg"], f["members"], f["settings"]
     photos = ", ".join(j["photos"])
-    p, w, r = f["prefix"], f["whole"], f["resume"]
+    p, w, r, x = f["prefix"], f["whole"], f["resume"], f["index"]
     fits = "fit" if 2 * w["tar_bytes"] < f["memory"]["total"] else "does not fit"
     print(
         f"tar: {w['tar_bytes'] / GB:.2f} GB, {m['whole']:,} members data_large/c/categoryNN/NNNNNNNN.jpg + train list, "
@@ -448,9 +464,12 @@ def report(f: dict[str, Any], tar: Path, args: argparse.Namespace) -> None:
         f"and {m['whole'] / m['prefix']:.1f}x the members ({(w['max_rss'] - p['max_rss']) / MB:+.0f} MB)"
     )
     print(
-        f"index in memory: {f['index_bytes_per_member']:.0f} bytes a member (header index, labels and shard plan, "
-        f"tracemalloc), so Places365's {PLACES365_TRAIN:,} train members would hold "
-        f"{f['index_bytes_per_member'] * PLACES365_TRAIN / MB:.0f} MB more than this tar's"
+        f"index in memory: {x['bytes_per_member']:.0f} bytes a member (header index, labels and shard plan, "
+        f"tracemalloc; {x['peak_bytes_per_member']:.0f} at the peak, while the list is joined); each member past "
+        f"the prefix added {x['added_bytes_per_member']:.0f} ({x['added_peak_bytes_per_member']:.0f} at the peak), "
+        f"so Places365's {PLACES365_TRAIN:,} train members would hold "
+        f"{x['added_bytes_per_member'] * PLACES365_TRAIN / MB:.0f} MB "
+        f"({x['added_peak_bytes_per_member'] * PLACES365_TRAIN / MB:.0f} MB at the peak)"
     )
     share = r["redone_samples"] / r["samples"]
     expected = share * r["uninterrupted_s"]

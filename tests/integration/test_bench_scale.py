@@ -51,6 +51,8 @@ def test_quick_scale_run_reports_every_figure(tmp_path: Path) -> None:
             assert x[key] > 0, (size, key, x)
         assert x["shard_over_cat"] == pytest.approx(x["shard_mb_s"] / x["cat_mb_s"])
         assert x["max_rss"] > 10e6 and x["tree_rss"] > 10e6, x  # a Python process holds more than 10 MB
+    assert 0 < f["index"]["added_bytes_per_member"] <= f["index"]["added_peak_bytes_per_member"], f["index"]
+    assert f["index"]["bytes_per_member"] < 600, f["index"]  # a Python object per member cost ~600 bytes
     r = f["resume"]
     assert r["samples"] == f["members"]["whole"]
     assert r["samples"] / 2 <= r["finished_at_kill"] < r["samples"], r  # killed at half, not after the end
@@ -63,6 +65,7 @@ def test_quick_scale_run_reports_every_figure(tmp_path: Path) -> None:
         "peak RSS, largest process (MB)",
         "peak RSS, process tree (MB)",
         "peak RSS whole / prefix",
+        "index in memory:",
         "resume: SIGKILL after",
         "output equals the uninterrupted run's",
         "median",
