@@ -8,6 +8,7 @@ start, imports, the Prefect API, DVC hashing and locking) is *overhead*.
 
     uv run python bench/quickstart.py                 # the whole quickstart (minutes)
     uv run python bench/quickstart.py --keep /tmp/qs  # keep the clone to inspect its reports
+    uv run python bench/quickstart.py --set train.precision=fp32   # `dvc exp run -S ...` instead
 
 Prints one row per stage and the totals against the 15-minute budget and the 60 s
 overhead goal.
@@ -45,6 +46,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", type=Path, help="clone into this (empty) folder and keep it")
     parser.add_argument("--rev", default="HEAD", help="commit to clone (default: HEAD)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run `dvc exp run -S KEY=VALUE` (repeatable) instead of `dvc repro`, e.g. train.precision=fp32",
+    )
     args = parser.parse_args()
 
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="inpnet-quickstart-"))
@@ -71,8 +79,11 @@ def main() -> int:
 
     stages: list[dict[str, float | str]] = []  # stage name, start and work seconds
     start = time.monotonic()
+    command = [str(VENV_BIN / "dvc"), "repro"]
+    if args.set:
+        command = [str(VENV_BIN / "dvc"), "exp", "run", *(a for kv in args.set for a in ("-S", kv))]
     proc = subprocess.Popen(
-        [str(VENV_BIN / "dvc"), "repro"],
+        command,
         cwd=clone,
         env=env,
         stdout=subprocess.PIPE,
@@ -97,7 +108,7 @@ def main() -> int:
     total = time.monotonic() - start
     log.close()
     if rc != 0:
-        print(f"dvc repro exited {rc}; see {workdir / 'repro.log'}", file=sys.stderr)
+        print(f"{' '.join(command[1:])} exited {rc}; see {workdir / 'repro.log'}", file=sys.stderr)
         return rc
 
     print(f"\n{'stage':28s} {'wall s':>8s} {'work s':>8s} {'overhead s':>11s}")

@@ -53,17 +53,18 @@ def shardwriter_pass(tar: Path, filelist: Path, split: str, out: Path) -> None:
 
     from inpnet.data.tarindex import index_tar, list_key, read_labels, sample_key
 
-    labels, _ = read_labels(filelist, split)
+    members = index_tar(tar)
+    labels = read_labels(filelist, split, members)
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(tar, os.O_RDONLY)
     with wds.ShardWriter(str(out / "wds-%06d.tar"), maxcount=1000, verbose=0) as sink:
-        for m in index_tar(tar):
-            if m.kind == "file" and list_key(m.name) in labels:
+        for m in members:
+            if m.kind == "file" and labels.label[m.ordinal] >= 0 and not labels.full[m.ordinal]:  # by its list_key
                 sink.write(
                     {
                         "__key__": sample_key(list_key(m.name)),
                         "jpg": os.pread(fd, m.size, m.offset),
-                        "cls": labels[list_key(m.name)],
+                        "cls": int(labels.label[m.ordinal]),
                     }
                 )
     os.close(fd)

@@ -182,6 +182,11 @@ class InpNetModelConfig(_Section):
     prefill: Literal["none", "pushpull", "harmonic", "telea"] = Field(
         default="none", description="hole pre-filled by a cheap fill as input; the network predicts a correction to it"
     )
+    patch_view: bool = Field(
+        default=False,
+        description="ablation: the input mask grown to whole patches (MAE's view: a patch with a hole pixel is "
+        "hidden whole); the loss and the composite keep the true mask",
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> InpNetModelConfig:
@@ -274,8 +279,19 @@ class LossConfig(_Section):
     r1_gamma: float = Field(default=0.0, ge=0)
     r1_every: int = Field(default=16, ge=1, description="lazy R1: penalty every N discriminator steps")
     gp_weight: float = Field(default=10.0, ge=0)
-    perceptual_weight: float = Field(default=0.0, ge=0)
-    perceptual_weights_path: str | None = None
+    perceptual_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="VGG-19 feature loss (inpnet.models.vgg); > 0 with no weights file: the run says so, the term is off",
+    )
+    perceptual_weights_path: str | None = Field(
+        default=None, description="local VGG-19 weights (.safetensors, or torchvision's .pth read weights_only)"
+    )
+    perceptual_weights_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{8,64}$",
+        description="sha256 of that file: the full 64 hex digits, or a prefix of 8+ (torch hub's file-name form)",
+    )
     disc: DiscConfig = DiscConfig()
     rec_loss: Literal["mse", "l1"] | None = Field(
         default=None, description="reconstruction kind; None = family default (cmgan: l1, else mse)"
@@ -284,6 +300,22 @@ class LossConfig(_Section):
         default=None,
         description="R1 penalises only the gradient on hole pixels; None = family default (cmgan: true, else false)",
     )
+
+    @model_validator(mode="after")
+    def _check_perceptual(self) -> LossConfig:
+        if self.perceptual_weights_path and not self.perceptual_weight:
+            raise ValueError(
+                f"loss.perceptual_weights_path {self.perceptual_weights_path!r} is set but loss.perceptual_weight "
+                "is 0, so the file would not be used; set a weight or drop the path"
+            )
+        if self.perceptual_weights_path and not self.perceptual_weights_sha256:
+            raise ValueError(
+                f"loss.perceptual_weights_path {self.perceptual_weights_path!r} needs loss.perceptual_weights_sha256 "
+                "(the file's sha256, e.g. from `sha256sum`); weights are never loaded unverified"
+            )
+        if self.perceptual_weights_sha256 and not self.perceptual_weights_path:
+            raise ValueError("loss.perceptual_weights_sha256 is set without loss.perceptual_weights_path")
+        return self
 
 
 class TrainMasksConfig(_Section):
@@ -299,7 +331,13 @@ class TrainMasksConfig(_Section):
         default=True, description="False: one fixed pattern/ratio per image for the whole run (ablation)"
     )
     object_dir: str | None = Field(
-        default=None, description="folder of segmentation PNGs for object-shaped holes (CM-GAN)"
+        default=None,
+        description="folder of <key>.png panoptic/instance maps (+ <key>.json); used by object_aware variants",
+    )
+    object_aware: bool = Field(
+        default=False,
+        description="CM-GAN's object-aware masks from object_dir (inpnet.masks.objects); without the folder the "
+        "run says so and draws from the pattern mixture",
     )
     random_patch_size: int = Field(
         default=16, ge=1, description="grid cell of the 'random' pattern (match the model's patch size)"
@@ -318,12 +356,34 @@ class TrainMasksConfig(_Section):
     )
 
 
+BUDGET_KEYS = ("budget_images", "budget_flops")
+STEP_KEYS = ("max_steps", *BUDGET_KEYS)  # exactly one says how long a run trains
+
+
 class TrainConfig(_Section):
     out_dir: str = "models"
     image_size: int = Field(default=128, ge=16)
     batch_size: int = Field(default=16, ge=1)
-    max_steps: int = Field(default=200, ge=1)
+    max_steps: int | None = Field(
+        default=200, ge=1, description="optimiser steps (the schedule's length); null with a budget below"
+    )
+    budget_images: int | None = Field(
+        default=None,
+        ge=1,
+        description="train on this many images instead: max_steps = ceil(budget / global batch); excludes max_steps",
+    )
+    budget_flops: float | None = Field(
+        default=None,
+        gt=0,
+        description="train for this many FLOPs instead: max_steps = ceil(budget / (training FLOPs per image x "
+        "global batch)), the FLOPs measured by inpnet.train.cost; excludes max_steps",
+    )
     lr: float = Field(default=3e-4, gt=0)
+    lr_scaling: Literal["none", "linear"] = Field(
+        default="none",
+        description="none: lr is the peak lr; linear: MAE's rule, peak = lr x global batch / 256 with lr the base "
+        "lr and global batch = batch_size x processes x grad_accum (disc_lr stays absolute)",
+    )
     disc_lr: float = Field(default=2e-4, gt=0)
     weight_decay: float | None = Field(
         default=None,
@@ -356,6 +416,25 @@ class TrainConfig(_Section):
     rdzv_backend: str = "c10d"
     rdzv_endpoint: str | None = Field(default=None, description="host:port of the rendezvous (nnodes > 1)")
     rdzv_id: str = "inpnet"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_replaces_default_steps(cls, data: Any) -> Any:
+        # a budget given without max_steps replaces the default step count instead of clashing with it
+        if isinstance(data, dict) and "max_steps" not in data and any(data.get(k) is not None for k in BUDGET_KEYS):
+            return {**data, "max_steps": None}
+        return data
+
+    @model_validator(mode="after")
+    def _check_length(self) -> TrainConfig:
+        given = [k for k in STEP_KEYS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"set exactly one of {', '.join(STEP_KEYS)} (how long to train), got "
+                f"{', '.join(f'{k}={getattr(self, k)}' for k in given) or 'none'}; "
+                "a budget replaces max_steps: set max_steps to null beside it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_rendezvous(self) -> TrainConfig:
@@ -496,6 +575,7 @@ class Params(_Section):
             self.variant(name)  # raises ConfigError with the variant's path on a bad override
         for name in self.pipeline.variants:  # the ones `dvc repro` trains must be trainable as configured
             if name in self.variants:
+                self.check_shard_size(name)
                 size = self.variant(name).check_sizes().model.img_size
                 if size != self.masks.size:  # the evaluate stage would refuse it, after training it
                     raise ConfigError(
@@ -507,6 +587,32 @@ class Params(_Section):
             raise ValueError(f"pipeline.variants names undefined variants {missing}; defined: {sorted(self.variants)}")
         return self
 
+    def shard_size(self) -> tuple[str, int] | None:
+        """(key, px): the shortest side of the images the shard stage writes, and the key that sets it
+        (``data.shard.resize``, else ``data.sample.shortest_side`` for the sample); None when the
+        shards keep Places365's original JPEGs (sizes not known from the params)."""
+        if self.data.shard.resize is not None:
+            return "data.shard.resize", self.data.shard.resize
+        if self.data.source == "sample":
+            return "data.sample.shortest_side", self.data.sample.shortest_side
+        return None
+
+    def check_shard_size(self, name: str) -> None:
+        """Raise :class:`ConfigError` when variant ``name`` crops larger than the shards' images:
+        every crop would be upsampled (a 512 px variant on 256 px shards: 2-4x), and the model
+        would learn blur, not detail. Checked for ``pipeline.variants`` on load and by the train
+        stage for the variant it trains."""
+        shards = self.shard_size()
+        size = self.variant(name).train.image_size
+        if shards is not None and size > shards[1]:
+            key, side = shards
+            raise ConfigError(
+                f"variants.{name}.train.image_size {size} exceeds {key} {side}: the shards hold images {side} px "
+                f"on their shortest side, so every {size} px crop would be upsampled; write shards at {size} px or "
+                f"more ({key}: {size}, or data.shard.resize: null to keep Places365's 512 px originals) or "
+                f"train a variant of at most {side} px"
+            )
+
     def variant(self, name: str) -> ResolvedVariant:
         """Resolve variant ``name``: family defaults and ``train`` with its overrides applied."""
         if name not in self.variants:
@@ -515,6 +621,8 @@ class Params(_Section):
         model_cls = _FAMILY_MODELS[v.family]
         model = _validate(model_cls, {**v.model, "family": v.family}, f"variants.{name}.model")
         train_dict = _deep_merge(self.train.model_dump(), v.train)
+        if any(k in v.train for k in STEP_KEYS):  # the variant's run length replaces the inherited one
+            train_dict.update({k: v.train.get(k) for k in STEP_KEYS})
         train = _validate(TrainConfig, train_dict, f"variants.{name}.train")
         return _validate(ResolvedVariant, {"name": name, "model": model, "train": train})
 

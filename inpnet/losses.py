@@ -8,6 +8,13 @@ Reconstruction
     over its own pixels (so a small hole weighs as much as a large one), with weights from
     :class:`~inpnet.config.LossConfig`. :func:`masked_patch_loss`: the MAE objective.
 
+Perceptual
+    :func:`perceptual_loss`: the L1 distance of frozen VGG-19 features
+    (:mod:`inpnet.models.vgg`) of the raw prediction and the image, per layer weighted by
+    :data:`PERCEPTUAL_LAYER_WEIGHTS`; :class:`WithPerceptual` adds it to a family's
+    reconstruction loss when ``loss.perceptual_weight`` > 0 and the weights file is there
+    (:func:`perceptual_status` says which, once per run).
+
 Adversarial (building blocks returning a scalar tensor; the trainer's adversarial step
 weights and combines them)
     :func:`d_loss`, :func:`g_loss` for ``nonsaturating`` (softplus, as StyleGAN2), ``hinge``
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -30,20 +38,25 @@ from inpnet.models.patches import known_patch_stats, patch_mask, patchify
 if TYPE_CHECKING:
     from inpnet.config import CMGANModelConfig, InpNetModelConfig, LossConfig, MAEModelConfig
     from inpnet.models.discriminators import Discriminator
+    from inpnet.models.vgg import VGG19Features
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "PERCEPTUAL_LAYER_WEIGHTS",
     "AdvKind",
     "LossFn",
     "MAELoss",
     "PixelLoss",
     "RecKind",
+    "WithPerceptual",
     "build_loss",
     "d_loss",
     "g_loss",
     "gradient_penalty",
     "masked_patch_loss",
+    "perceptual_loss",
+    "perceptual_status",
     "r1_penalty",
     "reconstruction_loss",
 ]
@@ -51,6 +64,9 @@ __all__ = [
 RecKind = Literal["mse", "l1"]
 AdvKind = Literal["nonsaturating", "hinge", "wgan_gp"]
 _ADV_KINDS = ("nonsaturating", "hinge", "wgan_gp")
+
+LossOut = tuple[torch.Tensor, dict[str, torch.Tensor]]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossOut]
 
 
 def _elementwise(kind: RecKind, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -132,6 +148,82 @@ def masked_patch_loss(
     weights = masked.to(per_patch.dtype)
     term = (per_patch * weights).sum() / weights.sum().clamp_min(1.0)
     return weight * term, {f"mae_{kind}": term.detach()}
+
+
+# -------------------------------------------------------------------------- perceptual
+
+# pix2pixHD / SPADE's VGG feature loss: the deeper the layer, the larger its weight
+PERCEPTUAL_LAYER_WEIGHTS: dict[str, float] = {
+    "relu1_1": 1 / 32,
+    "relu2_1": 1 / 16,
+    "relu3_1": 1 / 8,
+    "relu4_1": 1 / 4,
+    "relu5_1": 1.0,
+}
+
+
+def perceptual_loss(
+    features: VGG19Features,
+    prediction: torch.Tensor,
+    image: torch.Tensor,
+    *,
+    layer_weights: Sequence[float] = tuple(PERCEPTUAL_LAYER_WEIGHTS.values()),
+) -> torch.Tensor:
+    """sum_l w_l * mean |phi_l(prediction) - phi_l(image)| over the layers of ``features``.
+
+    Computed in fp32 with autocast off (bf16 features of near-identical images differ by
+    rounding alone); the target's features carry no graph. Zero for identical images.
+    """
+    if len(layer_weights) != len(features.layers):
+        raise ValueError(f"{len(layer_weights)} layer weights for {len(features.layers)} layers {features.layers}")
+    features.to(prediction.device)
+    with torch.autocast(device_type=prediction.device.type, enabled=False):
+        with torch.no_grad():
+            target = features(image.float())
+        pred = features(prediction.float())
+        terms = [w * (p - t).abs().mean() for w, p, t in zip(layer_weights, pred, target, strict=True)]
+    return torch.stack(terms).sum()
+
+
+class WithPerceptual:
+    """A family's loss plus ``weight`` x :func:`perceptual_loss` of the raw prediction (part ``perceptual``).
+
+    The raw prediction, not the composite, as LaMa's perceptual losses: the known region of the
+    output is then held to the image's features too.
+    """
+
+    def __init__(self, base: LossFn, features: VGG19Features, weight: float) -> None:
+        self.base, self.features, self.weight = base, features, weight
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> LossOut:
+        total, parts = self.base(image, mask, prediction)
+        term = perceptual_loss(self.features, prediction, image)
+        return total + self.weight * term, {**parts, "perceptual": term.detach()}
+
+
+def perceptual_status(cfg: LossConfig) -> tuple[bool, str | None]:
+    """(on, what the run records): whether :func:`build_loss` adds the perceptual term.
+
+    ``(False, None)`` when ``loss.perceptual_weight`` is 0; ``(False, reason)`` when the weight
+    is set but the weights file is not given or not there (the term is off, the reason says
+    what is missing); ``(True, description)`` otherwise.
+    """
+    if cfg.perceptual_weight <= 0:
+        return False, None
+    fetch = "`inpnet weights fetch --name vgg19 --dest weights/`"
+    path = cfg.perceptual_weights_path
+    if not path:
+        return False, (
+            f"off: loss.perceptual_weight {cfg.perceptual_weight} but no loss.perceptual_weights_path; "
+            f"fetch VGG-19 with {fetch} and set the path and loss.perceptual_weights_sha256"
+        )
+    if not Path(path).is_file():
+        return False, f"off: loss.perceptual_weights_path {path} does not exist; fetch it with {fetch}"
+    layers = ",".join(PERCEPTUAL_LAYER_WEIGHTS)
+    return (
+        True,
+        f"on: VGG-19 {layers} from {path} (sha256 {cfg.perceptual_weights_sha256}), weight {cfg.perceptual_weight}",
+    )
 
 
 # ------------------------------------------------------------------------- adversarial
@@ -220,11 +312,6 @@ def gradient_penalty(
 
 # --------------------------------------------------------------- per-family loss
 
-LossOut = tuple[torch.Tensor, dict[str, torch.Tensor]]
-
-
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossOut]
-
 
 _DEFAULT_REC: dict[str, RecKind] = {"inpnet": "mse", "mae": "mse", "cmgan": "l1"}
 
@@ -282,17 +369,31 @@ def build_loss(model_cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig,
 
     InP-Net and CM-GAN: pixel loss on hole and known pixels (MSE for InP-Net, L1 for CM-GAN
     unless ``loss.rec_loss`` says otherwise). MAE: the masked-patch loss, with normalised-pixel
-    targets when ``model.norm_pix_loss``; ``valid_weight`` does not apply to it. Adversarial
-    terms are added by the trainer's adversarial step, not here.
+    targets when ``model.norm_pix_loss``; ``valid_weight`` does not apply to it. Any family:
+    plus the perceptual term (:class:`WithPerceptual`) when :func:`perceptual_status` is on;
+    a weights file whose checksum differs raises :class:`~inpnet.errors.CheckpointError`.
+    Adversarial terms are added by the trainer's adversarial step, not here.
     """
+    base = _reconstruction(model_cfg, loss_cfg)
+    on, _ = perceptual_status(loss_cfg)
+    if not on:
+        return base
+    from inpnet.models.vgg import load_vgg19_features
+
+    assert loss_cfg.perceptual_weights_path and loss_cfg.perceptual_weights_sha256  # LossConfig's check
+    features = load_vgg19_features(
+        loss_cfg.perceptual_weights_path,
+        loss_cfg.perceptual_weights_sha256,
+        layers=tuple(PERCEPTUAL_LAYER_WEIGHTS),
+        key="loss.perceptual_weights_path",
+    )
+    return WithPerceptual(base, features, loss_cfg.perceptual_weight)
+
+
+def _reconstruction(model_cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig, loss_cfg: LossConfig) -> LossFn:
     from inpnet.config import MAEModelConfig
 
     kind: RecKind = loss_cfg.rec_loss or _DEFAULT_REC[model_cfg.family]
-    if loss_cfg.perceptual_weight > 0:
-        log.warning(
-            "loss.perceptual_weight=%s: build_loss returns pixel terms only; the perceptual term is not included",
-            loss_cfg.perceptual_weight,
-        )
     if isinstance(model_cfg, MAEModelConfig):
         if loss_cfg.valid_weight > 0:
             log.info("MAE loss covers masked patches only; loss.valid_weight=%s is not used", loss_cfg.valid_weight)

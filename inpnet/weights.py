@@ -1,4 +1,4 @@
-"""Known pretrained weights (FID Inception, MAE encoders, LPIPS backbones) and how to fetch them.
+"""Known pretrained weights (FID Inception, MAE encoders, VGG-19, LPIPS backbones) and how to fetch them.
 
 Every entry names its official URL, the file name the consumers expect and the checksum
 its publisher gives: torch-hub style names carry a sha256 prefix (``-6726825d.pth``), the
@@ -87,6 +87,14 @@ WEIGHTS: dict[str, WeightsSpec] = {
             urls=(f"{_MAE}/mae_pretrain_vit_huge.pth",),
             md5_prefix="9bdbb0",
             use="variants.<mae variant>.model.pretrained (MAE ViT-H/14 encoder, ImageNet-1k)",
+        ),
+        WeightsSpec(
+            name="vgg19",
+            filename="vgg19-dcbb9e9d.pth",
+            urls=(f"{_TORCHVISION}/vgg19-dcbb9e9d.pth",),
+            sha256_prefix="dcbb9e9d",
+            use="loss.perceptual_weights_path (VGG-19 features of the perceptual loss, torchvision ImageNet weights; "
+            "loss.perceptual_weights_sha256: dcbb9e9d)",
         ),
         WeightsSpec(
             name="lpips_vgg16",

@@ -1,6 +1,7 @@
 """What every pipeline entry point shares: environment defaults, params, argument parsing.
 
-Each DVC stage runs ``python -m pipelines.<flow>``, which parses ``params.yaml`` once and
+Each DVC stage runs ``python -m pipelines.run <flow>`` (:mod:`pipelines.run`: ``python -m pipelines.<flow>``,
+started warm when it can), which parses ``params.yaml`` once and
 runs one Prefect flow. Prefect needs an API: with ``PREFECT_API_URL`` set, the flows talk to
 that server; without it, the stages of a run share one local server that the first stage
 starts and that stops a minute after the last (:mod:`pipelines.prefect_server`). With

@@ -8,6 +8,8 @@ supervisor process, and every later stage connects to it:
 
 - ``<PREFECT_HOME>/inpnet-server/server.json`` names the supervisor's PID and the API URL;
 - each stage holds a lease, ``leases/<pid>``, for as long as it runs;
+- the supervisor also runs the warm stage runner (:mod:`pipelines.warm`), from which the
+  stages after the first start with torch, Prefect and MLflow already imported;
 - the supervisor stops the server and exits once no live process has held a lease for
   ``INPNET_PREFECT_IDLE_S`` seconds (default 60: DVC starts the next stage within a few
   seconds, so a whole ``dvc repro`` shares one server, and nothing is left running after it).
@@ -36,6 +38,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines import warm
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +219,8 @@ def serve(state: Path, idle_s: float, poll_s: float = 1.0) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # the warm runner preloads while the server starts: from the next stage on, stages fork from it
+    runner = warm.start_runner(state) if warm.enabled() else None
     server = SubprocessASGIServer()
     server.start()
     record = SharedServer(os.getpid(), server.api_url)
@@ -247,6 +253,8 @@ def serve(state: Path, idle_s: float, poll_s: float = 1.0) -> int:
     finally:
         if SharedServer.read(state) == record:
             (state / "server.json").unlink(missing_ok=True)
+        if runner is not None:
+            warm.stop_runner(runner)
         server.stop()
         logger.info("shared Prefect server stopped")
     return 0

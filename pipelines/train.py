@@ -11,7 +11,10 @@ evaluation mask bank (both are stage deps). MLflow tracks the run at ``registry.
 With ``train.nproc_per_node`` x ``train.nnodes`` above 1 the task launches ``torchrun`` as a
 child process (``python -m torch.distributed.run ... -m pipelines.train --rank``); each
 rank runs the same trainer, which lets only rank 0 write checkpoints and MLflow records.
-A failed torchrun fails the task, and Prefect retries it (from the checkpoint).
+A failed torchrun fails the task, and Prefect retries it (from the checkpoint). A training
+stopped by SIGTERM (:class:`~inpnet.errors.TrainingInterrupted`: the user or a scheduler asked
+it to stop, after it saved a checkpoint) is not retried: the stage fails, and the next
+``dvc repro`` continues from that checkpoint.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import subprocess
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 
 from inpnet.config import Params, load_params
-from inpnet.errors import InpnetError
+from inpnet.errors import InpnetError, TrainingInterrupted
 from inpnet.stages.train import prepare_checkpoint, torchrun_command, train_variant, world_size
 from pipelines.common import base_parser, run_entry
 
@@ -48,7 +52,18 @@ def _torchrun(params: Params, variant: str, params_file: str) -> str:
     return str(ckpt_dir)
 
 
-@task(name="train-variant", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def retry_unless_stopped(_task: object, _task_run: object, state: State) -> bool:
+    """Prefect's retry condition: retry a crash, not a run that was told to stop."""
+    return not isinstance(state.result(raise_on_failure=False), TrainingInterrupted)
+
+
+@task(
+    name="train-variant",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_stopped,
+    cache_policy=NO_CACHE,
+)
 def train_task(params: Params, variant: str, params_file: str = "params.yaml") -> str:
     # resume: a retry (or a re-run after a kill) continues from the checkpoint, unless it is
     # finished or was trained on other params or data (models/ is a persist output of DVC)

@@ -63,7 +63,7 @@ def evaluate_command(
     cfg = _eval_config(params)
     if workers is not None:
         cfg = cfg.model_copy(update={"workers": workers})
-    ref_dirs = [e.path for e in load_reports(reference) if e.path is not None and e.path.resolve() != out.resolve()]
+    ref_dirs = [f for e in load_reports(reference) for f in e.folders if f.resolve() != out.resolve()]
     result = evaluate_method(
         cfg, method, images, masks, out, references=ref_dirs, device=device, save_outputs=save_outputs, limit=limit
     )
@@ -77,7 +77,9 @@ def evaluate_command(
 
 @app.command("compare")
 def compare_command(
-    report_dirs: list[Path] | None = typer.Argument(None, help="Report folders (or folders of report folders)."),
+    report_dirs: list[Path] | None = typer.Argument(
+        None, help="Report folders (or folders of report folders); one variant's seed runs are grouped."
+    ),
     reports: list[Path] = typer.Option(
         [], "--reports", help="Report folder, repeatable; same as the positional folders."
     ),
@@ -90,7 +92,12 @@ def compare_command(
         help=PARAMS_HELP + " Its registry.gates (reference, max_gap_to_reference_db) decide the warnings.",
     ),
 ) -> None:
-    """One table and plots across methods; baselines appear as reference rows; warnings head it."""
+    """One table and plots across methods; baselines appear as reference rows; warnings head it.
+
+    Several evaluations of one variant trained with different train.seed (e.g. reports/seed0/inpnet_s
+    reports/seed1/inpnet_s) are one method: its mean, the spread over the seeds and each seed's paired
+    differences are reported.
+    """
     from inpnet.config import load_params
     from inpnet.errors import DataError
     from inpnet.stages.compare import compare

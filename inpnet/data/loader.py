@@ -18,6 +18,10 @@ Shards are local files (a split folder: a header index, then one ``pread`` a mem
 URLs (``s3://``, ``http(s)://``, ``pipe:``; streamed and checked against the manifest
 beside them, :mod:`inpnet.data.urls`); both go through the same split, shuffle and decode.
 
+Each training sample also carries its crop (:class:`Crop`: the box in the JPEG's pixels,
+the JPEG's size, the flip), so that data aligned with the image, such as CM-GAN's object
+maps (:mod:`inpnet.masks.objects`), can be cropped exactly as the image was.
+
 Decoding uses libjpeg-turbo's DCT scaling (simplejpeg ``min_height``/``min_width``): a
 crop that is resized to ``image_size`` is decoded at the smallest 1/8..8/8 scale that
 still leaves it at least ``image_size`` pixels, which skips most of the decoding work on
@@ -33,7 +37,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -44,9 +48,22 @@ from inpnet.data.tarindex import index_tar
 from inpnet.data.urls import ShardList, is_url, resolve_remote, stream_members
 from inpnet.errors import DataError
 
-__all__ = ["ShardLoader", "decode_crop", "iter_eval_images", "make_loader", "shard_urls"]
+__all__ = ["Crop", "ShardLoader", "decode_crop", "iter_eval_images", "jpeg_size", "make_loader", "shard_urls"]
 
 Box = tuple[int, int, int, int]  # top, left, height, width in original pixels
+
+
+class Crop(NamedTuple):
+    """How one sample was cut from its JPEG: ``box`` rows/columns of the (height, width)
+    source, resized to the output size, then mirrored left-right when ``flipped``."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    source_height: int
+    source_width: int
+    flipped: bool
 
 
 def shard_urls(shards: str | Path) -> list[str]:
@@ -110,6 +127,17 @@ def center_box(height: int, width: int) -> Box:
     return (height - side) // 2, (width - side) // 2, side, side
 
 
+def jpeg_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of a JPEG from its header."""
+    import simplejpeg
+
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        height, width = decode_rgb(data, max_pixels=max_pixels).shape[:2]  # a colour space libjpeg cannot convert; rare
+    return int(height), int(width)
+
+
 def decode_crop(
     data: bytes,
     box: Box | None,
@@ -129,12 +157,8 @@ def decode_crop(
     :class:`~inpnet.data.jpeg.BadImage` before any decoding.
     """
     import cv2
-    import simplejpeg
 
-    try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        height, width = decode_rgb(data, max_pixels=max_pixels).shape[:2]  # a colour space libjpeg cannot convert; rare
+    height, width = jpeg_size(data, max_pixels=max_pixels)
     if box is None:
         assert rng is not None, "a random crop needs rng"
         box = random_resized_box(height, width, rng, scale)
@@ -251,26 +275,25 @@ def _decode(
     for sample in samples:
         data = sample["jpg"]
         try:
-            if train:
-                image = decode_crop(data, None, size, rng=rng, scale=scale, fast=True, max_pixels=max_pixels)
-                if rng.random() < 0.5:
+            height, width = jpeg_size(data, max_pixels=max_pixels)
+            flipped = False
+            if train:  # the box and flip draws, in this order, are those decode_crop(box=None) made
+                box = random_resized_box(height, width, rng, scale)
+                image = decode_crop(data, box, size, fast=True, max_pixels=max_pixels)
+                flipped = bool(rng.random() < 0.5)
+                if flipped:
                     image = cv2.flip(image, 1)  # SIMD; a numpy [:, ::-1] copy is 4x slower
             else:
-                image = decode_crop(data, _eval_box(data), size, max_pixels=max_pixels)
+                box = center_box(height, width)
+                image = decode_crop(data, box, size, max_pixels=max_pixels)
             label = int(sample["cls"])
         except (ValueError, OSError, KeyError) as err:
             raise DataError(
                 f"{sample.get('__url__')}: sample {sample.get('__key__')!r} is unreadable ({err}); re-run the shard stage"
             ) from None
         chw = np.ascontiguousarray(image.transpose(2, 0, 1))  # (S, S, 3) -> (3, S, S)
-        yield {"image": chw, "label": label, "key": sample["__key__"]}
-
-
-def _eval_box(data: bytes) -> Box:
-    import simplejpeg
-
-    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-    return center_box(height, width)
+        crop = Crop(*box, height, width, flipped)
+        yield {"image": chw, "label": label, "key": sample["__key__"], "crop": crop}
 
 
 def _pipeline(
@@ -333,6 +356,7 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "image": default_collate([torch.from_numpy(s["image"]) for s in samples]),  # (B, 3, S, S) uint8
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
         "key": [s["key"] for s in samples],
+        "crop": torch.tensor([tuple(s["crop"]) for s in samples], dtype=torch.long),  # (B, 7): Crop's fields
     }
 
 
@@ -352,7 +376,8 @@ def _to_unit(image: torch.Tensor) -> torch.Tensor:
 
 
 class ShardLoader:
-    """Iterable of batches ``{"image": (B,3,S,S) float [0,1], "label": (B,) long, "key": list[str]}``."""
+    """Iterable of batches ``{"image": (B,3,S,S) float [0,1], "label": (B,) long, "key": list[str],
+    "crop": (B, 7) long}`` (the crop rows are :class:`Crop` fields, in order)."""
 
     def __init__(self, loader: torch.utils.data.DataLoader[dict[str, Any]], num_shards: int) -> None:
         self.loader = loader

@@ -28,12 +28,15 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from inpnet.config import ShardConfig
 from inpnet.data.jpeg import (
@@ -56,12 +59,34 @@ from inpnet.data.manifest import (
     tail_sha256,
     write_json_atomic,
 )
-from inpnet.data.tarindex import Member, display_name, index_tar, list_key, member_problem, read_labels, sample_key
+from inpnet.data.tarindex import (
+    KINDS,
+    Labels,
+    Member,
+    TarIndex,
+    column_items,
+    display_name,
+    index_tar,
+    list_path,
+    member_problem,
+    read_labels,
+    sample_key,
+)
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
 from inpnet.outputs import locks_output
 
-__all__ = ["Candidate", "ShardJob", "ShardPlan", "ShardSpec", "check_inputs", "plan_shards", "shard_tar", "write_shard"]
+__all__ = [
+    "Candidate",
+    "JobMembers",
+    "ShardJob",
+    "ShardPlan",
+    "ShardSpec",
+    "check_inputs",
+    "plan_shards",
+    "shard_tar",
+    "write_shard",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +107,51 @@ class Candidate:
     key: str
 
 
+class JobMembers:
+    """A shard job's members, as :class:`Candidate` objects made on demand from columns.
+
+    In the plan these are views of the whole tar's index (a job costs its ordinals, 4 bytes
+    a member); pickled, to a process pool or a Prefect or Dask worker, a job carries only
+    its own members' columns and names."""
+
+    def __init__(self, table: TarIndex, rows: np.ndarray, ordinals: np.ndarray, labels: Labels) -> None:
+        # rows: the members' positions in ``table`` (and ``labels``); ordinals: their positions in the tar
+        self.table, self.rows, self.ordinals, self.labels = table, rows, ordinals, labels
+
+    @classmethod
+    def of_plan(cls, members: TarIndex, labels: Labels, ordinals: np.ndarray) -> JobMembers:
+        return cls(members, ordinals, ordinals, labels)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Candidate:
+        row = int(self.rows[i])
+        name = self.table.name(row)
+        return Candidate(
+            ordinal=int(self.ordinals[i]),
+            name=name,
+            offset=int(self.table.offsets[row]),
+            size=int(self.table.sizes[row]),
+            mtime=int(self.table.mtimes[row]),
+            label=int(self.labels.label[row]),
+            key=sample_key(list_path(name, full=bool(self.labels.full[row]))),
+        )
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return (self[i] for i in range(len(self)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rows = self.rows
+        own = dataclasses.replace(self.labels, label=self.labels.label[rows], full=self.labels.full[rows])
+        return JobMembers, (self.table.take(rows), np.arange(len(rows)), np.array(self.ordinals), own)
+
+
 @dataclass(frozen=True)
 class ShardJob:
     index: int
     name: str
-    members: tuple[Candidate, ...]
+    members: JobMembers
 
 
 @dataclass(frozen=True)
@@ -114,8 +179,8 @@ def _reject(member: Member | Candidate, reason: str) -> dict[str, Any]:
 
 
 def plan_shards(
-    members: Sequence[Member],
-    labels: dict[str, int],
+    members: TarIndex,
+    labels: Labels,
     *,
     split: str,
     samples_per_shard: int,
@@ -123,39 +188,56 @@ def plan_shards(
     tar_name: str = "tar",
     list_name: str = "file list",
 ) -> ShardPlan:
-    """Label, key and split the usable members into shard jobs (no member data is read)."""
-    candidates: list[Candidate] = []
+    """Label, key and split the usable members into shard jobs (no member data is read).
+
+    A member is skipped (a directory), rejected (unsafe, not a regular file, not in the
+    list, its name or key already taken by an earlier candidate) or a candidate; the jobs
+    are even ranges of the candidates, tar order.
+    """
+    if len(labels.label) != len(members):
+        raise ValueError(f"labels for {len(labels.label)} members, the index has {len(members)}")
     rejected: list[dict[str, Any]] = []
-    seen_names: set[str] = set()
-    seen_keys: dict[str, str] = {}
-    files = 0
-    for m in members:
+    # The labelled members' names and keys by hash: only the strings another one shares are kept.
+    name_hashes, key_hashes = array("q"), array("q")
+    for m, label, full in zip(members, column_items(labels.label), column_items(labels.full), strict=True):
+        if label >= 0:
+            name_hashes.append(hash(m.name))
+            key_hashes.append(hash(sample_key(list_path(m.name, full=bool(full)))))
+    names, keys = _Taken(name_hashes), _Taken(key_hashes)
+    accepted = np.zeros(len(members), bool)
+    files, j = 0, -1  # j: the member's place among the labelled ones
+    for m, label, full in zip(members, column_items(labels.label), column_items(labels.full), strict=True):
+        j += label >= 0
         if m.kind == "dir":
             continue
         problem = member_problem(m)
         if problem is None:
             files += 1
-            path = list_key(m.name)
-            if path not in labels and m.name.removeprefix("./") in labels:
-                path = m.name.removeprefix("./")
-            key = sample_key(path)
-            if m.name in seen_names:
-                problem = "duplicate member name"
-            elif path not in labels:
+            key = sample_key(list_path(m.name, full=bool(full))) if label >= 0 and keys.shared(key_hashes[j]) else ""
+            if label < 0:  # (an earlier candidate of the same name would have the same label)
                 problem = f"not in the {split} file list"
-            elif key in seen_keys:
-                problem = f"duplicate key {key!r} (same as {seen_keys[key]!r})"
+            elif names.shared(name_hashes[j]) and names.holder(m.name) is not None:
+                problem = "duplicate member name"
+            elif key and (holder := keys.holder(key)) is not None:
+                problem = f"duplicate key {key!r} (same as {holder!r})"
         if problem is not None:
             rejected.append(_reject(m, problem))
             continue
-        seen_names.add(m.name)
-        seen_keys[key] = m.name
-        candidates.append(Candidate(m.ordinal, m.name, m.offset, m.size, m.mtime, labels[path], key))
-    if not candidates:
-        example = next((m.name for m in members if m.kind == "file"), None)
+        if names.shared(name_hashes[j]):
+            names.take(m.name, m.name)
+        if key:
+            keys.take(key, m.name)
+        accepted[m.ordinal] = True
+    candidates = np.flatnonzero(accepted)
+    del accepted
+    if len(members) < 1 << 31:
+        candidates = candidates.astype(np.int32)  # the plan's one column: half the bytes
+    if not len(candidates):
+        files_at = np.flatnonzero(members.kinds == KINDS.index("file"))
+        example = members.name(int(files_at[0])) if len(files_at) else None
         raise DataError(
             f"{list_name}: the {split} file list matches none of the {files} files in {tar_name}"
-            f" (e.g. member {example!r} vs list entry {next(iter(labels))!r}); pass the file list and --split that belong to this tar"
+            f" (e.g. member {example!r} vs list entry {labels.first_entry!r}); pass the file list and --split that belong to this tar"
         )
     count = math.ceil(len(candidates) / samples_per_shard)
     count = math.ceil(count / shard_multiple) * shard_multiple
@@ -166,15 +248,38 @@ def plan_shards(
     jobs = []
     for i in range(count):  # even spread: shard sizes differ by at most one
         chunk = candidates[i * len(candidates) // count : (i + 1) * len(candidates) // count]
-        jobs.append(ShardJob(index=i, name=f"{split}-{i:06d}.tar", members=tuple(chunk)))
-    return ShardPlan(jobs=jobs, rejected=rejected, list_missing=len(labels) - len(candidates))
+        jobs.append(ShardJob(index=i, name=f"{split}-{i:06d}.tar", members=JobMembers.of_plan(members, labels, chunk)))
+    return ShardPlan(jobs=jobs, rejected=rejected, list_missing=labels.entries - len(candidates))
+
+
+class _Taken:
+    """Strings (member names, sample keys) taken by earlier candidates, each with its holder.
+
+    A set of 1.8M strings would cost ~100 bytes each, so only the strings whose hash another
+    candidate's shares are kept: a string whose hash is unique cannot have been taken before."""
+
+    def __init__(self, hashes: array[int]) -> None:
+        values = np.sort(np.frombuffer(hashes, np.int64) if hashes else np.zeros(0, np.int64))
+        self._shared = set(values[1:][values[1:] == values[:-1]].tolist())
+        self._holders: dict[str, str] = {}
+
+    def shared(self, value_hash: int) -> bool:
+        return value_hash in self._shared
+
+    def holder(self, value: str) -> str | None:
+        """Who took ``value`` (whose hash is :meth:`shared`), if anyone."""
+        return self._holders.get(value)
+
+    def take(self, value: str, holder: str) -> None:
+        self._holders.setdefault(value, holder)
 
 
 def check_inputs(tar: str | Path, filelist: str | Path, split: str, probe: int = 2000) -> None:
     """Fail fast, before any work is scheduled: a missing tar or file list, or a list that
     matches none of the tar's first ``probe`` members (e.g. the train list for val)."""
-    labels, _ = read_labels(filelist, split)
+    read_labels(filelist, split, TarIndex.empty())  # the list's own errors come first, as the tar's would
     members = index_tar(tar, limit=probe)
+    labels = read_labels(filelist, split, members)
     plan_shards(
         members,
         labels,
@@ -321,15 +426,15 @@ def _manifest_records(manifest: Manifest, plan: ShardPlan) -> list[ShardRecord]:
     ]
 
 
-def _fingerprint(members: Sequence[Member], list_bytes: bytes, settings: dict[str, Any]) -> tuple[str, str]:
+def _fingerprint(members: TarIndex, list_sha256: str, settings: dict[str, Any]) -> tuple[str, str]:
     index = hashlib.sha256()
-    for m in members:
+    for m in members:  # name, offset, size and kind of every member
         index.update(f"{m.name}\0{m.offset}\0{m.size}\0{m.kind}\n".encode("utf-8", "surrogateescape"))
     blob = json.dumps(
         {
             "format": FORMAT_VERSION,
             "index": index.hexdigest(),
-            "list": hashlib.sha256(list_bytes).hexdigest(),
+            "list": list_sha256,
             "settings": settings,
         },
         sort_keys=True,
@@ -381,7 +486,7 @@ def shard_tar(
     """
     tar, out = Path(tar), Path(out_dir)
     members = index_tar(tar)
-    labels, list_bytes = read_labels(filelist, split)
+    labels = read_labels(filelist, split, members)
     settings = {
         "resize": cfg.resize,
         "jpeg_quality": cfg.jpeg_quality,
@@ -390,7 +495,7 @@ def shard_tar(
         "samples_per_shard": cfg.samples_per_shard,
         "shard_multiple": cfg.shard_multiple,
     }
-    fingerprint, index_sha = _fingerprint(members, list_bytes, settings)
+    fingerprint, index_sha = _fingerprint(members, labels.sha256, settings)
     plan = plan_shards(
         members,
         labels,
@@ -436,8 +541,8 @@ def shard_tar(
         "members": len(members),
         "index_sha256": index_sha,
         "filelist": str(filelist),
-        "list_sha256": hashlib.sha256(list_bytes).hexdigest(),
-        "list_entries": len(labels),
+        "list_sha256": labels.sha256,
+        "list_entries": labels.entries,
         "list_entries_not_in_tar": plan.list_missing,
     }
     manifest = Manifest(

@@ -254,7 +254,9 @@ def evaluate(
     from inpnet.evaluate.fid_tracker import FidTracker
     from inpnet.evaluate.metrics import psnr, quantize, ssim
     from inpnet.evaluate.plots import save_grid, save_png
+    from inpnet.masks.bank import mask_generators
     from inpnet.models.composite import composite, masked_input
+    from inpnet.models.patches import hidden_known_fraction
     from inpnet.registry.tracking import file_sha256
 
     started = time.perf_counter()
@@ -282,6 +284,9 @@ def evaluate(
         size,
     )
 
+    # a model that sees its input patch by patch (MAE) loses the known pixels of every patch with a hole pixel
+    view = method.settings().get("view_patch_size")
+    view_patch = view if isinstance(view, int) else None
     fid = FidTracker(cfg, device=device)
     grid = _GridPicker(cfg.grid_images)
     skipped: list[Skipped] = []
@@ -310,8 +315,9 @@ def evaluate(
                 scores_s = ssim(out_d, img_d).cpu().tolist()
                 fid.update(batch, img_d, out_d)
                 masked = masked_input(image, mask, fill=0.5)
+                hidden = hidden_known_fraction(mask, view_patch).tolist() if view_patch else [0.0] * len(batch)
                 for i, p in enumerate(batch):
-                    row = _row(p, masks, scores_p[i], scores_s[i], None)
+                    row = {**_row(p, masks, scores_p[i], scores_s[i], None), "hidden_known": hidden[i]}
                     if reason := rep.exclusion(row):
                         rows.append(_row(p, masks, None, None, reason))
                     else:
@@ -356,7 +362,9 @@ def evaluate(
             "kind": mask_src.kind,
             "pairing": pairing,
             "manifest_sha256": file_sha256(Path(masks) / "manifest.json") if mask_src.kind == "bank" else None,
+            "generators": mask_generators(masks),  # which generator, options and seed made each pattern's masks
         },
+        "visibility": rep.visibility(rows, view_patch),  # the known pixels the method cannot see
         "pairs": n_pairs,  # the pairs in the means
         "fid": fid.status(),
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],

@@ -110,10 +110,14 @@ def resolve_method(spec: str, device: str = "cpu", *, radius: int = 3, workers: 
 
 
 def _checkpoint_method(path: Path, device: str) -> Method:
+    from inpnet.masks.mixture import describe_training_masks
     from inpnet.models.build import inference_settings
-    from inpnet.train.checkpoint import load_model, weights_sha256
+    from inpnet.train.checkpoint import load_model, read_meta, weights_sha256
+    from inpnet.train.cost import global_batch, training_cost
 
     model, variant = load_model(path, ema=True, device=device)
+    meta = read_meta(path)
+    steps, world = int(meta.get("step", 0)), int(meta.get("world_size", 1))
     # the weights' hash lets `inpnet register` check that a report scored this very checkpoint
     info: dict[str, object] = {
         "checkpoint": str(path),
@@ -123,7 +127,21 @@ def _checkpoint_method(path: Path, device: str) -> Method:
         # the last weights, not best.safetensors: the best were picked on val images, which
         # in the quickstart are the evaluation images too, so they would flatter the model
         "weights": "last (EMA when the variant has one)",
-        **inference_settings(variant.model),  # e.g. CM-GAN's latent
+        **inference_settings(variant.model),  # e.g. CM-GAN's latent, the input view
+        # bf16 or fp32 (train.precision auto picks by CPU): the summary's Machine line says it
+        "trained_precision": meta.get("precision", "unknown"),
+        # for the compare report: seed runs of one variant, what made its training masks, what it cost
+        "train_seed": variant.train.seed,
+        "train_masks": describe_training_masks(variant.train),
+        "training": {
+            "steps": steps,
+            "world_size": world,
+            "global_batch": global_batch(variant, world),
+            "images": steps * global_batch(variant, world),
+        },
+        "cost": training_cost(variant, device=device).as_dict(),
+        # what the run's recipe did (effective lr; perceptual loss and object masks on or off, and why)
+        "recipe": meta.get("notes", {}),
     }
     prefill = getattr(variant.model, "prefill", "none")
     if prefill != "none":  # the classical fill the network corrects: the compare report sets them side by side

@@ -15,6 +15,12 @@ decimals show as 0.00) is a ``tie`` however narrow its interval, since a model t
 its pre-fill up to rounding is not "ahead" of it in any sense a reader would take.
 Pairs either method left out (an empty or full hole, an exact match) are left out of the
 difference too.
+
+Several training seeds of one method: its score on a pair is the mean of that pair's scores
+over the seed runs (:func:`mean_pair_scores`, on the pairs every run scored), and the
+bootstrap runs over pairs as before. The interval then says how sure the difference is over
+the choice of images and masks for this set of seeds; how much the seeds themselves differ
+is the compare report's seed spread (mean, std, min-max) and its per-seed differences.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import numpy as np
 
 from inpnet.errors import DataError
 
-__all__ = ["Difference", "differences", "paired_bootstrap", "read_pair_scores"]
+__all__ = ["Difference", "PairScores", "differences", "mean_pair_scores", "paired_bootstrap", "read_pair_scores"]
 
 RESOLUTION = 0.005  # dB: below this a difference prints as +0.00 and is called a tie
 PairKey = tuple[str, str, str, str]  # image, pattern, ratio bucket, mask
+PairScores = dict[PairKey, float]  # one method's score per pair
 Verdict = Literal["ahead", "behind", "tie"]
 
 
@@ -101,6 +108,16 @@ def read_pair_scores(folder: Path, metric: str) -> dict[PairKey, float]:
             if math.isfinite(value):
                 scores[key] = value
     return scores
+
+
+def mean_pair_scores(runs: Sequence[PairScores]) -> PairScores:
+    """Each pair's mean score over ``runs`` (one method's seed runs), on the pairs every run scored."""
+    if not runs:
+        raise ValueError("need at least one run's pair scores")
+    if len(runs) == 1:
+        return dict(runs[0])
+    shared = set(runs[0]).intersection(*runs[1:])
+    return {k: sum(r[k] for r in runs) / len(runs) for k in sorted(shared)}
 
 
 def differences(

@@ -31,7 +31,13 @@ several ratios and sizes >= 32 px); free-form aims at it and the achieved ratio 
 """
 
 from inpnet.masks.bank import BankMask, load_bank, write_bank
-from inpnet.masks.mixture import MaskMixture, ramp_max_ratio, stable_id_seed
+from inpnet.masks.mixture import (
+    MaskMixture,
+    describe_training_masks,
+    ramp_max_ratio,
+    stable_id_seed,
+    training_mask_rng,
+)
 from inpnet.masks.patterns import GEOMETRIC_PATTERNS, MAX_RATIO, PATTERNS, make_mask
 
 __all__ = [
@@ -40,9 +46,11 @@ __all__ = [
     "PATTERNS",
     "BankMask",
     "MaskMixture",
+    "describe_training_masks",
     "load_bank",
     "make_mask",
     "ramp_max_ratio",
     "stable_id_seed",
+    "training_mask_rng",
     "write_bank",
 ]

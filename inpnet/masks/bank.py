@@ -8,7 +8,10 @@ Layout::
 Determinism: mask ``i`` of cell ``(pattern, ratio)`` is drawn from a generator seeded by
 ``(seed, crc32(pattern), round(ratio * 10000), i)``, so adding a pattern, a ratio or more
 masks per cell never changes the masks already in the bank, and PNGs are encoded with fixed
-settings: the same arguments give the same bytes.
+settings: the same arguments give the same bytes. The manifest names, per pattern, the
+generator, its options and that seeding (``generators``, :func:`mask_generators`), so a report
+can say what made its masks; the training masks come from another stream
+(:func:`inpnet.masks.mixture.training_mask_rng`), never from these seeds.
 
 External masks (``external_dir``, e.g. the NVIDIA irregular mask set) are read with
 :func:`inpnet.images.read_mask_png` (binarised at 50%, resized nearest), bucketed to the nearest requested
@@ -31,10 +34,10 @@ import numpy as np
 
 from inpnet.errors import MaskError
 from inpnet.images import IMAGE_EXTENSIONS, encode_mask_png, hole_ratio, read_mask_png
-from inpnet.masks.patterns import MAX_RATIO, PATTERNS, make_mask
+from inpnet.masks.patterns import MAX_RATIO, PATTERNS, make_mask, pattern_options
 from inpnet.outputs import locks_output
 
-__all__ = ["MANIFEST", "BankMask", "load_bank", "write_bank"]
+__all__ = ["BANK_RNG", "MANIFEST", "BankMask", "load_bank", "mask_generators", "write_bank"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ class BankMask:
     index: int
     path: Path
     achieved: float
+
+
+BANK_RNG = "numpy default_rng([seed, crc32(pattern), round(ratio * 10000), index])"  # what _cell_seed does
 
 
 def _cell_seed(seed: int, pattern: str, ratio: float, index: int) -> list[int]:
@@ -93,13 +99,23 @@ def write_bank(
     if want_external and external_dir is None:
         raise MaskError("pattern 'external' needs an external mask folder (--external DIR / masks.external_dir)")
 
+    options = {p: pattern_options(p, **(presets or {}).get(p, {})) for p in generated}
+    generators: dict[str, dict[str, Any]] = {
+        p: {
+            "generator": f"inpnet.masks.patterns.make_mask({p!r})",
+            "options": options[p],
+            "rng": BANK_RNG,
+            "seed": seed,
+        }
+        for p in generated
+    }
     entries: list[dict[str, Any]] = []
     for pattern in generated:
         for ratio, key in zip(ratios, keys, strict=True):
             cell = _fresh_cell(out / pattern / key)
             for i in range(per_cell):
                 rng = np.random.default_rng(_cell_seed(seed, pattern, ratio, i))
-                mask = make_mask(pattern, size, size, ratio, rng, **(presets or {}).get(pattern, {}))
+                mask = make_mask(pattern, size, size, ratio, rng, **options[pattern])
                 entries.append(_write(cell, out, pattern, ratio, i, mask, hole_ratio(mask)))
     skipped: list[dict[str, Any]] = []
     if external_dir is not None:  # = want_external: 'external' without a folder was refused above
@@ -107,6 +123,13 @@ def write_bank(
             out, Path(external_dir), size, ratios, keys, per_cell, seed, external_invert, bucket_width
         )
         entries.extend(ext_entries)
+        generators["external"] = {
+            "generator": "mask files",
+            "source": str(external_dir),
+            "options": {"invert": external_invert, "bucket_width": bucket_width},
+            "rng": "numpy default_rng([seed, crc32('external'), round(ratio * 10000), 0]) picks per_cell files per bucket",
+            "seed": seed,
+        }
 
     manifest = {
         "version": 1,
@@ -117,6 +140,7 @@ def write_bank(
         "ratios": [float(r) for r in ratios],
         "masks": entries,
         "skipped": skipped,
+        "generators": generators,
     }
     path = out / MANIFEST
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -192,6 +216,29 @@ def _write_external(
 
 
 # ------------------------------------------------------------------------------ reader
+
+
+def mask_generators(masks: str | Path) -> dict[str, dict[str, Any]]:
+    """What made the masks under ``masks``, per pattern: the generator, its options, its seeding.
+
+    A bank's manifest says it (``generators``; a bank written before manifests did is named
+    by its seed only); a plain folder of mask files is its own source (pattern ``external``).
+    """
+    root = Path(masks)
+    path = root / MANIFEST
+    if not path.is_file():
+        return {"external": {"generator": "mask files", "source": str(root)}}
+    try:
+        data = json.loads(path.read_text())
+        found = data.get("generators")
+        if found is not None:
+            return {str(k): dict(v) for k, v in found.items()}
+        old = "unknown: the bank's manifest predates generator records; rebuild it with `inpnet masks bank`"
+        return {str(p): {"generator": old, "seed": data.get("seed")} for p in data.get("patterns", [])}
+    except (OSError, ValueError, AttributeError, TypeError) as err:
+        raise MaskError(
+            f"{path}: malformed mask bank manifest ({err!r}); rebuild it with `inpnet masks bank`"
+        ) from None
 
 
 def load_bank(bank_dir: str | Path) -> list[BankMask]:

@@ -1,4 +1,14 @@
-"""Training masks: the weighted pattern mixture and the hole-ratio warm-up both samplers share."""
+"""Training masks: the weighted pattern mixture and the hole-ratio warm-up both samplers share.
+
+Training masks and the evaluation bank never share a random stream. The trainer draws rank
+``r``'s masks from ``default_rng([train.seed, r])`` (:func:`training_mask_rng`; the
+fixed-mask ablation from ``default_rng([train.seed, sha256(sample key)])``), the bank mask
+``i`` of a cell from ``default_rng([masks.seed, crc32(pattern), round(ratio * 10000), i])``:
+different seed sequences whatever the two seeds are, so equal seeds (both 0 by default) do
+not give equal masks. Low-entropy patterns can still coincide by construction (a centred
+box of a given area); :func:`describe_training_masks` and the bank's manifest say which
+generator, options and seed made each, for the reports.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +19,17 @@ from typing import Any
 import numpy as np
 
 from inpnet.errors import MaskError
-from inpnet.masks.patterns import MAX_RATIO, PATTERNS, make_mask
+from inpnet.masks.patterns import MAX_RATIO, PATTERNS, make_mask, pattern_options
 
-__all__ = ["MaskMixture", "ramp_max_ratio", "stable_id_seed"]
+__all__ = ["MaskMixture", "describe_training_masks", "ramp_max_ratio", "stable_id_seed", "training_mask_rng"]
+
+TRAIN_RNG = "numpy default_rng([train.seed, rank])"  # what training_mask_rng does
+FIXED_RNG = "numpy default_rng([train.seed, sha256(sample key)])"  # MaskMixture, dynamic=False
+
+
+def training_mask_rng(seed: int, rank: int) -> np.random.Generator:
+    """The generator rank ``rank`` draws its training masks from (``train.seed`` = ``seed``)."""
+    return np.random.default_rng([seed, rank])
 
 
 def ramp_max_ratio(step: int, min_ratio: float, max_ratio: float, warmup_steps: int) -> float:
@@ -105,7 +123,36 @@ class MaskMixture:
         stacked = np.stack(masks)  # (B, H, W) bool
         return torch.from_numpy(stacked).to(torch.float32).unsqueeze(1)  # (B, 1, H, W)
 
+    def describe(self) -> dict[str, Any]:
+        """The generator, its options and its seeding, as a report names them."""
+        return {
+            "generator": "inpnet.masks.MaskMixture",
+            "patterns": {n: round(float(p), 6) for n, p in zip(self.names, self.probs, strict=True)},
+            "options": {n: pattern_options(n, **self.presets.get(n, {})) for n in self.names},
+            "ratio": [self.min_ratio, self.max_ratio],
+            "warmup_steps": self.warmup_steps,
+            "dynamic": self.dynamic,
+            "rng": TRAIN_RNG if self.dynamic else FIXED_RNG,
+            "seed": self.seed,
+        }
+
     def _one(self, h: int, w: int, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
         pattern = self.names[int(rng.choice(len(self.names), p=self.probs))]
         ratio = float(rng.uniform(lo, hi)) if hi > lo else lo
         return make_mask(pattern, h, w, min(ratio, MAX_RATIO), rng, **self.presets.get(pattern, {}))
+
+
+def describe_training_masks(train: Any) -> dict[str, Any]:
+    """What made a variant's training masks (``train``: its :class:`inpnet.config.TrainConfig`).
+
+    With ``masks.object_dir`` a share ``object_prob`` of the holes are object-shaped
+    (:class:`inpnet.masks.objects.ObjectMaskSampler`), the rest come from the mixture.
+    """
+    out = MaskMixture(train.masks, seed=train.seed).describe()
+    if train.masks.object_dir:
+        out["objects"] = {
+            "generator": "inpnet.masks.objects.ObjectMaskSampler",
+            "object_dir": str(train.masks.object_dir),
+            "object_prob": float(train.masks.object_prob),
+        }
+    return out

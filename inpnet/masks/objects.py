@@ -7,34 +7,52 @@ paint a whole object from nothing, so such objects are taken *out* of the hole (
 visible); objects only partly covered stay in the hole, so that completing a partly visible
 object is still learned.
 
-Folder format (``train.masks.object_dir``)::
+Folder format (``train.masks.object_dir``; variants with ``train.masks.object_aware``, the
+``cmgan_b*`` ones, use it)::
 
-    <object_dir>/<key>.png     one instance map per image, named by the image's shard key
+    <object_dir>/<key>.png     the segment map of the training image whose shard key is <key>
+    <object_dir>/<key>.json    optional: which segments are "things" (panoptic annotations)
 
-An instance map is a PNG whose distinct values label segments; 0 is "no object":
-- single-channel 8- or 16-bit PNGs: each non-zero value is one instance;
-- RGB PNGs (COCO panoptic format): id = R + 256 G + 256^2 B, 0 = void.
-Segments covering more than ``object_max_area`` of the image (sky, floor, walls in a
-panoptic map) count as background, because panoptic maps label "stuff" too.
+A segment map is a PNG whose distinct values label segments; 0 is void:
+- single-channel 8- or 16-bit PNGs: each non-zero value is one segment;
+- RGB PNGs (COCO panoptic format): id = R + 256 G + 256^2 B.
+The map covers the whole JPEG of the shard (any resolution with the JPEG's aspect ratio,
+e.g. a panoptic prediction made on the original image); it is cut with the image's own crop.
 
-Two uses of the folder:
-- **shapes**: an object hole is one instance taken from a random map of the folder,
-  dilated a little and placed at a random position (a distractor silhouette);
-- **exclusion**: when the training image's own map is known (``keys=`` given to
-  :meth:`ObjectMaskSampler.sample`), its objects mostly inside the hole are removed from the
-  hole. Maps are brought to the training size by resizing the shortest side and
-  centre-cropping, the loader's evaluation transform; with random-crop training the map is
-  only approximately aligned with the image (the loader does not yet carry maps through its
-  augmentation). Without keys there is no exclusion.
+The JSON sidecar lists the segments as a list, or under ``segments_info`` as COCO panoptic
+and detectron2 write them: ``[{"id": 3, "isthing": true}, {"id": 7, "isthing": false}, ...]``.
+With it only *thing* segments (people, cars, furniture: COCO's thing classes) are objects,
+as in the reference (htzheng/CM-GAN-Inpainting ``mask_generator.py``); "stuff" (sky, road,
+wall) never is. Without it every non-zero id counts as a thing (an instance map). In both
+cases a segment larger than ``object_max_area`` of the crop counts as background.
+
+Rules, after the reference:
+- **shapes**: an object hole is a thing segment of a random map of the folder, dilated and
+  placed at a random position (a distractor silhouette); half of them get thin strokes too;
+- **exclusion**: when the training image's map is known (``keys=``), each of its thing
+  segments with more than ``object_overlap`` of its area inside the hole is removed from
+  the hole, *dilated* by 2-4 px (at 512 px; scaled with the size) so that no object edge
+  stays in the hole. (The reference erodes here, ``binary_erosion`` of the excluded
+  region, under a comment that says dilate; we follow the stated intent.) The map is cut
+  with the image's crop (``crops=``, the loader's :class:`~inpnet.data.loader.Crop`: the
+  same box, resize and flip); without crops it falls back to the evaluation transform
+  (resize shortest side + centre crop), which only matches centre-cropped images;
+- **redraw**: a mask whose hole covers less than 5% or more than 95% of the image is drawn
+  again, up to 6 times. The reference's masks use 1 = known and it redraws while their mean
+  exceeds 0.95, i.e. while the hole is under 5% (exclusion can empty a hole); a hole over
+  95% leaves nothing to condition on and is refused as well.
 
 Free-form strokes and boxes come from :func:`inpnet.masks.freeform.free_form_mask`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -46,16 +64,31 @@ from inpnet.errors import MaskError
 from inpnet.masks.freeform import free_form_mask
 from inpnet.masks.mixture import ramp_max_ratio
 
-__all__ = ["ObjectMaskSampler", "exclude_covered_objects", "load_instance_map", "object_hole"]
+if TYPE_CHECKING:
+    from inpnet.data.loader import Crop
+
+__all__ = [
+    "ObjectMaskSampler",
+    "crop_labels",
+    "exclude_covered_objects",
+    "load_instance_map",
+    "load_things",
+    "object_hole",
+    "object_ids",
+]
+
+HOLE_SHARE_RANGE = (0.05, 0.95)  # a mask whose hole share falls outside is redrawn (see the module docstring)
+MAX_REDRAWS = 6  # the reference's max_trail
+_CACHE_MAPS = 512  # full-resolution maps kept in memory (object shapes come back often; exclusion maps rarely)
 
 log = logging.getLogger(__name__)
 
 
 def load_instance_map(path: Path, size: int | None = None) -> np.ndarray:
-    """Read an instance PNG into an int64 (H, W) label map (0 = no object).
+    """Read a segment PNG into an int64 (H, W) label map (0 = void).
 
     With ``size``, the map is resized (nearest, shortest side to ``size``) and centre-cropped
-    to (size, size).
+    to (size, size): the evaluation transform.
     """
     try:
         with open_image(path) as im:
@@ -76,50 +109,123 @@ def load_instance_map(path: Path, size: int | None = None) -> np.ndarray:
     return labels
 
 
+def load_things(path: Path) -> frozenset[int] | None:
+    """The thing segment ids of a panoptic JSON sidecar, or None when there is no sidecar.
+
+    Accepts a list of segments or a mapping with ``segments_info``; every segment needs
+    ``id`` and ``isthing`` (see the module docstring).
+    """
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        segments = data["segments_info"] if isinstance(data, dict) else data
+        return frozenset(int(seg["id"]) for seg in segments if bool(seg["isthing"]))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise MaskError(
+            f"{path}: not a panoptic segment list ({type(err).__name__}: {err}); expected "
+            '[{"id": <int>, "isthing": <bool>}, ...] or {"segments_info": [...]}'
+        ) from None
+
+
+def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    # cv2 cannot resize int64; int32 holds every COCO panoptic id (< 2^24)
+    resized = cv2.resize(labels.astype(np.int32), (width, height), interpolation=cv2.INTER_NEAREST)
+    return resized.astype(np.int64)
+
+
 def _resize_center_crop(labels: np.ndarray, size: int) -> np.ndarray:
     h, w = labels.shape
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    # cv2 cannot resize int64; int32 holds every COCO panoptic id (< 2^24)
-    resized = cv2.resize(labels.astype(np.int32), (nw, nh), interpolation=cv2.INTER_NEAREST)
+    resized = _resize_nearest(labels, nh, nw)
     y0, x0 = (nh - size) // 2, (nw - size) // 2
-    return resized[y0 : y0 + size, x0 : x0 + size].astype(np.int64)
+    return resized[y0 : y0 + size, x0 : x0 + size]
 
 
-def object_ids(labels: np.ndarray, max_area: float) -> list[int]:
-    """Ids of the segments that count as objects: non-zero and at most ``max_area`` of the image."""
+def crop_labels(labels: np.ndarray, crop: Crop, size: int, *, name: str = "map") -> np.ndarray:
+    """Cut a full-image label map exactly as the loader cut the image: ``crop``'s box (in the
+    JPEG's pixels, scaled to the map's resolution), resized to (size, size), then flipped.
+
+    Raises :class:`MaskError` when the map's aspect ratio is not the JPEG's (another image's map).
+    """
+    mh, mw = labels.shape
+    fy, fx = mh / crop.source_height, mw / crop.source_width
+    if abs(fy - fx) > 0.02 * max(fy, fx) + 1.0 / min(crop.source_height, crop.source_width):
+        raise MaskError(
+            f"{name}: segment map is {mw}x{mh} but its image is {crop.source_width}x{crop.source_height} "
+            "(another aspect ratio): the map must cover the whole image of its key"
+        )
+    y0, x0 = round(crop.top * fy), round(crop.left * fx)
+    y1, x1 = max(y0 + 1, round((crop.top + crop.height) * fy)), max(x0 + 1, round((crop.left + crop.width) * fx))
+    out = _resize_nearest(labels[y0:y1, x0:x1], size, size)  # (size, size)
+    return np.ascontiguousarray(out[:, ::-1]) if crop.flipped else out
+
+
+def object_ids(labels: np.ndarray, max_area: float, things: Collection[int] | None = None) -> list[int]:
+    """Ids of the segments that count as objects: non-zero, things (when ``things`` is given)
+    and at most ``max_area`` of the map."""
     ids, counts = np.unique(labels, return_counts=True)
     limit = max_area * labels.size
-    return [int(i) for i, c in zip(ids, counts, strict=True) if i != 0 and c <= limit]
+    return [
+        int(i)
+        for i, c in zip(ids, counts, strict=True)
+        if i != 0 and c <= limit and (things is None or int(i) in things)
+    ]
+
+
+def _dilate(region: np.ndarray, iterations: int) -> np.ndarray:
+    """Binary dilation by ``iterations`` steps of the 4-neighbour cross (scipy's default structure)."""
+    if iterations <= 0:
+        return region
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    grown = cv2.dilate(region.astype(np.uint8), cross, iterations=iterations)
+    return np.asarray(grown > 0)
 
 
 def exclude_covered_objects(
-    hole: np.ndarray, labels: np.ndarray, *, overlap: float = 0.5, max_area: float = 0.5
+    hole: np.ndarray,
+    labels: np.ndarray,
+    *,
+    overlap: float = 0.5,
+    max_area: float = 0.5,
+    things: Collection[int] | None = None,
+    dilation: int = 0,
 ) -> np.ndarray:
     """Remove from ``hole`` every object of ``labels`` with more than ``overlap`` of its area inside it.
 
     Args:
         hole: bool (H, W), True = hole.
-        labels: int (H, W) instance map of the same image, 0 = no object.
+        labels: int (H, W) segment map of the same crop, 0 = void.
         overlap: share of an object's area above which the object is taken out of the hole.
         max_area: segments larger than this share of the image are background, never excluded.
+        things: the thing ids (panoptic sidecar); None = every non-zero id.
+        dilation: the excluded objects grow by this many pixels before they leave the hole.
     """
     if hole.shape != labels.shape:
         raise MaskError(f"hole shape {hole.shape} != instance map shape {labels.shape}")
-    out = hole.copy()
-    for i in object_ids(labels, max_area):
+    excluded = np.zeros_like(hole, dtype=bool)
+    for i in object_ids(labels, max_area, things):
         obj = labels == i
         if np.count_nonzero(hole & obj) > overlap * np.count_nonzero(obj):
-            out &= ~obj
+            excluded |= obj
+    out: np.ndarray = hole & ~_dilate(excluded, dilation)
     return out
 
 
-def object_hole(labels: np.ndarray, size: int, rng: np.random.Generator, *, max_area: float = 0.5) -> np.ndarray:
+def object_hole(
+    labels: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    max_area: float = 0.5,
+    things: Collection[int] | None = None,
+) -> np.ndarray:
     """One object silhouette from ``labels``, dilated and placed at a random spot: bool (size, size).
 
     Returns an empty mask when the map holds no object.
     """
-    ids = object_ids(labels, max_area)
+    ids = object_ids(labels, max_area, things)
     hole = np.zeros((size, size), bool)
     if not ids:
         return hole
@@ -138,16 +244,19 @@ class ObjectMaskSampler:
     """Training masks: object silhouettes mixed with free-form strokes and boxes.
 
     Same ``sample`` call as :class:`inpnet.masks.mixture.MaskMixture`, plus optional ``keys`` (the
-    batch's shard keys) that switch on the exclusion of objects mostly inside the hole.
+    batch's shard keys), which switch on the exclusion of objects mostly inside the hole, and
+    ``crops`` (the loader's, :attr:`aligns_to_crops`), which cut each map as its image was cut.
 
     Args:
-        object_dir: folder of ``<key>.png`` instance maps (see the module docstring).
+        object_dir: folder of ``<key>.png`` segment maps (see the module docstring).
         object_prob: probability that a hole starts from an object silhouette.
         min_ratio, max_ratio: target hole share of the free-form part (max ramps up over
             ``warmup_steps``, as in the mask mixture).
         overlap: exclusion threshold (share of an object's area inside the hole).
         max_area: segments larger than this share of the image are background.
     """
+
+    aligns_to_crops = True  # MaskedBatches passes crops= to sample()
 
     def __init__(
         self,
@@ -171,8 +280,8 @@ class ObjectMaskSampler:
         self.names = sorted(self.paths)
         self.object_prob, self.min_ratio, self.max_ratio = object_prob, min_ratio, max_ratio
         self.warmup_steps, self.overlap, self.max_area = warmup_steps, overlap, max_area
-        self._cache: dict[tuple[str, int], np.ndarray] = {}
-        self._warned_no_keys = False
+        self._maps: OrderedDict[str, tuple[np.ndarray, frozenset[int] | None]] = OrderedDict()
+        self._warned: set[str] = set()
 
     @classmethod
     def from_config(cls, cfg: TrainMasksConfig) -> ObjectMaskSampler:
@@ -189,32 +298,71 @@ class ObjectMaskSampler:
             max_area=cfg.object_max_area,
         )
 
-    def labels(self, name: str, size: int) -> np.ndarray:
-        """The instance map ``<name>.png`` at (size, size), cached."""
-        key = (name, size)
-        if key not in self._cache:
-            self._cache[key] = load_instance_map(self.paths[name], size)
-        return self._cache[key]
+    def _map(self, name: str) -> tuple[np.ndarray, frozenset[int] | None]:
+        """The full-resolution map ``<name>.png`` and its thing ids (``<name>.json``), LRU-cached."""
+        if name in self._maps:
+            self._maps.move_to_end(name)
+            return self._maps[name]
+        path = self.paths[name]
+        entry = (load_instance_map(path), load_things(path.with_suffix(".json")))
+        self._maps[name] = entry
+        if len(self._maps) > _CACHE_MAPS:
+            self._maps.popitem(last=False)
+        return entry
+
+    def labels(self, name: str, size: int, crop: Crop | None = None) -> np.ndarray:
+        """The map ``<name>.png`` at (size, size): cut with ``crop``, else resized and centre-cropped."""
+        full, _ = self._map(name)
+        if crop is None:
+            return _resize_center_crop(full, size)
+        return crop_labels(full, crop, size, name=str(self.paths[name]))
+
+    def things(self, name: str) -> frozenset[int] | None:
+        """The thing ids of ``<name>``'s sidecar (None: no sidecar, every segment is a thing)."""
+        return self._map(name)[1]
 
     def current_max_ratio(self, step: int) -> float:
         """The upper end of the free-form ratio range at ``step``: the mask mixture's ramp."""
         return ramp_max_ratio(step, self.min_ratio, self.max_ratio, self.warmup_steps)
 
-    def sample_one(self, size: int, step: int, rng: np.random.Generator, key: str | None = None) -> np.ndarray:
-        """One bool (size, size) hole; with ``key`` its map's covered objects are excluded."""
+    def _draw(self, size: int, step: int, rng: np.random.Generator) -> np.ndarray:
         hi = self.current_max_ratio(step)
         ratio = float(rng.uniform(self.min_ratio, max(self.min_ratio, hi)))
         if rng.random() < self.object_prob:
             shape_from = self.names[int(rng.integers(len(self.names)))]
-            hole = object_hole(self.labels(shape_from, size), size, rng, max_area=self.max_area)
+            labels = self.labels(shape_from, size)
+            hole = object_hole(labels, size, rng, max_area=self.max_area, things=self.things(shape_from))
             # half of the object holes get a few strokes too, as CM-GAN mixes both kinds
             if rng.random() < 0.5:
                 hole |= free_form_mask(size, size, ratio * 0.5, rng, preset="thin")
-        else:
-            hole = free_form_mask(size, size, ratio, rng, preset=str(rng.choice(["medium", "thick"])))
+            return hole
+        return free_form_mask(size, size, ratio, rng, preset=str(rng.choice(["medium", "thick"])))
+
+    def sample_one(
+        self, size: int, step: int, rng: np.random.Generator, key: str | None = None, crop: Crop | None = None
+    ) -> np.ndarray:
+        """One bool (size, size) hole; with ``key`` its map's covered things are excluded (the map
+        cut with ``crop``); redrawn while its hole share is outside :data:`HOLE_SHARE_RANGE`."""
+        labels = things = None
         if key is not None and key in self.paths:
-            hole = exclude_covered_objects(hole, self.labels(key, size), overlap=self.overlap, max_area=self.max_area)
+            labels, things = self.labels(key, size, crop), self.things(key)
+        lo, hi = HOLE_SHARE_RANGE
+        for _ in range(1 + MAX_REDRAWS):
+            hole = self._draw(size, step, rng)
+            if labels is not None:
+                grow = int(rng.integers(2, 5))  # the reference's 2-4 px at 512 px
+                dilation = max(1, round(grow * size / 512))
+                hole = exclude_covered_objects(
+                    hole, labels, overlap=self.overlap, max_area=self.max_area, things=things, dilation=dilation
+                )
+            if lo <= hole.mean() <= hi:
+                break
         return hole
+
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            log.warning(message)
+            self._warned.add(what)
 
     def sample(
         self,
@@ -224,14 +372,38 @@ class ObjectMaskSampler:
         step: int,
         generator: np.random.Generator,
         keys: Sequence[str] | None = None,
+        crops: Sequence[Crop] | None = None,
     ) -> torch.Tensor:
         """A float (B, 1, H, W) batch of 0/1 masks (1 = hole)."""
         if height != width:
             raise MaskError(f"object masks are square; got {height}x{width}")
         if keys is not None and len(keys) != batch:
             raise MaskError(f"got {len(keys)} keys for a batch of {batch}")
-        if keys is None and not self._warned_no_keys:
-            log.warning("object masks sampled without image keys: objects inside the hole are not excluded")
-            self._warned_no_keys = True
-        holes = [self.sample_one(height, step, generator, None if keys is None else keys[i]) for i in range(batch)]
+        if crops is not None and len(crops) != batch:
+            raise MaskError(f"got {len(crops)} crops for a batch of {batch}")
+        if keys is None:
+            self._warn_once("keys", "object masks sampled without image keys: objects inside the hole are not excluded")
+        elif crops is None:
+            self._warn_once(
+                "crops",
+                "object masks sampled without the images' crops: maps are centre-cropped, aligned only with "
+                "centre-cropped images",
+            )
+        missing = [k for k in keys or () if k not in self.paths]
+        if missing:
+            self._warn_once(
+                "missing",
+                f"train.masks.object_dir {str(self.object_dir)!r} has no map for image {missing[0]!r} (and maybe "
+                "others): their holes keep the objects they cover",
+            )
+        holes = [
+            self.sample_one(
+                height,
+                step,
+                generator,
+                None if keys is None else keys[i],
+                None if crops is None else crops[i],
+            )
+            for i in range(batch)
+        ]
         return torch.from_numpy(np.stack(holes)[:, None].astype(np.float32))  # (B, 1, H, W)

@@ -7,6 +7,7 @@ what the hole ratio means for each pattern.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from inpnet.errors import MaskError
 from inpnet.masks.freeform import FREE_FORM_PRESETS, free_form_mask
 
-__all__ = ["GEOMETRIC_PATTERNS", "MAX_RATIO", "PATTERNS", "make_mask"]
+__all__ = ["GEOMETRIC_PATTERNS", "MAX_RATIO", "PATTERNS", "make_mask", "pattern_options"]
 
 MAX_RATIO = 0.9
 GEOMETRIC_PATTERNS = ("random", "center", "corners", "edges")
@@ -118,6 +119,20 @@ _GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "edges": _edges,
     "free_form": _free_form,
 }
+
+
+def pattern_options(pattern: str, **preset: Any) -> dict[str, Any]:
+    """Every option ``make_mask(pattern, ...)`` draws with: its defaults, overridden by ``preset``.
+
+    What a report names as the generator's parameters (e.g. ``{"preset": "mixed"}`` for free_form).
+    """
+    if pattern not in _GENERATORS:
+        raise MaskError(f"unknown mask pattern {pattern!r}; choose one of {list(PATTERNS)}")
+    params = list(inspect.signature(_GENERATORS[pattern]).parameters.values())[4:]  # after (h, w, ratio, rng)
+    unknown = sorted(set(preset) - {q.name for q in params})
+    if unknown:
+        raise MaskError(f"bad options {unknown} for mask pattern {pattern!r}; it takes {[q.name for q in params]}")
+    return {q.name: preset.get(q.name, q.default) for q in params}
 
 
 def make_mask(

@@ -15,7 +15,7 @@ from inpnet.config import CMGANModelConfig, InpNetModelConfig, MAEModelConfig
 if TYPE_CHECKING:
     from inpnet.models.discriminators import Discriminator
 
-__all__ = ["build_discriminator", "build_model", "inference_settings"]
+__all__ = ["build_discriminator", "build_model", "inference_settings", "view_patch_size"]
 
 
 def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig, *, pretrained: bool = True) -> nn.Module:
@@ -39,14 +39,32 @@ def build_model(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig, *, p
     raise ValueError(f"unknown model family {cfg.family!r}; expected inpnet, mae or cmgan")
 
 
+def view_patch_size(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig) -> int | None:
+    """The patch size of a model that sees its input patch by patch, else None.
+
+    MAE drops every patch holding a hole pixel, and InP-Net with ``patch_view`` hides it
+    whole: the known pixels of such patches are lost to the model. InP-Net and CM-GAN
+    otherwise read every known pixel, with a mask channel beside the image.
+    """
+    if isinstance(cfg, MAEModelConfig) or (isinstance(cfg, InpNetModelConfig) and cfg.patch_view):
+        return cfg.patch_size
+    return None
+
+
 def inference_settings(cfg: InpNetModelConfig | MAEModelConfig | CMGANModelConfig) -> dict[str, object]:
-    """What the model does at inference beyond its weights, for reports: CM-GAN's latent w."""
+    """What the model does at inference beyond its weights, for reports (plain values).
+
+    ``input_view``: ``pixels`` (every known pixel reaches the model) or ``patches`` (only
+    patches without a hole pixel, ``view_patch_size`` px; the evaluation report counts the
+    known pixels that are lost); CM-GAN's ``latent`` w.
+    """
+    patch = view_patch_size(cfg)
+    out: dict[str, object] = {"input_view": "patches" if patch else "pixels", "view_patch_size": patch}
     if isinstance(cfg, CMGANModelConfig):
-        latent = (
+        out["latent"] = (
             "w_avg (truncation psi 0)" if cfg.eval_latent == "w_avg" else f"mapping of seeded z (seed {cfg.eval_seed})"
         )
-        return {"latent": latent}
-    return {}
+    return out
 
 
 def build_discriminator(

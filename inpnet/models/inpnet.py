@@ -34,6 +34,13 @@ space, ``sigmoid(logit(fill) + head)``, and starts at zero, so the untrained mod
 classical fill and training only has to improve on it. On small budgets that is what puts
 a ViT ahead of Telea instead of 5-10 dB behind it.
 
+Patch view (``patch_view``, an ablation). MAE drops every patch that holds a hole pixel, so
+the known pixels of border patches are lost to it. With ``patch_view`` InP-Net gets the same
+view: its input mask is grown to whole patches (:func:`~inpnet.models.patches.patch_view`)
+before anything reads the image, so those known pixels are hidden from the encoder, the
+pre-fill and the head alike. The loss and the composite still use the true mask, as for MAE,
+so the comparison with MAE isolates the architecture from the input.
+
 Precision. Under autocast only the encoder runs in bf16/fp16; the decoder (skip
 projections, transposed convolutions, GroupNorm, head, sigmoid) runs in fp32 and the
 output is fp32 (see ``forward`` for why).
@@ -53,7 +60,7 @@ from torch import nn
 from inpnet.config import InpNetModelConfig
 from inpnet.models.blocks import LayerNorm, init_vit_weights, make_patch_embed, make_vit_block, sincos_pos_embed_2d
 from inpnet.models.composite import check_image_mask, masked_input
-from inpnet.models.patches import grid_of, pad_to_multiple
+from inpnet.models.patches import grid_of, pad_to_multiple, patch_view
 from inpnet.models.prefill import Prefill, prefill
 
 __all__ = ["InpNet", "default_skip_depths"]
@@ -144,10 +151,12 @@ class InpNet(nn.Module):
         decoder_channels: tuple[int, ...] = (96, 48, 24, 12),
         drop_path: float = 0.0,
         prefill: Prefill = "none",
+        patch_view: bool = False,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.prefill = prefill
+        self.patch_view = patch_view
         self.embed_dim = embed_dim
         n_stages = len(decoder_channels)
         first_scale = patch_size // 2 ** (n_stages - 1)
@@ -228,6 +237,8 @@ class InpNet(nn.Module):
         """Inpaint: image (B,3,H,W) in [0,1], mask (B,1,H,W) 1 = hole -> prediction (B,3,H,W) in (0,1)."""
         check_image_mask(image, mask)
         hole = (mask > 0.5).to(image.dtype)
+        if self.patch_view:  # MAE's view: every patch with a hole pixel hidden whole (the loss keeps the true mask)
+            hole = patch_view(hole, self.patch_size)
         visible = masked_input(image, hole)  # hole pixels never reach the network
         if self.prefill != "none":
             visible = prefill(self.prefill, visible, hole)  # (B, 3, H, W): the hole filled from known pixels

@@ -69,13 +69,17 @@ class LoadReport:
     encoder_only: bool = False
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, unwrapped from ``model``/``state_dict``, prefixes stripped."""
+def read_state_dict(
+    path: str | Path, *, what: str = "MAE checkpoint", params_key: str = "model.pretrained"
+) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from ``model``/``state_dict``, prefixes stripped.
+
+    ``what`` and ``params_key`` name the file and the params key that gave it, in error messages.
+    Never unpickles arbitrary objects: ``.safetensors``, or ``torch.load(weights_only=True)``.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"MAE checkpoint {path} not found (model.pretrained); give a local .pth or .safetensors file"
-        )
+        raise CheckpointError(f"{what} {path} not found ({params_key}); give a local .pth or .safetensors file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -85,7 +89,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, or objects outside the allow-list
-        raise CheckpointError(f"cannot read MAE checkpoint {path}: {err}") from err
+        raise CheckpointError(f"cannot read {what} {path}: {err}") from err
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

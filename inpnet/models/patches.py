@@ -15,7 +15,16 @@ import torch.nn.functional as F
 
 from inpnet.errors import ShapeError
 
-__all__ = ["grid_of", "known_patch_stats", "pad_to_multiple", "patch_mask", "patchify", "unpatchify"]
+__all__ = [
+    "grid_of",
+    "hidden_known_fraction",
+    "known_patch_stats",
+    "pad_to_multiple",
+    "patch_mask",
+    "patch_view",
+    "patchify",
+    "unpatchify",
+]
 
 
 def grid_of(height: int, width: int, patch_size: int) -> tuple[int, int]:
@@ -48,6 +57,38 @@ def patch_mask(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
     grid_of(mask.shape[-2], mask.shape[-1], patch_size)
     pooled = F.max_pool2d((mask > 0.5).float(), kernel_size=patch_size, stride=patch_size)  # (B, 1, gh, gw)
     return pooled.flatten(1) > 0.5  # (B, L)
+
+
+def patch_view(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, 1, H, W) pixel mask (1 = hole) -> the same shape, 1 on every pixel of a patch holding any hole pixel.
+
+    What a patch-level model treats as missing (MAE drops these patches; InP-Net's
+    ``patch_view`` ablation hides them): the hole grown to whole patches. Sides that are not
+    multiples of ``patch_size`` are padded as :func:`pad_to_multiple` pads a model's input
+    (the last row and column repeated), then cropped back.
+    """
+    h, w = mask.shape[-2:]
+    _, padded, _ = pad_to_multiple(mask, mask, patch_size)
+    pooled = F.max_pool2d((padded > 0.5).float(), kernel_size=patch_size, stride=patch_size)  # (B, 1, gh, gw)
+    grown = F.interpolate(pooled, scale_factor=patch_size, mode="nearest")  # (B, 1, gh*p, gw*p)
+    return grown[..., :h, :w].to(mask.dtype)
+
+
+def hidden_known_fraction(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B,) the share of each image's *known* pixels that a patch-level view hides.
+
+    Known pixels that share a patch with a hole pixel: MAE's encoder never sees them,
+    whereas a model with a mask channel (InP-Net, CM-GAN) does. An image with no known
+    pixel gets 0.
+
+    Args:
+        mask: (B, 1, H, W), 1 = hole.
+        patch_size: the model's patch size.
+    """
+    hole = mask > 0.5  # (B, 1, H, W)
+    hidden = (patch_view(mask, patch_size) > 0.5) & ~hole
+    known = (~hole).flatten(1).sum(dim=1)  # (B,)
+    return hidden.flatten(1).sum(dim=1) / known.clamp_min(1)
 
 
 def known_patch_stats(

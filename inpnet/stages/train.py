@@ -69,6 +69,7 @@ def train_variant(
     from inpnet.train.validation import open_val_set
 
     resolved = params.variant(variant).check_sizes()
+    params.check_shard_size(variant)  # a crop larger than the shards' images would be upsampled
     cfg = resolved.train
     split = shard_split(Path(shards) if shards else Path(params.data.shards_dir) / "train")
     if not split.is_dir():

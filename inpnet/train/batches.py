@@ -5,6 +5,11 @@ epoch), so that a resumed run re-opens the same epoch and skips exactly the batc
 had consumed. In resampled mode (DDP: an infinite stream, so ranks never see unequal
 counts) the stream is re-opened with the next epoch every ``resampled_epoch`` batches,
 which bounds how much a resume has to skip.
+
+:class:`MaskedBatches` draws each step's training masks. A sampler that declares
+``aligns_to_crops`` (CM-GAN's :class:`~inpnet.masks.objects.ObjectMaskSampler`) also gets
+each image's crop (:class:`~inpnet.data.loader.Crop`, from the loader's ``crop`` rows), so
+that it cuts the image's object map with the very box and flip the image was cut with.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,9 +27,12 @@ import torch
 from inpnet.errors import DataError
 from inpnet.models.composite import composite, masked_input
 
+if TYPE_CHECKING:
+    from inpnet.data.loader import Crop
+
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchStream", "LoaderFactory", "MaskedBatches", "sample_grid"]
+__all__ = ["BatchStream", "LoaderFactory", "MaskedBatches", "crops_of", "sample_grid"]
 
 LoaderFactory = Callable[..., Iterable[dict[str, Any]]]
 
@@ -103,8 +111,9 @@ class BatchStream:
         self.position += 1
         return batch
 
-    def next(self) -> tuple[torch.Tensor, list[str]]:
-        """The next (image batch, sample keys); rolls over to the next epoch when one is exhausted."""
+    def next(self) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """The next (image batch, sample keys, (B, 7) crop rows or None when the loader gives
+        none); rolls over to the next epoch when one is exhausted."""
         if self.resampled and self.position >= self.resampled_epoch:
             self.epoch += 1
             self._open(skip=0)
@@ -119,7 +128,7 @@ class BatchStream:
             batch = self._take()
             if batch is None:
                 raise DataError(f"{self.shards}: the loader yielded no batches in epoch {self.epoch}")
-        return batch["image"], list(batch.get("key", []))
+        return batch["image"], list(batch.get("key", [])), batch.get("crop")
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
@@ -146,12 +155,17 @@ class MaskedBatches:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="masks")
         self._pending: tuple[int, dict[str, Any], Future[list[tuple[torch.Tensor, torch.Tensor]]]] | None = None
 
-    def _draw(self, images: list[tuple[torch.Tensor, list[str]]], step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _draw(
+        self, images: list[tuple[torch.Tensor, list[str], torch.Tensor | None]], step: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
-        for image, keys in images:
+        for image, keys, crop_rows in images:
             b, _, h, w = image.shape
+            extra: dict[str, Any] = {}
+            if getattr(self.masks, "aligns_to_crops", False) and crop_rows is not None:
+                extra["crops"] = crops_of(crop_rows)
             # keys let the fixed-mask ablation give each image its own mask for the whole run
-            mask = self.masks.sample(b, h, w, step=step, generator=self.rng, keys=keys)  # (B,1,H,W), 1 = hole
+            mask = self.masks.sample(b, h, w, step=step, generator=self.rng, keys=keys, **extra)  # (B,1,H,W), 1 = hole
             out.append((image, mask))
         return out
 
@@ -193,6 +207,20 @@ class MaskedBatches:
             self._pending[2].cancel()
             self._pending = None
         self._pool.shutdown(wait=True)
+
+
+def crops_of(rows: torch.Tensor) -> list[Crop]:
+    """The loader's (B, 7) ``crop`` rows as :class:`~inpnet.data.loader.Crop` records."""
+    from inpnet.data.loader import Crop
+
+    if rows.ndim != 2 or rows.shape[1] != len(Crop._fields):
+        raise DataError(
+            f"crop rows must be (B, {len(Crop._fields)}) ({', '.join(Crop._fields)}), got {tuple(rows.shape)}"
+        )
+    out = []
+    for top, left, height, width, source_height, source_width, flipped in rows.tolist():
+        out.append(Crop(top, left, height, width, source_height, source_width, bool(flipped)))
+    return out
 
 
 def sample_grid(

@@ -5,6 +5,7 @@ and tokens) and a linear warm-up + cosine schedule; CM-GAN, like StyleGAN2, with
 Adam, no weight decay and a constant learning rate. A discriminator with lazy R1 gets
 StyleGAN2's adjustment (:func:`lazy_regularised`). A schedule is a pure function of the
 step, so resuming needs only the step count, never a pickled scheduler object.
+:func:`peak_lr` applies ``train.lr_scaling`` (MAE's linear rule for the ViT-B variants).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "adamw",
     "lazy_regularised",
     "lr_at",
+    "peak_lr",
     "resolve_precision",
     "set_lr",
 ]
@@ -79,6 +81,21 @@ def lazy_regularised(lr: float, betas: tuple[float, float], every: int) -> tuple
     and momentum horizon per minibatch as without the extra steps."""
     c = every / (every + 1)
     return lr * c, (betas[0] ** c, betas[1] ** c)
+
+
+def peak_lr(lr: float, scaling: str, *, batch_size: int, world_size: int, grad_accum: int) -> float:
+    """The peak learning rate the schedule reaches.
+
+    ``scaling="none"``: ``lr`` itself. ``"linear"``: MAE's rule (Goyal et al.'s linear scaling),
+    ``lr * global_batch / 256`` with ``lr`` the base lr per 256 images and ``global_batch =
+    batch_size * world_size * grad_accum``, the images behind one optimiser step, so the
+    recipe holds whatever the number of GPUs or the accumulation.
+    """
+    if scaling == "none":
+        return lr
+    if scaling == "linear":
+        return lr * batch_size * world_size * grad_accum / 256
+    raise ValueError(f"train.lr_scaling must be 'none' or 'linear', got {scaling!r}")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,16 @@ import torch
 from torch import nn
 
 from inpnet.models.composite import composite
-from inpnet.train.optim import VIT_WEIGHT_DECAY, LRSchedule, Precision, adam, adamw, lazy_regularised, set_lr
+from inpnet.train.optim import (
+    VIT_WEIGHT_DECAY,
+    LRSchedule,
+    Precision,
+    adam,
+    adamw,
+    lazy_regularised,
+    peak_lr,
+    set_lr,
+)
 
 if TYPE_CHECKING:
     from inpnet.config import ResolvedVariant
@@ -46,6 +55,7 @@ __all__ = [
     "Updater",
     "build_step",
     "generator_optimiser",
+    "variant_peak_lr",
 ]
 
 Micro = list[tuple[torch.Tensor, torch.Tensor]]
@@ -314,19 +324,29 @@ class AdversarialStep:
 # ----------------------------------------------------------------------------- building
 
 
-def generator_optimiser(variant: ResolvedVariant, model: nn.Module) -> tuple[torch.optim.Optimizer, LRSchedule]:
+def variant_peak_lr(variant: ResolvedVariant, world_size: int) -> float:
+    """The generator's peak learning rate: ``train.lr`` under ``train.lr_scaling`` (:func:`peak_lr`)."""
+    cfg = variant.train
+    return peak_lr(cfg.lr, cfg.lr_scaling, batch_size=cfg.batch_size, world_size=world_size, grad_accum=cfg.grad_accum)
+
+
+def generator_optimiser(
+    variant: ResolvedVariant, model: nn.Module, *, world_size: int = 1
+) -> tuple[torch.optim.Optimizer, LRSchedule]:
     """The family's optimiser and schedule for the model (the generator, in adversarial runs).
 
     CM-GAN (:data:`GAN_FAMILIES`): Adam, no weight decay, constant learning rate after the
     warm-up (StyleGAN2, CM-GAN). InP-Net and MAE: AdamW with ``train.weight_decay`` (default
-    0.05) on weights only, warm-up + cosine (MAE, ViT).
+    0.05) on weights only, warm-up + cosine (MAE, ViT). The peak is :func:`variant_peak_lr`
+    for ``world_size`` processes.
     """
     cfg = variant.train
+    lr = variant_peak_lr(variant, world_size)
     if variant.model.family in GAN_FAMILIES:
-        return adam(model, lr=cfg.lr, betas=cfg.betas), LRSchedule(cfg.lr, cfg.warmup_steps, "constant")
+        return adam(model, lr=lr, betas=cfg.betas), LRSchedule(lr, cfg.warmup_steps, "constant")
     decay = VIT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
-    opt = adamw(model, lr=cfg.lr, weight_decay=decay, betas=cfg.betas)
-    return opt, LRSchedule(cfg.lr, cfg.warmup_steps, "cosine")
+    opt = adamw(model, lr=lr, weight_decay=decay, betas=cfg.betas)
+    return opt, LRSchedule(lr, cfg.warmup_steps, "cosine")
 
 
 def build_step(
@@ -343,7 +363,7 @@ def build_step(
     from inpnet.train.distributed import all_reduce_grads
 
     cfg, loss = variant.train, variant.train.loss
-    g_opt, g_schedule = generator_optimiser(variant, model)
+    g_opt, g_schedule = generator_optimiser(variant, model, world_size=info.world_size)
     g_upd = Updater(
         list(model.parameters()), g_opt, schedule=g_schedule, scaler=precision.scaler(), grad_clip=cfg.grad_clip
     )

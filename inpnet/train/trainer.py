@@ -7,8 +7,11 @@ until ``max_steps``: masks from :class:`inpnet.masks.MaskMixture` with an explic
 generator per rank, each optimiser's learning rate from its schedule, metrics and sample
 grids to MLflow, checkpoints every ``checkpoint_every`` steps, at the end and on SIGTERM. Every ``val_every`` steps rank 0 scores a fixed val subset
 (:class:`inpnet.train.validation.ValSet`), logs ``val/hole_psnr`` and ``val/ssim`` and keeps
-the best-scoring weights as ``best.safetensors`` beside the last ones. Rank-zero decisions
-come from :class:`DistInfo.is_main` only.
+the best-scoring weights as ``best.safetensors`` beside the last ones. What the params alone
+do not show (:func:`run_notes`: the effective peak lr under ``train.lr_scaling``; whether the
+perceptual term and object-aware masks a variant asks for are on, or what is missing) is
+logged once and recorded as MLflow tags, ``train.effective_lr`` and in the checkpoint's meta.
+Rank-zero decisions come from :class:`DistInfo.is_main` only.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -43,7 +45,7 @@ from inpnet.train.distributed import (
     init_distributed,
 )
 from inpnet.train.optim import EMA, Precision, resolve_precision
-from inpnet.train.steps import TrainStep, build_step
+from inpnet.train.steps import TrainStep, build_step, variant_peak_lr
 from inpnet.train.validation import ValSet
 
 log = logging.getLogger(__name__)
@@ -97,12 +99,41 @@ def build_components(variant: ResolvedVariant, info: DistInfo) -> Components:
 def _make_masks(variant: ResolvedVariant) -> Any:
     from inpnet.masks import MaskMixture
 
-    if variant.train.masks.object_dir:  # CM-GAN's object-aware masks (same sample() call)
+    cfg = variant.train.masks
+    if cfg.object_aware and cfg.object_dir:  # CM-GAN's object-aware masks (same sample() call)
         from inpnet.masks.objects import ObjectMaskSampler
 
-        return ObjectMaskSampler.from_config(variant.train.masks)
+        return ObjectMaskSampler.from_config(cfg)
 
-    return MaskMixture(variant.train.masks, seed=variant.train.seed)
+    return MaskMixture(cfg, seed=variant.train.seed)
+
+
+def run_notes(variant: ResolvedVariant, world_size: int) -> dict[str, str]:
+    """What this run trains with where the params alone do not say it: the effective peak
+    learning rate (``train.lr_scaling``), and whether the perceptual term and object-aware
+    masks that the variant asks for are on, with what is missing when they are off. Logged
+    once, recorded as MLflow tags and in the checkpoint's meta."""
+    from inpnet.losses import perceptual_status
+
+    cfg = variant.train
+    peak = variant_peak_lr(variant, world_size)
+    if cfg.lr_scaling == "linear":
+        batch = cfg.batch_size * world_size * cfg.grad_accum
+        lr = f"{peak:.6g} = train.lr {cfg.lr:g} x global batch {batch} / 256 (lr_scaling linear)"
+    else:
+        lr = f"{peak:.6g} (train.lr, lr_scaling none)"
+    notes = {"effective_lr": lr}
+    _, perceptual = perceptual_status(cfg.loss)
+    if perceptual is not None:
+        notes["perceptual_loss"] = perceptual
+    if cfg.masks.object_aware:
+        notes["object_masks"] = (
+            f"on: {cfg.masks.object_dir}"
+            if cfg.masks.object_dir
+            else "off: train.masks.object_dir is not set (a folder of <key>.png panoptic maps, "
+            "inpnet/masks/objects.py); training masks come from the pattern mixture"
+        )
+    return notes
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -156,6 +187,7 @@ def _save(
         "precision": parts.precision.name,
         "mlflow_run_id": run_id,
         "best": parts.best_scores,
+        "notes": run_notes(variant, info.world_size),  # effective lr; perceptual / object masks on or off
     }
     ckpt.save_checkpoint(ckpt_dir, variant=variant, modules=modules, state=state, meta=meta)
 
@@ -237,16 +269,22 @@ def train(
     """
     from tqdm import tqdm
 
+    from inpnet.masks.mixture import training_mask_rng
     from inpnet.registry.tracking import file_sha256, git_commit, start_tracking
+    from inpnet.train.cost import planned_steps
 
     cfg = variant.train
-    total = max_steps or cfg.max_steps
     ckpt_dir = Path(out_dir) / variant.name
     info = init_distributed(device)
     tracker = None
     status = "FAILED"
     lock = FolderLock(ckpt_dir)
     try:
+        # train.max_steps, or the steps a budget in images or FLOPs buys at this world size
+        total, how = (
+            (max_steps, "--max-steps") if max_steps else planned_steps(variant, info.world_size, device=info.device)
+        )
+        log.info("%s: %d optimiser steps (%s)", variant.name, total, how)
         _lock_on_rank_zero(lock, info)
         parts = build_components(variant, info)
         start, run_id, state = 0, None, None
@@ -268,7 +306,7 @@ def train(
                 info.world_size,
             )
             mine = None
-        rng = np.random.default_rng([cfg.seed, info.rank])
+        rng = training_mask_rng(cfg.seed, info.rank)  # never the evaluation bank's stream
         stream = BatchStream(
             Path(shards),
             image_size=cfg.image_size,
@@ -289,18 +327,26 @@ def train(
             if "cuda_rng" in mine and info.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda_rng"].cpu(), info.device)
         track = info.is_main and tracking is not None
+        notes = run_notes(variant, info.world_size)
+        if info.is_main:
+            for key, note in notes.items():
+                (log.warning if note.startswith("off:") else log.info)("%s %s: %s", variant.name, key, note)
+        params = variant.model_dump(mode="json")
+        params["train"]["effective_lr"] = variant_peak_lr(variant, info.world_size)
         tags = {
             "variant": variant.name,
             "family": variant.model.family,
             "world_size": str(info.world_size),
             "git_commit": git_commit() if track else None,
             "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json") if track else None,
+            **notes,
+            "max_steps": f"{total} ({how})",  # a budget in images or FLOPs says how it became steps
         }
         tracker = start_tracking(
             tracking_uri=tracking.tracking_uri if tracking else "",
             experiment=tracking.experiment if tracking else "",
             run_name=variant.name,
-            params=variant.model_dump(mode="json"),
+            params=params,
             tags=tags,
             resume_run_id=run_id,
             system_metrics=bool(tracking and tracking.system_metrics),

@@ -230,3 +230,34 @@ def test_dvc_stages_name_existing_code_and_params() -> None:
                 node = node[part]
         module = stage["cmd"].split()[2]
         assert (REPO / (module.replace(".", "/") + ".py")).is_file(), f"{name}: {stage['cmd']}"
+
+
+@pytest.mark.slow
+def test_a_training_stopped_by_sigterm_is_not_retried_but_a_crash_is(
+    harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM means "stop" (the trainer saved a checkpoint and raised TrainingInterrupted):
+    Prefect must not start the training again; a crash gets the task's one retry."""
+    from inpnet.errors import TrainingInterrupted
+    from pipelines import train
+
+    calls: list[str] = []
+
+    def stopped(_params: object, variant: str, **_kw: object) -> str:
+        calls.append(variant)
+        raise TrainingInterrupted(f"training of {variant} stopped by SIGTERM")
+
+    def crashes(_params: object, variant: str, **_kw: object) -> str:
+        calls.append(variant)
+        raise RuntimeError("a crash")
+
+    params = load_params(REPO / "params.yaml")
+    monkeypatch.setattr(train, "train_variant", stopped)
+    with pytest.raises(TrainingInterrupted):
+        train.train_flow(params, "inpnet_s")
+    assert calls == ["inpnet_s"]
+    calls.clear()
+    monkeypatch.setattr(train, "train_variant", crashes)
+    with pytest.raises(RuntimeError, match="a crash"):
+        train.train_flow(params, "inpnet_s")
+    assert calls == ["inpnet_s", "inpnet_s"]

@@ -142,3 +142,62 @@ def test_torchrun_two_cpu_ranks_write_a_loadable_checkpoint(shards: Path, tmp_pa
     assert len(state["ranks"]) == 2 and state["ranks"][0]["mask_rng"] != state["ranks"][1]["mask_rng"]
     model, _ = load_model(out / "inpnet_tiny")
     assert not model.training
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_nodes_through_a_c10d_rendezvous_train_as_one_node_of_two(shards: Path, tmp_path: Path) -> None:
+    """Multi-node as the train stage launches it (``torchrun_command`` with ``train.nnodes: 2``):
+    two torchrun "nodes" of one rank each meet at a c10d rendezvous on 127.0.0.1 and train the
+    same weights as one node with two ranks (same global batch, same data split by rank)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from inpnet.config import TrainConfig
+    from inpnet.stages.train import torchrun_command
+
+    params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2, log_every=1)
+
+    def entry(out: Path) -> list[str]:
+        args = ["--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards), "--out", str(out)]
+        return [str(ENTRY), "train", *args, "--no-mlflow", "--device", "cpu", "--max-steps", "3"]
+
+    two_nodes = TrainConfig(nnodes=2, nproc_per_node=1, rdzv_endpoint=f"127.0.0.1:{_free_port()}", rdzv_id="test")
+    nodes = [
+        subprocess.Popen(
+            torchrun_command(two_nodes, entry(tmp_path / "nodes")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(),
+            cwd=tmp_path,
+        )
+        for _ in range(2)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    one_node = TrainConfig(nnodes=1, nproc_per_node=2)
+    single = subprocess.run(
+        torchrun_command(one_node, entry(tmp_path / "single")),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert single.returncode == 0, single.stderr[-4000:]
+
+    meta = read_meta(tmp_path / "nodes" / "inpnet_tiny")
+    assert meta["step"] == 3 and meta["world_size"] == 2
+    a = load_file(tmp_path / "nodes" / "inpnet_tiny" / "model.safetensors")
+    b = load_file(tmp_path / "single" / "inpnet_tiny" / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), f"two nodes of one rank differ from one node of two by {worst}"

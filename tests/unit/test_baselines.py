@@ -114,12 +114,16 @@ def test_resolve_method_checkpoint_folder(tmp_path, monkeypatch: pytest.MonkeyPa
         return Half(), variant
 
     monkeypatch.setattr(checkpoint, "load_model", fake_load_model)
+    meta = '{"step": 3, "precision": "bf16", "notes": {"perceptual_loss": "off: no weights file"}}'
+    (tmp_path / checkpoint.META_FILE).write_text(meta)  # what training writes
     m = resolve_method(str(tmp_path))
     assert isinstance(m, ModelMethod) and m.name == "tiny" and m.image_size == 32
     assert calls == {"dir": tmp_path, "ema": True, "device": "cpu"}
     image, mask = _batch(b=2, size=32)
     assert torch.equal(m(image, mask), torch.full_like(image, 0.5))
     assert m.settings()["variant"] == "tiny"
+    assert m.settings()["trained_precision"] == "bf16"  # the summary's Machine line says it
+    assert m.settings()["recipe"] == {"perceptual_loss": "off: no weights file"}  # in the report's method_settings
 
 
 def test_resolve_method_registry_uri(monkeypatch: pytest.MonkeyPatch) -> None:

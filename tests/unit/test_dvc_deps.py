@@ -1,6 +1,7 @@
 """dvc.yaml lists, for every stage, exactly the code the stage runs.
 
-The code a stage runs is derived from its command (``python -m pipelines.X``): every module
+The code a stage runs is derived from its command (``python -m pipelines.run X``: the runner,
+then ``pipelines.X``): every module
 of ``inpnet`` and ``pipelines`` that it imports, directly or through other modules, at the
 top of a file or inside a function (a lazy import runs too), with the packages whose
 ``__init__`` each import executes. A change to any of these files must rerun the stage, so
@@ -73,10 +74,10 @@ def _stages() -> list[tuple[str, str, list[str]]]:
     out = []
     for name, stage in spec["stages"].items():
         body = stage.get("do", stage)
-        match = re.search(r"python -m (\S+)", body["cmd"])
-        assert match, f"stage {name}: command {body['cmd']!r} is not `python -m MODULE`"
+        match = re.search(r"python -m pipelines\.run (\w+)", body["cmd"])
+        assert match, f"stage {name}: command {body['cmd']!r} is not `python -m pipelines.run STAGE`"
         deps = [next(iter(d)) if isinstance(d, dict) else d for d in body.get("deps", [])]
-        out.append((name, match.group(1), deps))
+        out.append((name, f"pipelines.{match.group(1)}", deps))
     return out
 
 
@@ -86,7 +87,7 @@ def _covers(dep: str, path: Path) -> bool:
 
 @pytest.mark.parametrize(("stage", "entry", "deps"), _stages(), ids=[s[0] for s in _stages()])
 def test_stage_deps_cover_exactly_the_code_it_runs(stage: str, entry: str, deps: list[str]) -> None:
-    code = code_of(entry)
+    code = code_of("pipelines.run") | code_of(entry)  # the runner, then the stage module it runs
     code_deps = [d for d in deps if d.split("/")[0] in PACKAGES]
     missing = sorted(str(p) for p in code if not any(_covers(d, p) for d in code_deps))
     assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not list them in deps: {missing}"

@@ -178,3 +178,21 @@ def test_decompression_bomb_in_a_shard_is_a_data_error_before_decoding(tmp_path:
         len(list(iter_eval_images(_hand_made_shard(tmp_path / "ok", good, {"max_pixels": 64 * 48}), image_size=16)))
         == 1
     )
+
+
+def test_training_batches_carry_the_crop_each_image_was_cut_with(shards: Path) -> None:
+    import cv2
+
+    from inpnet.data.loader import Crop
+
+    jpegs = {s["__key__"]: s["jpg"] for s in wds.WebDataset(shard_urls(shards), shardshuffle=False)}
+    batch = next(iter(make_loader(shards, image_size=24, batch_size=8, train=True, seed=5)))
+    assert batch["crop"].shape == (8, 7) and batch["crop"].dtype == torch.long
+    crops = [Crop(*(int(v) for v in row[:6]), bool(row[6])) for row in batch["crop"].tolist()]
+    assert any(c.flipped for c in crops) and any(c.height < c.source_height for c in crops)
+    for key, crop, image in zip(batch["key"], crops, batch["image"], strict=True):
+        again = decode_crop(jpegs[key], crop[:4], 24, fast=True)
+        if crop.flipped:
+            again = cv2.flip(again, 1)
+        assert (crop.source_height, crop.source_width) in {(64, 96), (96, 64)}
+        assert torch.equal(image, torch.from_numpy(again).permute(2, 0, 1).float().mul_(1.0 / 255.0)), key

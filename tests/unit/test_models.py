@@ -88,7 +88,7 @@ def test_default_skip_depths() -> None:
     assert default_skip_depths(1) == (1,)
 
 
-@pytest.mark.parametrize("variant", ["inpnet_tiny", "mae_tiny"])
+@pytest.mark.parametrize("variant", ["inpnet_tiny", "inpnet_tiny_patchview", "mae_tiny"])
 def test_forward_shape_range_grad_and_composite(params, variant: str) -> None:
     torch.manual_seed(0)  # weight init only; data uses explicit generators
     model = build_model(params.variant(variant).model)
@@ -109,7 +109,7 @@ def test_forward_shape_range_grad_and_composite(params, variant: str) -> None:
     assert torch.equal(out[known], image[known])
 
 
-@pytest.mark.parametrize("variant", ["inpnet_tiny", "mae_tiny"])
+@pytest.mark.parametrize("variant", ["inpnet_tiny", "inpnet_tiny_patchview", "mae_tiny"])
 def test_hole_pixels_are_never_read(params, variant: str) -> None:
     model = build_model(params.variant(variant).model).eval()
     image, mask = _batch()
@@ -118,7 +118,7 @@ def test_hole_pixels_are_never_read(params, variant: str) -> None:
         assert torch.equal(model(image, mask), model(other, mask))
 
 
-@pytest.mark.parametrize("variant", ["inpnet_tiny", "mae_tiny"])
+@pytest.mark.parametrize("variant", ["inpnet_tiny", "inpnet_tiny_patchview", "mae_tiny"])
 def test_ratio_zero_and_other_sizes(params, variant: str) -> None:
     model = build_model(params.variant(variant).model).eval()
     with torch.no_grad():

@@ -56,7 +56,7 @@ def test_a_changed_or_missing_cell_on_the_same_cpu_fails(
 def test_another_cpu_kind_reports_but_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = SUMMARY.replace("AMD EPYC, no native bf16", "Intel Xeon, amx_bf16, avx512_bf16").replace("22.00", "24.00")
     assert _check()(_files(tmp_path, SUMMARY, other)) == 0
-    assert "another CPU kind" in capsys.readouterr().out
+    assert "a CPU kind the README has no figures for" in capsys.readouterr().out
 
 
 def test_readme_without_the_section_fails(tmp_path: Path) -> None:
@@ -72,3 +72,27 @@ def test_a_difference_cell_is_checked_by_its_leading_number(tmp_path: Path) -> N
     )
     assert _check()(_files(tmp_path, diff, diff)) == 0
     assert _check()(_files(tmp_path, diff.replace("+0.74 [", "-0.74 ["), diff)) == 1
+
+
+def test_each_machine_is_checked_against_its_own_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bf16 = SUMMARY.replace("no native bf16.", "avx512_bf16; trained in bf16.").replace("22.00", "22.90")
+    readme = tmp_path / "README.md"
+    blocks = "".join(f"<!-- summary:start -->\n{b}<!-- summary:end -->\n\nprose\n\n" for b in (SUMMARY, bf16))
+    readme.write_text(f"# x\n\n{blocks}")
+    run = tmp_path / "summary.md"
+    run.write_text(bf16)
+    assert _check()([str(readme), str(run)]) == 0  # the bf16 copy, not the first one
+    run.write_text(bf16.replace("22.90", "22.00"))  # the fp32 machine's figure on the bf16 machine
+    assert _check()([str(readme), str(run)]) == 1
+    assert "avx512_bf16; trained in bf16" in capsys.readouterr().err
+    run.write_text(SUMMARY)
+    assert _check()([str(readme), str(run)]) == 0
+
+
+def test_the_machine_line_is_not_a_table_heading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first table is keyed by its own heading, not the Machine: line above it, so another
+    machine's figures are compared cell by cell, not reported as all missing."""
+    other = SUMMARY.replace("AMD EPYC, no native bf16", "Intel Xeon, amx_bf16").replace("21.34", "21.50")
+    assert _check()(_files(tmp_path, SUMMARY, other)) == 0
+    out = capsys.readouterr().out
+    assert "1 beyond" not in out and "0 beyond" in out

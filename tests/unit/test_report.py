@@ -67,11 +67,12 @@ def test_excluded_rows_and_exact_matches_stay_out_of_every_mean() -> None:
         aggregate([{**_rows()[0], "psnr": math.nan}])  # a NaN output is an error, never a quiet exclusion
 
 
-def _write(folder: Path, name: str, offset: float, kind: str = "model") -> Path:
+def _write(folder: Path, name: str, offset: float, kind: str = "model", precision: str = "fp32") -> Path:
     rows = _rows(offset)
+    settings = {"kind": kind} if kind == "baseline" else {"kind": kind, "trained_precision": precision}
     report = {
         "method": name,
-        "method_settings": {"kind": kind},
+        "method_settings": settings,
         "pairs": len(rows),
         "images": {"source": "imgs", "kind": "folder", "count": 2, "size": 32},
         "masks": {"source": "bank", "kind": "bank", "pairing": "bank"},
@@ -154,7 +155,7 @@ def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference
     _write(tmp_path / "baselines" / "flat", "flat", -8.0, kind="baseline")
     _write(tmp_path / "baselines" / "telea", "telea", 0.0, kind="baseline")
     _write(tmp_path / "broken", "inpnet_s", -9.0)  # a one-colour fill: below flat, far below telea
-    _write(tmp_path / "close", "mae_s", -0.5)  # within 1 dB of telea: no warning
+    _write(tmp_path / "close", "mae_s", -0.5, precision="bf16")  # within 1 dB of telea: no warning
     _write(tmp_path / "behind", "cmgan_s", -3.0)
     summary = compare_reports(
         [tmp_path / "baselines", tmp_path / "broken", tmp_path / "close", tmp_path / "behind"],
@@ -179,6 +180,7 @@ def test_compare_warns_about_models_below_a_flat_fill_or_far_below_the_reference
     assert "## Warnings" in head and "**WARNING: inpnet_s is below the flat" in head  # above every table
     summary_md = (tmp_path / "cmp" / "summary.md").read_text()
     assert summary_md.startswith("Machine: ") and "| inpnet_s |" in summary_md and "WARNING: inpnet_s" in summary_md
+    assert summary_md.splitlines()[0].endswith("; trained in bf16, fp32.")  # each learned method's precision
     quiet = compare_reports([tmp_path / "baselines", tmp_path / "close"], tmp_path / "cmp2")
     assert quiet["warnings"] == [] and "## Warnings" not in (tmp_path / "cmp2" / "table.md").read_text()
 

@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -13,21 +14,32 @@ import sys
 import tarfile
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 import webdataset as wds
 from conftest import cli_error_lines
-from helpers.places_tar import build_train_tar, build_val_tar, claims_size, filelist_tar, set_header_field
+from helpers.places_tar import (
+    add_file,
+    build_train_tar,
+    build_val_tar,
+    claims_size,
+    filelist_tar,
+    jpeg_bytes,
+    set_header_field,
+)
 
 from inpnet.cli import main
 from inpnet.config import ShardConfig
 from inpnet.data import manifest as manifest_mod
 from inpnet.data import shard as shard_mod
+from inpnet.data import tarindex as tarindex_mod
 from inpnet.data.jpeg import DEFAULT_MAX_PIXELS, BadImage, check_jpeg, verify_decode
 from inpnet.data.manifest import load_manifest
-from inpnet.data.shard import shard_tar
-from inpnet.data.tarindex import index_tar
+from inpnet.data.shard import plan_shards, shard_tar
+from inpnet.data.tarindex import index_tar, read_labels
 from inpnet.data.tarwriter import TarWriter
 from inpnet.errors import DataError
 
@@ -498,3 +510,102 @@ def _cmdline(process) -> list[str]:
         return process.cmdline()
     except psutil.Error:
         return []
+
+
+# --------------------------------------------------------------------------- the compact index and plan
+
+
+def _tricky_tar(root: Path) -> tuple[Path, Path]:
+    """Duplicate names and keys, a member labelled by its full name, a path listed twice, list
+    entries the tar lacks (one twice), CRLF lines: every branch of the join and the plan."""
+    rng = np.random.default_rng(3)
+    root.mkdir(parents=True, exist_ok=True)
+    tar = root / "tricky.tar"
+    with tarfile.open(tar, "w", format=tarfile.GNU_FORMAT) as out:
+        for name in [
+            "data_large/a/x/1.jpg",
+            "data_large/a/x/1.jpg",  # duplicate member name
+            "./data_large/a/x/2.jpg",
+            "top/a/x/3.jpg",  # the list names it in full
+            "data_large/a/x/1.png",  # key a_x_1, like 1.jpg's
+            "data_large/a/x_1.jpg",  # key a_x_1 again
+            "data_large/a/x/unlisted.jpg",
+            "data_large/a/x/twice.jpg",
+            "data_large/a/x/" + "l" * 150 + ".jpg",  # a GNU long name
+            *(f"data_large/c/y/{i:03d}.jpg" for i in range(9)),
+        ]:
+            add_file(out, name, jpeg_bytes(rng, 40, 32))
+    lines = ["/a/x/1.jpg 3", "/a/x/2.jpg 4", "", "top/a/x/3.jpg 5", "/a/x/1.png 6", "/a/x_1.jpg 7"]
+    lines += ["/a/x/twice.jpg 1", "/a/x/twice.jpg 2", "/gone/1.jpg 0", "/gone/1.jpg 0", "/gone/2.jpg 9"]
+    lines += ["/a/x/" + "l" * 150 + ".jpg 8", *(f"/c/y/{i:03d}.jpg {i % 7}" for i in range(9))]
+    filelist = root / "places365_train_standard.txt"
+    filelist.write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    return tar, filelist
+
+
+def test_duplicates_full_names_and_repeated_list_entries(tmp_path: Path) -> None:
+    tar, filelist = _tricky_tar(tmp_path / "raw")
+    manifest = shard_tar(tar, filelist, "train", tmp_path / "out", CFG)
+    assert [(r["member"], r["reason"]) for r in manifest.rejected] == [
+        ("data_large/a/x/1.jpg", "duplicate member name"),
+        ("data_large/a/x/1.png", "duplicate key 'a_x_1' (same as 'data_large/a/x/1.jpg')"),
+        ("data_large/a/x_1.jpg", "duplicate key 'a_x_1' (same as 'data_large/a/x/1.jpg')"),
+        ("data_large/a/x/unlisted.jpg", "not in the train file list"),
+    ]
+    assert manifest.source["list_entries"] == 18 and manifest.source["list_entries_not_in_tar"] == 4
+    samples = {
+        json.loads(s["json"])["path"]: (s["__key__"], int(s["cls"]))
+        for s in wds.WebDataset([str(tmp_path / "out" / s.name) for s in manifest.shards], shardshuffle=False)
+    }
+    assert samples["top/a/x/3.jpg"] == ("top_a_x_3", 5) and samples["./data_large/a/x/2.jpg"] == ("a_x_2", 4)
+    assert samples["data_large/a/x/twice.jpg"] == ("a_x_twice", 2)  # the last entry of a path counts
+    assert len(samples) == manifest.totals["samples"] == 14
+
+
+def test_hash_collisions_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The join and the duplicate checks find strings by hash and confirm them by comparison:
+    with one hash for every string the shards and manifest are the same."""
+    tar, filelist = _tricky_tar(tmp_path / "raw")
+    plain = shard_tar(tar, filelist, "train", tmp_path / "plain", CFG)
+    monkeypatch.setattr(tarindex_mod, "hash", lambda value: 1, raising=False)
+    monkeypatch.setattr(shard_mod, "hash", lambda value: 1, raising=False)
+    colliding = shard_tar(tar, filelist, "train", tmp_path / "colliding", CFG)
+    assert colliding.to_dict() == plain.to_dict()
+    assert _shard_bytes(tmp_path / "colliding") == _shard_bytes(tmp_path / "plain")
+
+
+def test_pickled_job_carries_only_its_own_members(places) -> None:
+    members = index_tar(places.tar)
+    labels = read_labels(places.filelist, "train", members)
+    plan = plan_shards(members, labels, split="train", samples_per_shard=5, shard_multiple=2)
+    job = plan.jobs[1]
+    copy = pickle.loads(pickle.dumps(job))  # noqa: S301 - our own bytes
+    assert list(copy.members) == list(job.members) and copy.members[-1] == job.members[-1]
+    assert len(copy.members.table) == len(job.members) < len(members)
+    assert len(pickle.dumps(job)) < 2000
+
+
+@pytest.mark.timeout(120)
+def test_index_labels_and_plan_stay_compact(tmp_path: Path) -> None:
+    """Places365 train_large has 1.8M members: a Python object per member (Member, a dict of list
+    paths, Candidate) held ~600 bytes each (1.1 GB). The columns hold the name and ~40 bytes more."""
+    n = 20_000
+    tar, filelist = tmp_path / "t.tar", tmp_path / "places365_train_standard.txt"
+    lines = []
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as out:
+        for i in range(n):
+            rel = f"c/category{i % 97:02d}/{i:08d}.jpg"  # 36-byte names, as Places365's
+            add_file(out, f"data_large/{rel}", b"x")
+            lines.append(f"/{rel} {i % 365}\n")
+    filelist.write_text("".join(lines))
+    tracemalloc.start()
+    try:
+        members = index_tar(tar)
+        labels = read_labels(filelist, "train", members)
+        plan = plan_shards(members, labels, split="train", samples_per_shard=64, shard_multiple=4)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(plan.jobs) == 316 and sum(len(j.members) for j in plan.jobs) == n
+    assert held / n < 100, f"{held / n:.0f} bytes a member held by the index, labels and plan"
+    assert peak / n < 200, f"{peak / n:.0f} bytes a member at the peak"

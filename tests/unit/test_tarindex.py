@@ -3,6 +3,7 @@ member list or a project error naming the byte offset and the field, never a han
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -10,13 +11,14 @@ import tarfile
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.places_tar import set_header_field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inpnet.data import tarindex
-from inpnet.data.tarindex import index_tar, member_problem, read_labels
+from inpnet.data.tarindex import TarIndex, index_tar, member_problem, read_labels
 from inpnet.errors import DataError, InpnetError
 
 _FIELDS = {
@@ -167,10 +169,10 @@ def test_non_utf8_member_name_is_a_member_problem(tmp_path: Path) -> None:
 def test_non_ascii_digit_label_names_the_line(tmp_path: Path) -> None:
     lst = write(tmp_path, "/a/x.jpg 0\n/a/y.jpg ²\n".encode(), "places365_train_standard.txt")
     with pytest.raises(DataError, match=r"line 2 is not '<path> <class index>'"):
-        read_labels(lst, "train")
+        read_labels(lst, "train", TarIndex.empty())
     lst.write_text("/a/x.jpg 0\n/a/y.jpg ١٢\n")  # digits int() would accept
     with pytest.raises(DataError, match=r"line 2"):
-        read_labels(lst, "train")
+        read_labels(lst, "train", TarIndex.empty())
 
 
 # ------------------------------------------------------------------- property tests
@@ -251,3 +253,69 @@ def test_any_pax_payload_gives_members_or_a_project_error(tmp_path: Path, payloa
     raw = set_field(_BASE_PAX, 0, "size", b"%011o\0" % len(payload))
     old = -(-int(_BASE_PAX[124:135], 8) // 512) * 512
     _check(tmp_path, raw[:512] + payload.ljust(-(-len(payload) // 512) * 512, b"\0") + raw[512 + old :])
+
+
+# ------------------------------------------------------------------- the compact index and the list join
+
+
+def test_index_columns_and_members_agree(tmp_path: Path) -> None:
+    raw = tar_bytes(("top/a.jpg", b"x" * 700), ("top/" + "n" * 150 + ".jpg", b"y"), fmt=tarfile.GNU_FORMAT)
+    index = index_tar(write(tmp_path, raw))
+    assert len(index) == 2 and index.sizes.dtype == np.uint32 and index.offsets.dtype == np.int64
+    assert [m.name for m in index] == ["top/a.jpg", "top/" + "n" * 150 + ".jpg"] == [index.name(i) for i in (0, 1)]
+    assert index[-1] == index[1] and index[:1] == [index[0]] and index[1].ordinal == 1
+    assert index.take(np.array([1])).name(0) == index.name(1)
+    with pytest.raises(IndexError, match="member 2 of a tar index of 2"):
+        index[2]
+
+
+def _dict_labels(text: str) -> dict[str, int]:
+    """The file list as a plain dict, the way the labels were read before the compact join."""
+    labels = {}
+    for line in text.splitlines():
+        if line.strip():
+            path, label = line.split()
+            labels[path.lstrip("/")] = int(label)
+    return labels
+
+
+_NAMES = ["top/a/x.jpg", "top/a/x.jpg", "./top/b/caf\xe9.jpg", "c/d.jpg", "top/e.jpg", "top/f.jpg", "top"]
+_LIST = "/a/x.jpg 3\r\n\n/b/café.jpg 4\rc/d.jpg 5\x0b/e.jpg 1\n/e.jpg 2\n/gone.jpg 0\n/gone.jpg 0\n/gone2.jpg 9\n"
+
+
+@pytest.mark.parametrize("colliding", [False, True])
+@pytest.mark.parametrize("chunk", [3, 1 << 16])
+def test_labels_join_agrees_with_a_dict_of_the_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, colliding: bool, chunk: int
+) -> None:
+    """Per member: the label of its list_key, else of its full name; the last entry of a path wins;
+    distinct paths counted once (matched or not). Small chunks cut lines and UTF-8 sequences;
+    a hash that every string shares leaves only the string comparisons."""
+    index = index_tar(write(tmp_path, tar_bytes(*((n, b"z") for n in _NAMES))))
+    lst = write(tmp_path, _LIST.encode(), "places365_train_standard.txt")
+    monkeypatch.setattr(tarindex, "_LIST_CHUNK", chunk)
+    if colliding:
+        monkeypatch.setattr(tarindex, "hash", lambda value: 7, raising=False)
+    labels = read_labels(lst, "train", index)
+    expected = _dict_labels(_LIST)
+    by_key = [expected.get(tarindex.list_key(n)) for n in _NAMES]
+    by_name = [expected.get(n.removeprefix("./")) for n in _NAMES]
+    pairs = list(zip(by_key, by_name, strict=True))
+    assert labels.label.tolist() == [k if k is not None else (f if f is not None else -1) for k, f in pairs]
+    assert labels.full.tolist() == [k is None and f is not None for k, f in pairs]
+    assert labels.label.tolist() == [3, 3, 4, 5, 2, -1, -1] and labels.full.tolist()[3]  # c/d.jpg by its full name
+    assert labels.entries == len(expected) == 6 and labels.first_entry == "a/x.jpg"
+    assert labels.sha256 == hashlib.sha256(_LIST.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("chunk", [4, 1 << 16])
+def test_list_errors_name_the_same_line_in_any_chunking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(tarindex, "_LIST_CHUNK", chunk)
+    lst = write(tmp_path, b"/a/x.jpg 0\r\n\n/a/\xe9.jpg 1\n/a/y.jpg 2 3\n", "places365_train_standard.txt")
+    with pytest.raises(DataError, match=r"line 4 is not '<path> <class index>': '/a/y.jpg 2 3'"):
+        read_labels(lst, "train", TarIndex.empty())
+    lst.write_bytes(b"\n \n")
+    with pytest.raises(DataError, match="the train file list is empty"):
+        read_labels(lst, "train", TarIndex.empty())

@@ -108,6 +108,8 @@ def test_run_is_tracked_in_mlflow(tmp_path: Path) -> None:
     run = client.get_run(meta["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == v.name
     assert run.data.params["train.lr"] == str(v.train.lr) and run.data.params["model.family"] == v.model.family
+    assert run.data.params["train.effective_lr"] == str(v.train.lr)  # lr_scaling none: the lr itself
+    assert run.data.tags["effective_lr"].endswith("(train.lr, lr_scaling none)")
     assert {"git_commit", "variant"} <= set(run.data.tags)
     history = client.get_metric_history(run.info.run_id, "train/total")
     assert sorted(m.step for m in history) == [2, 4] and all(math.isfinite(m.value) for m in history)
