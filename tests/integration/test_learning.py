@@ -53,4 +53,7 @@ def test_every_family_learns_to_fill_holes(trained, name: str, precision: str) -
 @pytest.mark.parametrize("name", FAMILIES)
 def test_bf16_learns_what_fp32_learns(trained, name: str) -> None:
     fp32, bf16 = trained(name, "fp32"), trained(name, "bf16")
-    assert abs(bf16["model"] - fp32["model"]) <= PARITY_DB, (fp32, bf16)
+    # the failure this guards against is bf16 learning less (InP-Net once stopped learning under
+    # bf16); bf16 may learn more: on a native-bf16 Zen 5 the tiny CM-GAN (a GAN, 24 steps) scored
+    # 25.82 dB in bf16 against 25.18 in fp32
+    assert fp32["model"] - bf16["model"] <= PARITY_DB, (fp32, bf16)

@@ -16,7 +16,8 @@ S = 16
 
 def _tiles(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return tuple(torch.rand(3, S, S, generator=gen) for _ in range(3))  # type: ignore[return-value]
+    a, b, c = (torch.rand(3, S, S, generator=gen) for _ in range(3))
+    return a, b, c
 
 
 def test_save_grid_puts_every_tile_at_its_origin_with_labels_and_captions(tmp_path: Path) -> None:
