@@ -31,10 +31,12 @@ def train_command(
     out: Path | None = typer.Option(
         None, "--out", help="Checkpoint root; the checkpoint goes to OUT/<variant>/ (default: train.out_dir)."
     ),
-    shards: Path | None = typer.Option(
+    shards: str | None = typer.Option(
         None,
         "--shards",
-        help="Training shards: a split folder with manifest.json, or the shards root holding train/ (default: "
+        help="Training shards: a split folder with manifest.json, the shards root holding train/, or a URL on "
+        "object storage that every rank reads (s3://bucket/shards/train, with the shard stage's manifest.json "
+        "beside the shards; also .../train-{000000..000011}.tar, https://..., pipe:CMD) (default: "
         "<data.shards_dir>/train).",
     ),
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
@@ -57,12 +59,13 @@ def train_command(
 ) -> None:
     """Train VARIANT and write its checkpoint (safetensors + config + resumable state)."""
     from inpnet.config import load_params
+    from inpnet.data.urls import is_url
     from inpnet.stages.train import train_variant
 
     ckpt_dir = train_variant(
         load_params(params),
         variant,
-        shards=shards,
+        shards=shards if shards is None or is_url(shards) else Path(shards),
         val_shards=val_shards,
         masks=masks,
         val_required=val_shards is not None or masks is not None,

@@ -40,7 +40,7 @@ from inpnet.data.jpeg import DEFAULT_MAX_PIXELS
 from inpnet.data.manifest import MANIFEST_NAME, Manifest, ShardRecord, parse_manifest
 from inpnet.errors import DataError
 
-__all__ = ["ShardList", "is_url", "resolve_remote", "stream_members"]
+__all__ = ["ShardList", "is_url", "manifest_url", "read_url", "resolve_remote", "stream_members"]
 
 _URL = re.compile(r"^(?:pipe:|[A-Za-z][A-Za-z0-9+.-]*://)")
 _BLOCK = 8 << 20  # bytes a range request fetches ahead: few round trips, little memory per worker
@@ -114,18 +114,46 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix.rstrip('/')}/{name}"
 
 
+def manifest_url(spec: str) -> str | None:
+    """The manifest.json a URL spec's shards are listed in: beside the first shard (a ``.tar``
+    URL or brace pattern) or inside the prefix; None for ``pipe:`` (nothing to list them)."""
+    from webdataset.shardlists import expand_urls
+
+    first = next(iter(expand_urls(spec)), "")
+    if not first or first.startswith("pipe:"):
+        return None
+    path = _path(first)
+    prefix = posixpath.split(path)[0] if path.endswith(".tar") else first.rstrip("/")
+    return _join(prefix, MANIFEST_NAME)
+
+
+def read_url(url: str) -> bytes:
+    """The whole object at ``url`` (a small one: a manifest).
+
+    Raises:
+        FileNotFoundError: there is no such object.
+        DataError: the storage refused or failed the read (the reason names the URL).
+    """
+    try:
+        with _open(url) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise
+    except _storage_errors() as err:
+        raise DataError(f"{url}: {_problem(err, None)}") from None
+
+
 def _read_manifest(prefix: str) -> Manifest:
     url = _join(prefix, MANIFEST_NAME)
     try:
-        with _open(url) as handle:
-            text = handle.read().decode("utf-8")
+        text = read_url(url).decode("utf-8")
     except FileNotFoundError:
         raise DataError(
             f"{url}: no shard manifest; upload the split folder with its {MANIFEST_NAME} "
             f"(e.g. `aws s3 sync data/shards/train {prefix}`)"
         ) from None
-    except _storage_errors() as err:  # UnicodeDecodeError is a ValueError
-        raise DataError(f"{url}: the shard manifest: {_problem(err, None)}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{url}: the shard manifest is not UTF-8 text ({err})") from None
     return parse_manifest(text, url)
 
 

@@ -111,12 +111,13 @@ def manifest_dataset(source: str | Path, sha256: str, name: str) -> MetaDataset:
 
 
 def log_dataset(manifest: str | Path, name: str, context: str) -> MetaDataset | None:
-    """Log the manifest file ``manifest`` as an input of the active run; None when it is absent."""
+    """Log the manifest ``manifest`` (a file, or a URL on object storage) as an input of the
+    active run; None when it is absent."""
     import mlflow
 
-    from inpnet.registry.tracking import file_sha256
+    from inpnet.registry.tracking import manifest_sha256
 
-    sha = file_sha256(manifest)
+    sha = manifest_sha256(manifest)
     if sha is None:
         log.info("%s: no manifest, so no %s dataset is logged", manifest, context)
         return None

@@ -99,6 +99,29 @@ def file_sha256(path: str | Path) -> str | None:
     return digest.hexdigest()
 
 
+def manifest_sha256(manifest: str | Path) -> str | None:
+    """sha256 of a shard manifest, a local file or a URL (``s3://.../manifest.json``, read
+    from the store); None when there is none."""
+    from inpnet.data.urls import is_url, read_url
+
+    if isinstance(manifest, str) and is_url(manifest):
+        try:
+            return hashlib.sha256(read_url(manifest)).hexdigest()
+        except FileNotFoundError:
+            return None
+    return file_sha256(manifest)
+
+
+def shards_manifest(shards: str | Path) -> str | Path | None:
+    """Where the manifest of training shards is: ``<split folder>/manifest.json``, or the
+    manifest.json of a URL spec (None for ``pipe:`` shards, which have none)."""
+    from inpnet.data.urls import is_url, manifest_url
+
+    if isinstance(shards, str) and is_url(shards):
+        return manifest_url(shards)
+    return Path(shards) / "manifest.json"
+
+
 class NullTracker:
     """Tracking turned off (or a non-zero rank): every call is a no-op."""
 

@@ -33,11 +33,21 @@ def shard_split(shards: Path) -> Path:
     return shards / "train"
 
 
+def training_shards(params: Params, shards: str | Path | None) -> str | Path:
+    """The training shards to read: a URL spec (``s3://bucket/shards/train``, a ``str``) as
+    given, else the split folder :func:`shard_split` finds (default ``<data.shards_dir>/train``)."""
+    from inpnet.data.urls import is_url
+
+    if isinstance(shards, str) and is_url(shards):
+        return shards
+    return shard_split(Path(shards) if shards else Path(params.data.shards_dir) / "train")
+
+
 def train_variant(
     params: Params,
     variant: str,
     *,
-    shards: Path | None = None,
+    shards: str | Path | None = None,
     val_shards: Path | None = None,
     masks: Path | None = None,
     val_required: bool = True,
@@ -51,7 +61,8 @@ def train_variant(
 ) -> Path:
     """Train ``variant`` and return its checkpoint folder ``<out>/<variant>``.
 
-    Defaults come from ``params``: shards ``<data.shards_dir>/train``, validation on
+    Defaults come from ``params``: shards ``<data.shards_dir>/train`` (or a URL spec ``str``
+    on object storage, read by every rank: :func:`training_shards`), validation on
     ``<data.shards_dir>/val`` with the bank ``masks.out_dir`` every ``train.val_every`` steps
     (``val_required=False`` turns missing val data into a warning), checkpoints under
     ``train.out_dir``, MLflow tracking at ``registry.tracking_uri`` unless ``track`` is off.
@@ -71,8 +82,8 @@ def train_variant(
     resolved = params.variant(variant).check_sizes()
     params.check_shard_size(variant)  # a crop larger than the shards' images would be upsampled
     cfg = resolved.train
-    split = shard_split(Path(shards) if shards else Path(params.data.shards_dir) / "train")
-    if not split.is_dir():
+    split = training_shards(params, shards)
+    if isinstance(split, Path) and not split.is_dir():
         raise DataError(f"{split}: training shards not found; run `inpnet data shard` first or pass --shards")
     val = open_val_set(
         val_shards or Path(params.data.shards_dir) / "val",
@@ -101,7 +112,7 @@ def prepare_checkpoint(
     params: Params,
     variant: str,
     *,
-    shards: Path | None = None,
+    shards: str | Path | None = None,
     val_shards: Path | None = None,
     masks: Path | None = None,
     out: Path | None = None,
@@ -116,7 +127,7 @@ def prepare_checkpoint(
     ckpt_dir = (Path(out) if out else Path(resolved.train.out_dir)) / resolved.name
     inputs = inputs_record(
         resolved,
-        shard_split(Path(shards) if shards else Path(params.data.shards_dir) / "train"),
+        training_shards(params, shards),
         Path(val_shards) if val_shards else Path(params.data.shards_dir) / "val",
         Path(masks) if masks else Path(params.masks.out_dir),
     )
@@ -149,13 +160,14 @@ def torchrun_command(cfg: TrainConfig, entry: list[str]) -> list[str]:
     return [*cmd, *entry]
 
 
-def _manifest_sha256(folder: Path) -> str | None:
-    from inpnet.registry.tracking import file_sha256
+def _manifest_sha256(shards: str | Path) -> str | None:
+    from inpnet.registry.tracking import manifest_sha256, shards_manifest
 
-    return file_sha256(Path(folder) / "manifest.json")
+    manifest = shards_manifest(shards)
+    return manifest_sha256(manifest) if manifest else None
 
 
-def inputs_record(variant: ResolvedVariant, shards: Path, val_shards: Path, masks: Path) -> dict[str, Any]:
+def inputs_record(variant: ResolvedVariant, shards: str | Path, val_shards: Path, masks: Path) -> dict[str, Any]:
     """What a checkpoint of ``variant`` is trained on: the resolved config and the data manifests."""
     return {
         "variant": variant.model_dump(mode="json"),

@@ -53,7 +53,7 @@ class BatchStream:
 
     def __init__(
         self,
-        shards: Path,
+        shards: str | Path,
         *,
         image_size: int,
         batch_size: int,
@@ -67,7 +67,7 @@ class BatchStream:
         resampled_epoch: int = 1000,
         factory: LoaderFactory | None = None,
     ) -> None:
-        self.shards = Path(shards)
+        self.shards = shards  # a split folder, or a URL spec (str)
         self._kwargs = dict(
             image_size=image_size,
             batch_size=batch_size,

@@ -240,10 +240,28 @@ def _sigterm_flag() -> Iterator[threading.Event]:
 # ---------------------------------------------------------------------------- the loop
 
 
+def _datasets(shards: str | Path) -> dict[str, tuple[str | Path, str]]:
+    """The run's inputs: the training split's manifest and its sibling ``val`` split's (a
+    folder or a URL prefix; the tracker skips one that does not exist)."""
+    import posixpath
+
+    from inpnet.registry.tracking import shards_manifest
+
+    manifest = shards_manifest(shards)
+    if manifest is None:  # pipe: shards have no manifest
+        return {}
+    if isinstance(manifest, Path):
+        split, val = manifest.parent.name, manifest.parent.parent / "val" / manifest.name
+        return {"training": (manifest, f"{split}-shards"), "validation": (val, "val-shards")}
+    folder = posixpath.dirname(manifest)
+    val_url = f"{posixpath.dirname(folder)}/val/{posixpath.basename(manifest)}"
+    return {"training": (manifest, f"{posixpath.basename(folder)}-shards"), "validation": (val_url, "val-shards")}
+
+
 def train(
     variant: ResolvedVariant,
     *,
-    shards: Path,
+    shards: str | Path,
     out_dir: Path,
     max_steps: int | None = None,
     resume: bool = False,
@@ -252,9 +270,11 @@ def train(
     loader_factory: LoaderFactory | None = None,
     val: ValSet | None = None,
 ) -> Path:
-    """Train ``variant`` on the shards in ``shards`` (a split folder) and return its checkpoint dir.
+    """Train ``variant`` on ``shards`` and return its checkpoint dir.
 
     Args:
+        shards: a split folder, or shards on object storage as a URL spec ``str``
+            (``s3://bucket/shards/train``; the forms of :func:`inpnet.data.loader.make_loader`).
         out_dir: checkpoints go to ``<out_dir>/<variant.name>/``, locked by rank 0 for the run
             (:class:`inpnet.outputs.FolderLock`): a second run of the variant fails at once.
         max_steps: overrides ``variant.train.max_steps`` (also the cosine schedule's length).
@@ -270,7 +290,7 @@ def train(
     from tqdm import tqdm
 
     from inpnet.masks.mixture import training_mask_rng
-    from inpnet.registry.tracking import file_sha256, git_commit, start_tracking
+    from inpnet.registry.tracking import git_commit, manifest_sha256, shards_manifest, start_tracking
     from inpnet.train.cost import planned_steps
 
     cfg = variant.train
@@ -308,7 +328,7 @@ def train(
             mine = None
         rng = training_mask_rng(cfg.seed, info.rank)  # never the evaluation bank's stream
         stream = BatchStream(
-            Path(shards),
+            shards,
             image_size=cfg.image_size,
             batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
@@ -338,7 +358,9 @@ def train(
             "family": variant.model.family,
             "world_size": str(info.world_size),
             "git_commit": git_commit() if track else None,
-            "shard_manifest_sha256": file_sha256(Path(shards) / "manifest.json") if track else None,
+            "shard_manifest_sha256": manifest_sha256(manifest)
+            if track and (manifest := shards_manifest(shards))
+            else None,
             **notes,
             "max_steps": f"{total} ({how})",  # a budget in images or FLOPs says how it became steps
         }
@@ -352,13 +374,7 @@ def train(
             system_metrics=bool(tracking and tracking.system_metrics),
             enabled=track,
         )
-        split = Path(shards)
-        tracker.log_datasets(
-            {
-                "training": (split / "manifest.json", f"{split.name}-shards"),
-                "validation": (split.parent / "val" / "manifest.json", "val-shards"),
-            }
-        )
+        tracker.log_datasets(_datasets(shards))
         try:
             with _sigterm_flag() as sigterm:
                 status = _loop(

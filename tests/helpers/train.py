@@ -68,3 +68,37 @@ def write_params(path: Path, variant: str = "inpnet_tiny", **train: Any) -> Path
     data["variants"][variant]["train"] = {**data["variants"][variant].get("train", {}), **train}
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+TRAIN_ENTRY = Path(__file__).resolve().parent / "train_entry.py"
+
+
+def torchrun_standalone(args: list[str], *, env: dict[str, str], cwd: Path, nproc: int = 2) -> Any:
+    """``python -m torch.distributed.run --standalone --nproc_per_node NPROC`` of the
+    ``inpnet`` CLI with ``args``; the finished process (stdout and stderr captured)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(TRAIN_ENTRY),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=240,
+        check=False,
+    )
+
+
+def train_args(params: Path, shards: str | Path, out: Path, *extra: str) -> list[str]:
+    """``inpnet train`` of ``inpnet_tiny`` on the CPU with these params, shards and output root."""
+    return ["train", "--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards), "--out", str(out),
+            "--device", "cpu", *extra]  # fmt: skip

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.train import write_params, write_shards
+from helpers.train import torchrun_standalone, train_args, write_params, write_shards
 
 from inpnet.train.checkpoint import load_model, load_state, read_meta
 
@@ -32,20 +32,7 @@ def test_cli_trains_and_resumes_on_real_shards(shards: Path, tmp_path: Path) -> 
     from inpnet.cli import main
 
     params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2)
-    args = [
-        "train",
-        "--variant",
-        "inpnet_tiny",
-        "--params",
-        str(params),
-        "--shards",
-        str(shards.parent),
-        "--out",
-        str(tmp_path / "models"),
-        "--no-mlflow",
-        "--device",
-        "cpu",
-    ]
+    args = train_args(params, shards.parent, tmp_path / "models", "--no-mlflow")
     assert main([*args, "--max-steps", "3"]) == 0
     ckpt = tmp_path / "models" / "inpnet_tiny"
     assert read_meta(ckpt)["step"] == 3
@@ -105,36 +92,8 @@ def test_sigterm_saves_a_checkpoint_before_exit(shards: Path, tmp_path: Path) ->
 def test_torchrun_two_cpu_ranks_write_a_loadable_checkpoint(shards: Path, tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2, log_every=1)
     out = tmp_path / "models"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(ENTRY),
-            "train",
-            "--variant",
-            "inpnet_tiny",
-            "--params",
-            str(params),
-            "--shards",
-            str(shards),
-            "--out",
-            str(out),
-            "--no-mlflow",
-            "--device",
-            "cpu",
-            "--max-steps",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=tmp_path,
-        timeout=240,
-        check=False,
-    )
+    args = ["train", "--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards), "--out", str(out)]
+    proc = torchrun_standalone([*args, "--no-mlflow", "--device", "cpu", "--max-steps", "3"], env=_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     meta = read_meta(out / "inpnet_tiny")
     assert meta["step"] == 3 and meta["world_size"] == 2
