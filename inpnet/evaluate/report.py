@@ -808,10 +808,12 @@ def train_masks_text(e: ReportEntry) -> str | None:
     mix = ", ".join(f"{k} {100 * float(v):.0f}%" for k, v in (g.get("patterns") or {}).items())
     opts = "; ".join(f"{k}: {_options_text(o)}" for k, o in (g.get("options") or {}).items() if o)
     lo, hi = g.get("ratio") or (None, None)
+    seeds = e.report.get("train_seeds") or []  # seed runs grouped into one method: each run its own seed
+    seed = f"s {', '.join(map(str, seeds))} (one per run)" if len(seeds) > 1 else f" {g.get('seed')}"
     text = (
         f"{g.get('generator')} of {mix} ({opts}), hole ratio {lo}-{hi} (warm-up {g.get('warmup_steps')} steps), "
         f"{'a new mask each step' if g.get('dynamic') else 'one fixed mask per image'}, drawn from {g.get('rng')} "
-        f"with train.seed {g.get('seed')}"
+        f"with train.seed{seed}"
     )
     if g.get("objects"):
         o = g["objects"]

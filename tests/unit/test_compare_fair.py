@@ -132,6 +132,7 @@ def test_compare_groups_the_seeds_of_a_variant_and_reports_their_spread(tmp_path
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert "## Spread over training seeds" in table and "| inpnet_s | 0, 1, 2 |" in table
     assert "## Paired differences per training seed" in table and "ahead in 3/3" in table
+    assert "with train.seeds 0, 1, 2 (one per run)" in table  # the training masks of each seed run's own stream
     md = (tmp_path / "cmp" / "summary.md").read_text()
     assert "Over training seeds." in md and "ahead in 3/3" in md
     assert summary["reports"]["inpnet_s"] == [str(r) for r in runs]
