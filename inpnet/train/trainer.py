@@ -250,12 +250,9 @@ def _datasets(shards: str | Path) -> dict[str, tuple[str | Path, str]]:
     manifest = shards_manifest(shards)
     if manifest is None:  # pipe: shards have no manifest
         return {}
-    if isinstance(manifest, Path):
-        split, val = manifest.parent.name, manifest.parent.parent / "val" / manifest.name
-        return {"training": (manifest, f"{split}-shards"), "validation": (val, "val-shards")}
-    folder = posixpath.dirname(manifest)
-    val_url = f"{posixpath.dirname(folder)}/val/{posixpath.basename(manifest)}"
-    return {"training": (manifest, f"{posixpath.basename(folder)}-shards"), "validation": (val_url, "val-shards")}
+    folder, name = posixpath.split(str(manifest))
+    val = posixpath.join(posixpath.dirname(folder), "val", name)
+    return {"training": (str(manifest), f"{posixpath.basename(folder)}-shards"), "validation": (val, "val-shards")}
 
 
 def train(

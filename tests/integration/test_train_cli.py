@@ -92,8 +92,8 @@ def test_sigterm_saves_a_checkpoint_before_exit(shards: Path, tmp_path: Path) ->
 def test_torchrun_two_cpu_ranks_write_a_loadable_checkpoint(shards: Path, tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", batch_size=2, checkpoint_every=2, log_every=1)
     out = tmp_path / "models"
-    args = ["train", "--variant", "inpnet_tiny", "--params", str(params), "--shards", str(shards), "--out", str(out)]
-    proc = torchrun_standalone([*args, "--no-mlflow", "--device", "cpu", "--max-steps", "3"], env=_env(), cwd=tmp_path)
+    args = train_args(params, shards, out, "--no-mlflow", "--max-steps", "3")
+    proc = torchrun_standalone(args, env=_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     meta = read_meta(out / "inpnet_tiny")
     assert meta["step"] == 3 and meta["world_size"] == 2
